@@ -1,0 +1,298 @@
+"""Domain objects and input rules, without I/O.
+
+A job is ``provider|sku|size``: the SKU upper-cased, the size normalised (``10.5``, ``42 2/3``,
+``8.5W``) and, for a size that is not UK, prefixed by its system (``EU 40``) so that UK 6 and
+EU 40 are different keys.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from marketd.errors import ValidationError
+
+PROVIDERS: tuple[str, ...] = ("stockx", "alias", "ebay")
+SIZE_SYSTEMS: tuple[str, ...] = ("UK", "US", "EU")
+JOB_STATUSES: tuple[str, ...] = ("pending", "running", "completed", "failed")
+MAX_BATCH_JOBS = 1000
+MIN_PRIORITY, MAX_PRIORITY = 0, 1000
+
+
+class Priority(enum.IntEnum):
+    BACKGROUND = 100
+    HOT = 150
+    MANUAL = 200
+
+
+_SKU_RE = re.compile(r"^[A-Za-z0-9 ._/-]{1,64}$")
+# a whole or half number, or a whole number and a third (adidas EU 42 2/3), plus W/Y/C
+_SIZE_RE = re.compile(r"^(\d{1,2})(?:(\.5|\.0)|\s?([12])/3)?\s?([WYC])?$", re.IGNORECASE)
+
+
+@dataclass(frozen=True, slots=True)
+class JobSpec:
+    """A validated request to fetch one price."""
+
+    provider: str
+    sku: str
+    size: str | None
+    size_system: str = "UK"
+    priority: int = int(Priority.BACKGROUND)
+    user_id: str | None = None
+
+    @property
+    def size_key(self) -> str | None:
+        return size_key(self.size, self.size_system)
+
+    @property
+    def dedupe_key(self) -> str:
+        return dedupe_key(self.provider, self.sku, self.size_key)
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A row of market_jobs."""
+
+    id: str
+    user_id: str | None
+    provider: str
+    sku: str
+    size: str | None
+    size_system: str
+    priority: int
+    status: str
+    error_message: str | None
+    retry_count: int
+    started_at: str | None
+    completed_at: str | None
+    dedupe_key: str
+    created_at: str
+    next_attempt_at: str | None
+
+    @property
+    def size_key(self) -> str | None:
+        return size_key(self.size, self.size_system)
+
+
+@dataclass(frozen=True, slots=True)
+class EnqueueResult:
+    id: str | None
+    dedupe_key: str
+    status: str
+    priority: int
+    deduplicated: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "dedupe_key": self.dedupe_key,
+            "status": self.status,
+            "priority": self.priority,
+            "deduplicated": self.deduplicated,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Price:
+    """One market observation; amounts are integers in minor units (pence, cents) or None."""
+
+    provider: str
+    sku: str
+    size: str | None  # the size key, as in dedupe_key
+    currency: str
+    lowest_ask: int | None
+    highest_bid: int | None
+    last_sale: int | None
+    fetched_at: float
+
+
+def size_key(size: str | None, system: str) -> str | None:
+    if size is None:
+        return None
+    return size if system == "UK" else f"{system} {size}"
+
+
+def dedupe_key(provider: str, sku: str, size: str | None) -> str:
+    return f"{provider}|{sku}|{size or ''}"
+
+
+def format_minor(amount: int | None) -> str | None:
+    """Minor units to a decimal string in major units: 9600 -> ``"96.00"``."""
+    if amount is None:
+        return None
+    sign = "-" if amount < 0 else ""
+    whole, frac = divmod(abs(amount), 100)
+    return f"{sign}{whole}.{frac:02d}"
+
+
+# ---- validation ------------------------------------------------------------------------------
+
+
+def normalize_provider(value: Any, field: str = "provider") -> str:
+    if not isinstance(value, str) or value.strip().lower() not in PROVIDERS:
+        raise ValidationError(f"provider must be one of {', '.join(PROVIDERS)}", field)
+    return value.strip().lower()
+
+
+def normalize_sku(value: Any, field: str = "sku") -> str:
+    if not isinstance(value, str):
+        raise ValidationError("sku must be a string", field)
+    sku = " ".join(value.split()).upper()
+    if not sku:
+        raise ValidationError("sku must not be empty", field)
+    if len(sku) > 64:
+        raise ValidationError("sku must be at most 64 characters", field)
+    if not _SKU_RE.match(sku):
+        raise ValidationError(
+            "sku may hold only letters, digits, space, '-', '.', '/' and '_'", field
+        )
+    return sku
+
+
+def normalize_size(value: Any, field: str = "size") -> str | None:
+    """``10``, ``10.5``, ``42 2/3``, ``8.5W``; numbers are accepted too. None means size-less."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ValidationError("size must be a string, a number or null", field)
+    if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ValidationError("size is not a size", field)
+        text = f"{value:g}"
+    else:
+        text = str(value)
+    text = text.strip()
+    if len(text) > 16:
+        raise ValidationError("size must be at most 16 characters", field)
+    m = _SIZE_RE.match(text)
+    if not m:
+        raise ValidationError(
+            "size is not a size: use a number in halves or thirds (10, 10.5, 42 2/3) "
+            "with an optional W, Y or C suffix",
+            field,
+        )
+    whole, half, third, suffix = m.groups()
+    out = str(int(whole))
+    if half == ".5":
+        out += ".5"
+    elif third:
+        out += f" {third}/3"
+    if suffix:
+        out += suffix.upper()
+    return out
+
+
+def normalize_size_system(value: Any, field: str = "size_system") -> str:
+    if value is None:
+        return "UK"
+    if not isinstance(value, str) or value.strip().upper() not in SIZE_SYSTEMS:
+        raise ValidationError("size_system must be UK, US or EU", field)
+    return value.strip().upper()
+
+
+def normalize_priority(value: Any, field: str = "priority") -> int:
+    if value is None:
+        return int(Priority.BACKGROUND)
+    if isinstance(value, str):
+        name = value.strip().upper()
+        if name in Priority.__members__:
+            return int(Priority[name])
+        if re.fullmatch(r"\d{1,4}", value.strip()):
+            value = int(value.strip())
+        else:
+            raise ValidationError(
+                "priority must be manual, hot, background or an integer 0-1000", field
+            )
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValidationError("priority must be manual, hot, background or an integer 0-1000", field)
+    if not MIN_PRIORITY <= value <= MAX_PRIORITY:
+        raise ValidationError("priority must be between 0 and 1000", field)
+    return value
+
+
+def normalize_user_id(value: Any, field: str = "user_id") -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not 0 < len(value) <= 128:
+        raise ValidationError("user_id must be a string of 1-128 characters or null", field)
+    return value
+
+
+def parse_job(
+    raw: Any,
+    field: str = "",
+    *,
+    defaults: Mapping[str, Any] | None = None,
+    size_keys: tuple[str, ...] = ("size",),
+) -> JobSpec:
+    """Validate one job object; ``defaults`` fill keys the object leaves out."""
+    prefix = f"{field}." if field else ""
+    if not isinstance(raw, dict):
+        raise ValidationError("a job must be a JSON object", field or None)
+    merged: dict[str, Any] = dict(defaults or {})
+    merged.update(raw)
+    allowed = {"provider", "sku", "priority", "user_id", "size_system", *size_keys}
+    for key in raw:
+        if key not in allowed:
+            raise ValidationError(f"unknown key {key!r}", f"{prefix}{key}")
+    if "sku" not in merged:
+        raise ValidationError("sku is required", f"{prefix}sku")
+    if "provider" not in merged:
+        raise ValidationError("provider is required", f"{prefix}provider")
+    size_field = next((k for k in size_keys if k in merged), size_keys[0])
+    return JobSpec(
+        provider=normalize_provider(merged["provider"], f"{prefix}provider"),
+        sku=normalize_sku(merged["sku"], f"{prefix}sku"),
+        size=normalize_size(merged.get(size_field), f"{prefix}{size_field}"),
+        size_system=normalize_size_system(merged.get("size_system"), f"{prefix}size_system"),
+        priority=normalize_priority(merged.get("priority"), f"{prefix}priority"),
+        user_id=normalize_user_id(merged.get("user_id"), f"{prefix}user_id"),
+    )
+
+
+def parse_enqueue_body(body: Any) -> list[JobSpec]:
+    """Any of the four shapes of ``POST /enqueue`` to a list of jobs, all valid or none."""
+    if not isinstance(body, dict):
+        raise ValidationError("the body must be a JSON object", None)
+    shapes = [k for k in ("jobs", "items", "refresh") if k in body]
+    if len(shapes) > 1:
+        raise ValidationError("give only one of jobs, items or refresh", shapes[1])
+    if not shapes:
+        return [parse_job(body)]
+    shape = shapes[0]
+    entries = body[shape]
+    if not isinstance(entries, list):
+        raise ValidationError(f"{shape} must be a list", shape)
+    if not entries:
+        raise ValidationError(f"{shape} must not be empty", shape)
+    if len(entries) > MAX_BATCH_JOBS:
+        raise ValidationError(f"at most {MAX_BATCH_JOBS} jobs per request", shape)
+    if shape == "jobs":
+        extra = set(body) - {"jobs"}
+        if extra:
+            raise ValidationError(f"unknown key {sorted(extra)[0]!r}", sorted(extra)[0])
+        return [parse_job(e, f"jobs[{i}]") for i, e in enumerate(entries)]
+    outer_allowed = {shape, "provider", "priority", "user_id", "size_system"}
+    extra = set(body) - outer_allowed
+    if extra:
+        raise ValidationError(f"unknown key {sorted(extra)[0]!r}", sorted(extra)[0])
+    defaults = {k: body[k] for k in ("provider", "priority", "user_id", "size_system") if k in body}
+    if shape == "refresh":
+        if "priority" in body:
+            raise ValidationError("refresh jobs always have manual priority", "priority")
+        defaults["priority"] = int(Priority.MANUAL)
+        keys: tuple[str, ...] = ("size", "size_uk")
+    else:
+        defaults.setdefault("priority", int(Priority.BACKGROUND))
+        keys = ("size_uk", "size")
+    jobs = []
+    for i, e in enumerate(entries):
+        if isinstance(e, dict):
+            e = {k: v for k, v in e.items() if k in {"sku", "size", "size_uk", "size_system",
+                                                      "user_id", "provider", "priority"}}
+        jobs.append(parse_job(e, f"{shape}[{i}]", defaults=defaults, size_keys=keys))
+    return jobs

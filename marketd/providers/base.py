@@ -1,0 +1,143 @@
+"""The provider seam: what a provider client implements and what it is given.
+
+The worker hands a client the jobs of one SKU (:meth:`Provider.fetch_group`). The client makes
+the HTTP requests it needs, calling ``ctx.budget.spend()`` before **every** request to the
+provider's API (catalog look-ups included; OAuth token endpoints excepted), and answers with a
+:class:`FetchResult`: per job a :class:`~marketd.models.Price` or an exception, plus any other
+prices the same responses carried (other sizes of the SKU).
+
+An exception raised out of ``fetch_group`` applies to every job of the group. The worker acts on
+its type (see :mod:`marketd.errors`): RateLimited and AuthError pause the provider, BudgetExhausted
+defers, TransientError retries with backoff, NotFound/SizeError/PermanentError fail the job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol
+
+import aiohttp
+
+from marketd.clock import Clock
+from marketd.config import ProviderConfig
+from marketd.errors import MarketdError, TransientError
+from marketd.models import Job, Price
+
+
+class CallBudget(Protocol):
+    async def spend(self) -> None:
+        """Reserve one call durably, waiting briefly for a paced window; or raise
+        BudgetExhausted."""
+
+
+class TokenStore(Protocol):
+    async def get_token(self, provider: str, kind: str) -> tuple[str, float | None] | None: ...
+
+    async def put_token(self, provider: str, kind: str, value: str,
+                        expires_at: float | None) -> None: ...
+
+
+class CatalogCache(Protocol):
+    async def get_catalog(self, provider: str, sku: str) -> dict[str, Any] | None: ...
+
+    async def put_catalog(self, provider: str, sku: str, *, product_id: str | None,
+                          title: str | None = None, brand: str | None = None,
+                          image_url: str | None = None,
+                          data: Mapping[str, Any] | None = None) -> None: ...
+
+    async def delete_catalog(self, provider: str, sku: str) -> None: ...
+
+
+class KeyValueStore(TokenStore, CatalogCache, Protocol):
+    """What a client may persist: tokens and catalog entries (the Store implements it)."""
+
+
+@dataclass
+class ProviderContext:
+    config: ProviderConfig
+    session: aiohttp.ClientSession
+    budget: CallBudget
+    store: KeyValueStore
+    clock: Clock
+
+
+@dataclass
+class FetchResult:
+    outcomes: dict[str, Price | MarketdError] = field(default_factory=dict)  # by job id
+    extra_prices: list[Price] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Response:
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        """The body as JSON; a truncated or non-JSON body is a TransientError upstream."""
+        return json.loads(self.body)
+
+
+class Provider:
+    """Base class of the StockX, Alias and eBay clients."""
+
+    name: ClassVar[str] = ""
+
+    def __init__(self, ctx: ProviderContext) -> None:
+        self.ctx = ctx
+
+    async def fetch_group(self, sku: str, jobs: Sequence[Job]) -> FetchResult:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        """Release what the client holds (the session belongs to the caller)."""
+
+    async def _send(
+        self,
+        method: str,
+        url: str,
+        *,
+        counted: bool = True,
+        headers: Mapping[str, str] | None = None,
+        params: Mapping[str, str] | None = None,
+        data: Mapping[str, str] | None = None,
+    ) -> Response:
+        """One HTTP request: spend a budget token first (``counted``), own the timeout, and
+        turn network failures into TransientError. Status codes are the caller's to map."""
+        if counted:
+            await self.ctx.budget.spend()
+        timeout = aiohttp.ClientTimeout(total=self.ctx.config.timeout_s)
+        try:
+            async with self.ctx.session.request(
+                method, url, headers=headers, params=params, data=data, timeout=timeout,
+                allow_redirects=False,
+            ) as resp:
+                body = await resp.read()
+                return Response(resp.status, dict(resp.headers), body)
+        except TimeoutError:
+            raise TransientError(self.name, f"timed out after {self.ctx.config.timeout_s:g} s")\
+                from None
+        except (aiohttp.ClientError, asyncio.IncompleteReadError, OSError) as exc:
+            raise TransientError(self.name, f"network error: {type(exc).__name__}: {exc}")\
+                from None
+
+
+def retry_after_seconds(headers: Mapping[str, str], default: float | None = None) -> float | None:
+    """Retry-After as seconds (delta-seconds form; an HTTP date falls back to ``default``)."""
+    value = next((v for k, v in headers.items() if k.lower() == "retry-after"), None)
+    if value is None:
+        return default
+    try:
+        return max(0.0, float(value.strip()))
+    except ValueError:
+        from email.utils import parsedate_to_datetime
+
+        try:
+            import time
+
+            return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+        except (TypeError, ValueError):
+            return default

@@ -1,0 +1,39 @@
+"""Named SQL queries and migrations, shipped as package data."""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+from importlib import resources
+
+_NAME_RE = re.compile(r"^--\s*name:\s*(\w+)\s*$", re.MULTILINE)
+
+
+def parse_queries(text: str) -> dict[str, str]:
+    parts = _NAME_RE.split(text)
+    queries: dict[str, str] = {}
+    for name, body in zip(parts[1::2], parts[2::2], strict=True):
+        if name in queries:
+            raise ValueError(f"query {name!r} is defined twice")
+        queries[name] = body.strip()
+    return queries
+
+
+@cache
+def queries() -> dict[str, str]:
+    return parse_queries(resources.files(__package__).joinpath("queries.sql").read_text("utf-8"))
+
+
+def schema() -> str:
+    return resources.files("marketd").joinpath("schema.sql").read_text("utf-8")
+
+
+def migrations() -> list[tuple[int, str, str]]:
+    """``(version, name, sql)`` for every file in sql/migrations, in order."""
+    folder = resources.files(__package__).joinpath("migrations")
+    out = []
+    for entry in folder.iterdir():
+        m = re.match(r"^(\d{4})_(\w+)\.sql$", entry.name)
+        if m:
+            out.append((int(m.group(1)), m.group(2), entry.read_text("utf-8")))
+    return sorted(out)

@@ -1,0 +1,496 @@
+"""The only module that talks to SQLite.
+
+One write connection (every write in ``BEGIN IMMEDIATE``, serialised by an asyncio lock) and
+one read connection; WAL lets them work side by side. Methods return frozen dataclasses or
+plain dicts and turn driver errors into :class:`~marketd.errors.StoreError`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from marketd import sql
+from marketd.clock import Clock, hour_window, iso
+from marketd.errors import StoreError
+from marketd.models import EnqueueResult, Job, JobSpec, Price, Priority
+
+Q = sql.queries()
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    job_id: str
+    error: str
+    next_attempt_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Defer:
+    job_id: str
+    next_attempt_at: float | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Outcomes:
+    """What one group of calls decided, written in one transaction."""
+
+    completed: Sequence[str] = ()
+    failed: Sequence[tuple[str, str]] = ()
+    retried: Sequence[Retry] = ()
+    deferred: Sequence[Defer] = ()
+    prices: Sequence[Price] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderState:
+    provider: str
+    paused_until: float | None
+    pause_reason: str | None
+    credential: str | None
+
+
+def _job(row: Mapping[str, Any]) -> Job:
+    return Job(
+        id=row["id"], user_id=row["user_id"], provider=row["provider"], sku=row["sku"],
+        size=row["size"], size_system=row["size_system"], priority=row["priority"],
+        status=row["status"], error_message=row["error_message"],
+        retry_count=row["retry_count"], started_at=row["started_at"],
+        completed_at=row["completed_at"], dedupe_key=row["dedupe_key"],
+        created_at=row["created_at"], next_attempt_at=row["next_attempt_at"],
+    )
+
+
+def _price_row(p: Price) -> tuple[Any, ...]:
+    return (p.provider, p.sku, p.size or "", p.currency, p.lowest_ask, p.highest_bid,
+            p.last_sale, iso(p.fetched_at))
+
+
+class Store:
+    def __init__(self, path: str, clock: Clock) -> None:
+        self.path = path
+        self.clock = clock
+        self._w: aiosqlite.Connection | None = None
+        self._r: aiosqlite.Connection | None = None
+        self._lock = _lock()
+
+    # ---- life cycle ---------------------------------------------------------------------------
+
+    @classmethod
+    async def open(cls, path: str, clock: Clock | None = None, *, migrate: bool = True) -> Store:
+        store = cls(path, clock or Clock())
+        await store._connect()
+        if migrate:
+            await store.migrate()
+        return store
+
+    async def _connect(self) -> None:
+        path = Path(self.path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if not path.exists():
+                # the database holds tokens: readable by its owner only
+                os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+            self._w = await self._connection()
+            self._r = await self._connection()
+        except (OSError, sqlite3.Error) as exc:
+            await self.close()
+            raise StoreError(f"cannot open database {self.path}: {exc}") from exc
+
+    async def _connection(self) -> aiosqlite.Connection:
+        conn = await aiosqlite.connect(self.path, isolation_level=None)
+        conn.row_factory = aiosqlite.Row
+        await conn.execute("PRAGMA busy_timeout = 10000")
+        await conn.execute(Q["pragma_setup"])
+        await conn.execute("PRAGMA synchronous = NORMAL")
+        await conn.execute("PRAGMA foreign_keys = ON")
+        return conn
+
+    async def close(self) -> None:
+        for conn in (self._w, self._r):
+            if conn is not None:
+                try:
+                    await conn.close()
+                except (sqlite3.Error, ValueError):
+                    pass
+        self._w = self._r = None
+
+    @property
+    def w(self) -> aiosqlite.Connection:
+        if self._w is None:
+            raise StoreError("the database is closed")
+        return self._w
+
+    @property
+    def r(self) -> aiosqlite.Connection:
+        if self._r is None:
+            raise StoreError("the database is closed")
+        return self._r
+
+    @asynccontextmanager
+    async def tx(self) -> AsyncIterator[aiosqlite.Connection]:
+        """One write transaction (``BEGIN IMMEDIATE``), committed on success."""
+        async with self._lock:
+            conn = self.w
+            try:
+                await conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise StoreError(f"database busy or unavailable: {exc}") from exc
+            try:
+                yield conn
+            except BaseException:
+                try:
+                    await conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+                raise
+            try:
+                await conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise StoreError(f"commit failed: {exc}") from exc
+
+    async def _read(self, query: str, params: Any = ()) -> list[aiosqlite.Row]:
+        try:
+            async with self.r.execute(query, params) as cur:
+                return list(await cur.fetchall())
+        except sqlite3.Error as exc:
+            raise StoreError(f"database read failed: {exc}") from exc
+
+    def now_iso(self) -> str:
+        return iso(self.clock.now()) or ""
+
+    # ---- schema ------------------------------------------------------------------------------
+
+    async def migrate(self) -> list[int]:
+        """Create or upgrade the schema; returns the versions applied now. Safe to repeat."""
+        migrations = sql.migrations()
+        async with self.tx() as conn:
+            exists = await (await conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE name = 'schema_migrations'")).fetchone()
+            if not exists:
+                await _executescript(conn, sql.schema())
+                for version, name, _ in migrations:
+                    await conn.execute(Q["record_migration"], (version, name, self.now_iso()))
+                return [v for v, _, _ in migrations]
+            done = {r[0] for r in await (await conn.execute(Q["applied_migrations"])).fetchall()}
+            applied = []
+            for version, name, text in migrations:
+                if version not in done:
+                    await _executescript(conn, text)
+                    await conn.execute(Q["record_migration"], (version, name, self.now_iso()))
+                    applied.append(version)
+            return applied
+
+    async def integrity_check(self) -> str:
+        rows = await self._read("PRAGMA integrity_check")
+        return str(rows[0][0])
+
+    async def ping(self) -> bool:
+        try:
+            await self._read("SELECT 1")
+            return True
+        except StoreError:
+            return False
+
+    # ---- the queue ---------------------------------------------------------------------------
+
+    async def enqueue(self, specs: Sequence[JobSpec], fresh_for_s: float) -> list[EnqueueResult]:
+        """Enqueue many jobs in one transaction, in order; all or nothing."""
+        now = self.clock.now()
+        rows = [
+            (i, str(uuid.uuid4()), s.user_id, s.provider, s.sku, s.size, s.size_system,
+             s.priority, s.dedupe_key, s.size_key)
+            for i, s in enumerate(specs)
+        ]
+        async with self.tx() as conn:
+            await conn.execute(Q["create_staging"])
+            await conn.execute(Q["clear_staging"])
+            await conn.executemany(Q["stage_job"], rows)
+            if fresh_for_s > 0:
+                await conn.execute(Q["mark_fresh"], {
+                    "manual": int(Priority.MANUAL), "fresh_after": iso(now - fresh_for_s)})
+            await conn.execute(Q["upsert_staged_jobs"], {"now": iso(now)})
+            results = await (await conn.execute(Q["staged_results"])).fetchall()
+            await conn.execute(Q["clear_staging"])
+        out: list[EnqueueResult] = []
+        seen: set[str] = set()
+        for r in results:
+            if r["fresh"]:
+                out.append(EnqueueResult(None, r["dedupe_key"], "fresh", r["asked_priority"],
+                                         False))
+                continue
+            # a key given twice in one batch: the second is a duplicate of the first
+            dup = r["id"] != r["proposed_id"] or r["id"] in seen
+            seen.add(r["id"])
+            out.append(EnqueueResult(r["id"], r["dedupe_key"], r["status"], r["priority"], dup))
+        return out
+
+    async def claim(self, provider: str, limit: int, *, min_priority: int = 0) -> list[Job]:
+        """Mark up to ``limit`` due pending jobs running, highest priority then oldest first."""
+        if limit <= 0:
+            return []
+        now = iso(self.clock.now())
+        async with self.tx() as conn:
+            ids = [r[0] for r in await (await conn.execute(Q["select_pending"], {
+                "provider": provider, "now": now, "limit": limit,
+                "min_priority": min_priority})).fetchall()]
+            jobs = []
+            for job_id in ids:
+                row = await (await conn.execute(Q["claim_job"], {"id": job_id, "now": now}))\
+                    .fetchone()
+                if row is not None:
+                    jobs.append(_job(row))
+        return jobs
+
+    async def record(self, outcomes: Outcomes) -> None:
+        """Write one group's results (jobs and prices) in one transaction."""
+        now = iso(self.clock.now())
+        async with self.tx() as conn:
+            if outcomes.prices:
+                rows = [_price_row(p) for p in outcomes.prices]
+                await conn.executemany(Q["upsert_price"], rows)
+                await conn.executemany(Q["insert_price_history"], rows)
+            await conn.executemany(Q["complete_job"],
+                                   [{"id": i, "now": now} for i in outcomes.completed])
+            await conn.executemany(Q["fail_job"], [
+                {"id": i, "now": now, "error": e[:1000]} for i, e in outcomes.failed])
+            await conn.executemany(Q["retry_job"], [
+                {"id": r.job_id, "now": now, "error": r.error[:1000],
+                 "next_attempt_at": iso(r.next_attempt_at)} for r in outcomes.retried])
+            await conn.executemany(Q["defer_job"], [
+                {"id": d.job_id, "now": now, "error": d.error,
+                 "next_attempt_at": iso(d.next_attempt_at)} for d in outcomes.deferred])
+
+    async def rescue_stuck(self, stuck_after_s: float) -> int:
+        """Running jobs older than ``stuck_after_s`` (or all, with 0) go back to pending."""
+        now = self.clock.now()
+        before = iso(now - stuck_after_s) if stuck_after_s > 0 else "9999"
+        async with self.tx() as conn:
+            cur = await conn.execute(Q["rescue_stuck"], {"now": iso(now), "before": before})
+            return cur.rowcount
+
+    async def reset_failed(self, provider: str | None = None) -> int:
+        async with self.tx() as conn:
+            cur = await conn.execute(Q["reset_failed"], {"now": self.now_iso(),
+                                                         "provider": provider})
+            return cur.rowcount
+
+    async def get_job(self, job_id: str) -> Job | None:
+        rows = await self._read(Q["job_by_id"], (job_id,))
+        return _job(rows[0]) if rows else None
+
+    async def list_jobs(self, *, status: str | None = None, provider: str | None = None,
+                        limit: int = 100, offset: int = 0) -> list[Job]:
+        rows = await self._read(Q["list_jobs"], {"status": status, "provider": provider,
+                                                 "limit": limit, "offset": offset})
+        return [_job(r) for r in rows]
+
+    async def job_counts(self) -> dict[str, dict[str, int]]:
+        """``{provider: {status: n}}``."""
+        out: dict[str, dict[str, int]] = {}
+        for r in await self._read(Q["job_counts"]):
+            out.setdefault(r["provider"], {})[r["status"]] = r["n"]
+        return out
+
+    async def count_due(self, provider: str, min_priority: int = 0) -> int:
+        rows = await self._read(Q["count_pending_due"], {
+            "provider": provider, "min_priority": min_priority, "now": self.now_iso()})
+        return int(rows[0][0])
+
+    async def pending_ahead(self, job: Job) -> int:
+        rows = await self._read(Q["pending_ahead"], {
+            "provider": job.provider, "priority": job.priority, "created_at": job.created_at})
+        return int(rows[0][0])
+
+    # ---- prices ------------------------------------------------------------------------------
+
+    async def list_prices(self, *, provider: str | None = None, sku: str | None = None,
+                          size: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+        rows = await self._read(Q["list_prices"], {"provider": provider, "sku": sku,
+                                                   "size": size, "limit": limit})
+        return [dict(r) | {"size": r["size"] or None} for r in rows]
+
+    # ---- budgets and the call log -------------------------------------------------------------
+
+    async def ensure_budgets(self, rate_limits: Mapping[str, int]) -> None:
+        hw = iso(hour_window(self.clock.now()))
+        async with self.tx() as conn:
+            await conn.executemany(Q["ensure_budget"], [
+                {"provider": p, "hour_window": hw, "rate_limit": n}
+                for p, n in rate_limits.items()])
+
+    async def load_calls(self, provider: str, since: float,
+                         after_id: int = 0) -> list[tuple[int, float]]:
+        rows = await self._read(Q["calls_since"], {"provider": provider, "after_id": after_id,
+                                                   "since": since})
+        return [(r[0], r[1]) for r in rows]
+
+    async def reserve_call(
+        self,
+        provider: str,
+        rate_limit: int,
+        after_id: int,
+        since: float,
+        decide: Callable[[list[tuple[int, float]], float], bool],
+    ) -> tuple[bool, float, list[tuple[int, float]]]:
+        """Record one call durably if ``decide`` allows it.
+
+        Inside one ``BEGIN IMMEDIATE`` transaction: read calls other processes recorded after
+        ``after_id``, hand them and ``now`` to ``decide``; when it says yes, insert the call and
+        count it in this hour's market_budgets row. Returns ``(allowed, now, rows)`` where rows
+        are the calls read plus, when allowed, the new one.
+        """
+        async with self.tx() as conn:
+            now = self.clock.now()
+            cur = await conn.execute(Q["calls_since"], {"provider": provider,
+                                                        "after_id": after_id, "since": since})
+            rows = [(r[0], r[1]) for r in await cur.fetchall()]
+            if not decide(rows, now):
+                return False, now, rows
+            cur = await conn.execute(Q["insert_call"], {"provider": provider, "sent_at": now})
+            call_id = cur.lastrowid or 0
+            await conn.execute(Q["spend_budget"], {
+                "provider": provider, "hour_window": iso(hour_window(now)),
+                "rate_limit": rate_limit})
+            rows.append((call_id, now))
+            return True, now, rows
+
+    async def max_call_id(self) -> int:
+        rows = await self._read(Q["max_call_id"])
+        return int(rows[0][0])
+
+    async def prune_calls(self, before: float) -> int:
+        async with self.tx() as conn:
+            return (await conn.execute(Q["prune_calls"], {"before": before})).rowcount
+
+    async def budgets(self, *, since: float | None = None) -> list[dict[str, Any]]:
+        if since is None:
+            rows = await self._read(Q["budgets_for_hour"],
+                                    {"hour_window": iso(hour_window(self.clock.now()))})
+        else:
+            rows = await self._read(Q["budgets_since"], {"since": iso(hour_window(since))})
+        return [dict(r) for r in rows]
+
+    # ---- runs and metrics --------------------------------------------------------------------
+
+    async def start_run(self, trigger: str) -> int:
+        async with self.tx() as conn:
+            cur = await conn.execute(Q["insert_run"], {"started_at": self.now_iso(),
+                                                       "trigger": trigger})
+            return cur.lastrowid or 0
+
+    async def finish_run(self, run_id: int, **summary: Any) -> None:
+        async with self.tx() as conn:
+            await conn.execute(Q["finish_run"], {"id": run_id, "finished_at": self.now_iso(),
+                                                 **summary})
+
+    async def insert_metrics(self, **metrics: Any) -> None:
+        async with self.tx() as conn:
+            await conn.execute(Q["insert_metrics"], {"created_at": self.now_iso(), **metrics})
+
+    async def recent_runs(self, limit: int = 20) -> list[dict[str, Any]]:
+        return [dict(r) for r in await self._read(Q["recent_runs"], {"limit": limit})]
+
+    async def recent_metrics(self, limit: int = 50) -> list[dict[str, Any]]:
+        return [dict(r) for r in await self._read(Q["recent_metrics"], {"limit": limit})]
+
+    # ---- provider state, tokens, catalog -------------------------------------------------------
+
+    async def provider_states(self) -> dict[str, ProviderState]:
+        return {r["provider"]: ProviderState(r["provider"], r["paused_until"], r["pause_reason"],
+                                             r["credential"])
+                for r in await self._read(Q["get_state"])}
+
+    async def set_pause(self, provider: str, until: float | None, reason: str | None,
+                        credential: str | None = None) -> None:
+        async with self.tx() as conn:
+            await conn.execute(Q["set_pause"], {
+                "provider": provider, "paused_until": until, "reason": reason,
+                "credential": credential, "now": self.now_iso()})
+
+    async def get_token(self, provider: str, kind: str) -> tuple[str, float | None] | None:
+        rows = await self._read(Q["get_token"], {"provider": provider, "kind": kind})
+        return (rows[0]["value"], rows[0]["expires_at"]) if rows else None
+
+    async def put_token(self, provider: str, kind: str, value: str,
+                        expires_at: float | None) -> None:
+        async with self.tx() as conn:
+            await conn.execute(Q["put_token"], {"provider": provider, "kind": kind,
+                                                "value": value, "expires_at": expires_at,
+                                                "now": self.now_iso()})
+
+    async def get_catalog(self, provider: str, sku: str) -> dict[str, Any] | None:
+        rows = await self._read(Q["get_catalog"], {"provider": provider, "sku": sku})
+        if not rows:
+            return None
+        r = rows[0]
+        return {"product_id": r["product_id"], "title": r["title"], "brand": r["brand"],
+                "image_url": r["image_url"], "data": json.loads(r["data"]),
+                "fetched_at": r["fetched_at"]}
+
+    async def put_catalog(self, provider: str, sku: str, *, product_id: str | None,
+                          title: str | None = None, brand: str | None = None,
+                          image_url: str | None = None,
+                          data: Mapping[str, Any] | None = None) -> None:
+        async with self.tx() as conn:
+            await conn.execute(Q["put_catalog"], {
+                "provider": provider, "sku": sku, "product_id": product_id, "title": title,
+                "brand": brand, "image_url": image_url, "data": json.dumps(data or {}),
+                "now": self.now_iso()})
+
+    async def delete_catalog(self, provider: str, sku: str) -> None:
+        async with self.tx() as conn:
+            await conn.execute(Q["delete_catalog"], {"provider": provider, "sku": sku})
+
+    # ---- maintenance -------------------------------------------------------------------------
+
+    async def backup(self, target: str) -> None:
+        """A consistent copy of the live database (SQLite's online backup API)."""
+        dest_path = Path(target)
+        if dest_path.exists():
+            raise StoreError(f"{target} exists: choose a new file name")
+        os.close(os.open(dest_path, os.O_CREAT | os.O_WRONLY, 0o600))
+        try:
+            async with aiosqlite.connect(target) as dest:
+                await self.r.backup(dest)
+        except sqlite3.Error as exc:
+            raise StoreError(f"backup failed: {exc}") from exc
+
+    async def execute_read(self, query_name: str, params: Any = ()) -> list[dict[str, Any]]:
+        """Run a named read query (for the status page's less common views)."""
+        return [dict(r) for r in await self._read(Q[query_name], params)]
+
+
+async def _executescript(conn: aiosqlite.Connection, script: str) -> None:
+    # executescript would COMMIT our transaction; run statement by statement instead
+    for statement in _statements(script):
+        await conn.execute(statement)
+
+
+def _statements(script: str) -> Iterable[str]:
+    buf = ""
+    for line in script.splitlines(keepends=True):
+        if line.lstrip().startswith("--") and not buf.strip():
+            continue
+        buf += line
+        if sqlite3.complete_statement(buf):
+            yield buf.strip()
+            buf = ""
+    if buf.strip():
+        yield buf.strip()
+
+
+def _lock() -> Any:
+    import asyncio
+
+    return asyncio.Lock()

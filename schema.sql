@@ -1,0 +1,1 @@
+marketd/schema.sql
