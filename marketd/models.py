@@ -208,7 +208,9 @@ def normalize_priority(value: Any, field: str = "priority") -> int:
                 "priority must be manual, hot, background or an integer 0-1000", field
             )
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ValidationError("priority must be manual, hot, background or an integer 0-1000", field)
+        raise ValidationError(
+            "priority must be manual, hot, background or an integer 0-1000", field
+        )
     if not MIN_PRIORITY <= value <= MAX_PRIORITY:
         raise ValidationError("priority must be between 0 and 1000", field)
     return value

@@ -7,12 +7,13 @@ plain dicts and turn driver errors into :class:`~marketd.errors.StoreError`.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,7 +61,7 @@ class ProviderState:
     credential: str | None
 
 
-def _job(row: Mapping[str, Any]) -> Job:
+def _job(row: sqlite3.Row | Mapping[str, Any]) -> Job:
     return Job(
         id=row["id"], user_id=row["user_id"], provider=row["provider"], sku=row["sku"],
         size=row["size"], size_system=row["size_system"], priority=row["priority"],
@@ -95,12 +96,8 @@ class Store:
         return store
 
     async def _connect(self) -> None:
-        path = Path(self.path)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            if not path.exists():
-                # the database holds tokens: readable by its owner only
-                os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+            _create_private(Path(self.path), exclusive=False)
             self._w = await self._connection()
             self._r = await self._connection()
         except (OSError, sqlite3.Error) as exc:
@@ -119,10 +116,8 @@ class Store:
     async def close(self) -> None:
         for conn in (self._w, self._r):
             if conn is not None:
-                try:
+                with suppress(sqlite3.Error, ValueError):
                     await conn.close()
-                except (sqlite3.Error, ValueError):
-                    pass
         self._w = self._r = None
 
     @property
@@ -149,10 +144,8 @@ class Store:
             try:
                 yield conn
             except BaseException:
-                try:
+                with suppress(sqlite3.Error):
                     await conn.execute("ROLLBACK")
-                except sqlite3.Error:
-                    pass
                 raise
             try:
                 await conn.execute("COMMIT")
@@ -456,10 +449,12 @@ class Store:
 
     async def backup(self, target: str) -> None:
         """A consistent copy of the live database (SQLite's online backup API)."""
-        dest_path = Path(target)
-        if dest_path.exists():
-            raise StoreError(f"{target} exists: choose a new file name")
-        os.close(os.open(dest_path, os.O_CREAT | os.O_WRONLY, 0o600))
+        try:
+            _create_private(Path(target), exclusive=True)
+        except FileExistsError:
+            raise StoreError(f"{target} exists: choose a new file name") from None
+        except OSError as exc:
+            raise StoreError(f"cannot create {target}: {exc}") from None
         try:
             async with aiosqlite.connect(target) as dest:
                 await self.r.backup(dest)
@@ -490,7 +485,13 @@ def _statements(script: str) -> Iterable[str]:
         yield buf.strip()
 
 
-def _lock() -> Any:
-    import asyncio
-
+def _lock() -> asyncio.Lock:
     return asyncio.Lock()
+
+
+def _create_private(path: Path, *, exclusive: bool) -> None:
+    """Create the file readable by its owner only (the database holds tokens)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    flags = os.O_CREAT | os.O_WRONLY | (os.O_EXCL if exclusive else 0)
+    if exclusive or not path.exists():
+        os.close(os.open(path, flags, 0o600))

@@ -51,7 +51,7 @@ SELECT id FROM market_jobs
 WHERE status = 'pending' AND provider = :provider
   AND (next_attempt_at IS NULL OR next_attempt_at <= :now)
   AND priority >= :min_priority
-ORDER BY priority DESC, created_at, id
+ORDER BY priority DESC, created_at, rowid
 LIMIT :limit;
 
 -- name: claim_job
@@ -179,7 +179,7 @@ SELECT provider, status, count(*) AS n FROM market_jobs GROUP BY provider, statu
 -- name: list_jobs
 SELECT * FROM market_jobs
 WHERE (:status IS NULL OR status = :status) AND (:provider IS NULL OR provider = :provider)
-ORDER BY created_at DESC, id DESC
+ORDER BY created_at DESC, rowid DESC
 LIMIT :limit OFFSET :offset;
 
 -- name: list_prices

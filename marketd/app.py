@@ -1,0 +1,190 @@
+"""Wires everything together: start-up, the running daemon, and graceful shutdown.
+
+Start-up: open and migrate the database, return jobs a crash left running to pending, rebuild
+every provider's sliding log from the durable call log, restore pauses, start the HTTP server,
+then the interval job. Shutdown (SIGTERM/SIGINT): stop taking work, give in-flight calls
+``shutdown_grace_seconds``, return the rest to pending, close everything, exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import aiohttp
+import structlog
+from aiohttp import web
+
+from marketd import __version__
+from marketd.budget import ProviderBudget
+from marketd.clock import Clock
+from marketd.config import Config
+from marketd.models import EnqueueResult, JobSpec, Priority
+from marketd.providers import client_class
+from marketd.providers.base import Provider, ProviderContext
+from marketd.scheduler import Scheduler
+from marketd.store import Store
+from marketd.worker import Lane
+
+log = structlog.get_logger(__name__)
+
+ClientFactory = Callable[[ProviderContext], Provider]
+# providers with no product-level price call cost one call per job
+NON_COALESCING = frozenset({"ebay"})
+
+
+@dataclass
+class Daemon:
+    config: Config
+    store: Store
+    clock: Clock
+    lanes: dict[str, Lane]
+    scheduler: Scheduler
+    session: aiohttp.ClientSession
+
+    @classmethod
+    async def create(cls, config: Config, *, clock: Clock | None = None,
+                     clients: Mapping[str, ClientFactory] | None = None) -> Daemon:
+        """Open the store and build the lanes; nothing runs until :meth:`start`."""
+        clock = clock or Clock()
+        store = await Store.open(config.database.path, clock)
+        session = aiohttp.ClientSession(headers={"User-Agent": f"marketd/{__version__}"})
+        try:
+            rescued = await store.rescue_stuck(0)
+            if rescued:
+                log.warning("crash_leftovers_rescued", jobs=rescued)
+            lanes = await build_lanes(config, store, clock, session, clients)
+            await store.ensure_budgets({n: ln.budget.rate_limit for n, ln in lanes.items()})
+        except BaseException:
+            await session.close()
+            await store.close()
+            raise
+        scheduler = Scheduler(config, store, lanes, clock)
+        return cls(config, store, clock, lanes, scheduler, session)
+
+    async def enqueue(self, specs: Sequence[JobSpec]) -> list[EnqueueResult]:
+        results = await self.store.enqueue(specs, self.config.scheduler.fresh_for_seconds)
+        woken: set[str] = set()
+        for spec, res in zip(specs, results, strict=True):
+            if spec.priority >= Priority.MANUAL and res.status == "pending":
+                woken.add(spec.provider)
+        for provider in woken:
+            self.scheduler.wake(provider)
+        return results
+
+    async def close(self) -> None:
+        await self.scheduler.stop(self.config.scheduler.shutdown_grace_seconds)
+        for lane in self.lanes.values():
+            try:
+                if lane.client is not None:
+                    await lane.client.close()
+            except Exception:  # closing must go on for the others
+                log.exception("client_close_failed", provider=lane.name)
+        await self.session.close()
+        # anything still claimed (a batch cut short) goes back to pending: no job is lost
+        returned = await self.store.rescue_stuck(0)
+        if returned:
+            log.info("jobs_returned_to_pending", jobs=returned)
+        await self.store.close()
+
+
+async def build_lanes(config: Config, store: Store, clock: Clock,
+                      session: aiohttp.ClientSession | None,
+                      clients: Mapping[str, ClientFactory] | None = None) -> dict[str, Lane]:
+    """One lane per enabled provider: its budget rebuilt from the call log, its pause restored.
+    Without a session the lanes have no client (read-only views such as ``marketd status``)."""
+    states = await store.provider_states()
+    lanes: dict[str, Lane] = {}
+    margin = config.scheduler.limit_margin_ms / 1000
+    for pc in config.enabled_providers():
+        budget = ProviderBudget(pc, store, clock, margin_s=margin)
+        await budget.load()
+        client: Provider | None = None
+        if session is not None:
+            ctx = ProviderContext(config=pc, session=session, budget=budget, store=store,
+                                  clock=clock)
+            factory = (clients or {}).get(pc.name) or client_class(pc.name)
+            client = factory(ctx)
+        lane = Lane(pc.name, client, budget, coalesces=pc.name not in NON_COALESCING)
+        state = states.get(pc.name)
+        if state and state.paused_until and state.paused_until > clock.now():
+            lane.paused_until = state.paused_until
+            lane.pause_reason = state.pause_reason
+            lane.credential = state.credential
+        lanes[pc.name] = lane
+    return lanes
+
+
+async def serve(config: Config, *, clock: Clock | None = None,
+                clients: Mapping[str, ClientFactory] | None = None,
+                install_signals: bool = True,
+                stop_event: asyncio.Event | None = None,
+                on_ready: Callable[[Daemon, str], None] | None = None) -> int:
+    """Run the daemon until SIGTERM/SIGINT (or ``stop_event``); returns the exit status."""
+    stop = stop_event or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    if install_signals:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+    daemon = await Daemon.create(config, clock=clock, clients=clients)
+    runner = web.AppRunner(_make_app(daemon), access_log=None, handle_signals=False)
+    try:
+        await runner.setup()
+        site = web.TCPSite(runner, config.server.host, config.server.port)
+        await site.start()
+        url = _url(runner, config.server.host)
+        daemon.scheduler.start()
+        log.info("marketd_ready", url=url, database=config.database.path,
+                 providers=sorted(daemon.lanes), version=__version__)
+        _sd_notify("READY=1")
+        if on_ready is not None:
+            on_ready(daemon, url)
+        await stop.wait()
+        log.info("marketd_stopping")
+        _sd_notify("STOPPING=1")
+    finally:
+        await daemon.scheduler.stop(config.scheduler.shutdown_grace_seconds)
+        await runner.cleanup()
+        await daemon.close()
+        if install_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+    c = {n: ln.counters for n, ln in daemon.lanes.items()}
+    log.info("marketd_stopped", **{f"{n}_calls": v.calls for n, v in c.items()},
+             succeeded=sum(v.succeeded for v in c.values()),
+             failed=sum(v.failed for v in c.values()),
+             rate_limited=sum(v.rate_limited for v in c.values()))
+    return 0
+
+
+def _make_app(daemon: Daemon) -> web.Application:
+    from marketd.web import create_app
+
+    return create_app(daemon)
+
+
+def _url(runner: web.AppRunner, host: str) -> str:
+    for addr in runner.addresses:
+        if isinstance(addr, tuple) and len(addr) >= 2:
+            shown = f"[{addr[0]}]" if ":" in str(addr[0]) else addr[0]
+            return f"http://{shown}:{addr[1]}/"
+    return f"http://{host}/"
+
+
+def _sd_notify(message: str) -> None:
+    """Tell systemd (Type=notify) about readiness; a no-op outside systemd."""
+    path = os.environ.get("NOTIFY_SOCKET")
+    if not path:
+        return
+    if path.startswith("@"):
+        path = "\0" + path[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.connect(path)
+            sock.sendall(message.encode())
+    except OSError as exc:
+        log.warning("sd_notify_failed", error=str(exc))

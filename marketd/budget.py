@@ -1,0 +1,87 @@
+"""One provider's call budget: the in-memory sliding log, backed by the durable call log.
+
+:meth:`ProviderBudget.spend` is what a provider client awaits before every request. It waits
+for a paced window (``1/second``) or the provider's ``delay_ms`` gap, and raises
+:class:`~marketd.errors.BudgetExhausted` when the next free slot is further away than that.
+The call is committed to SQLite (market_calls and market_budgets) before ``spend`` returns, so
+a crash right after it can only under-use the budget, never overspend it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import structlog
+
+from marketd.clock import Clock
+from marketd.config import ProviderConfig
+from marketd.errors import BudgetExhausted
+from marketd.ratelimit import SlidingLog, hourly_rate_limit
+from marketd.store import Store
+
+log = structlog.get_logger(__name__)
+
+
+class ProviderBudget:
+    def __init__(self, config: ProviderConfig, store: Store, clock: Clock, *,
+                 margin_s: float = 0.25, max_wait_s: float | None = None) -> None:
+        self.provider = config.name
+        self.limits = config.limits
+        self.delay_s = config.delay_ms / 1000
+        self.store = store
+        self.clock = clock
+        self.log = SlidingLog(config.limits, margin_s)
+        self.rate_limit = hourly_rate_limit(config.limits)
+        paced = [lim.window_s + margin_s for lim in config.limits if lim.paced]
+        # wait for a paced window or the delay gap, never for a long window
+        self.max_wait_s = max_wait_s if max_wait_s is not None else max(
+            [*paced, self.delay_s + margin_s, 1.0])
+        self.calls = 0  # calls this process has sent (for metrics)
+        self._last_id = 0
+        self._last_sent = float("-inf")
+        self._lock = asyncio.Lock()
+
+    async def load(self) -> None:
+        """Rebuild the sliding log from the durable call log (start-up)."""
+        now = self.clock.now()
+        rows = await self.store.load_calls(self.provider, now - self.log.horizon_s)
+        self._absorb(rows)
+        if rows:
+            self._last_sent = rows[-1][1]
+
+    def _absorb(self, rows: list[tuple[int, float]]) -> None:
+        fresh = [t for i, t in rows if i > self._last_id]
+        if fresh:
+            self.log.load(fresh)
+            self._last_id = max(i for i, _ in rows)
+
+    def next_free(self, now: float) -> float:
+        return max(self.log.next_free(now), self._last_sent + self.delay_s)
+
+    def capacity(self, now: float, horizon_s: float) -> int:
+        return self.log.capacity(now, horizon_s)
+
+    async def spend(self) -> None:
+        async with self._lock:
+            while True:
+                now = self.clock.now()
+                self.log.prune(now)
+                at = self.next_free(now)
+                if at > now:
+                    if at - now > self.max_wait_s:
+                        raise BudgetExhausted(self.provider, at)
+                    await self.clock.sleep(at - now)
+                    continue
+
+                def decide(rows: list[tuple[int, float]], t: float) -> bool:
+                    self._absorb(rows)
+                    return self.next_free(t) <= t
+
+                allowed, sent_at, rows = await self.store.reserve_call(
+                    self.provider, self.rate_limit, self._last_id,
+                    now - self.log.horizon_s, decide)
+                if allowed:
+                    self._absorb(rows)
+                    self._last_sent = sent_at
+                    self.calls += 1
+                    return

@@ -1,0 +1,327 @@
+"""The ``marketd`` command line.
+
+Exit status: 0 success, 2 bad usage or bad configuration, 1 any other failure. Errors go to
+stderr as one line that says what to do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
+
+from marketd import __version__
+from marketd.clock import Clock
+from marketd.config import Config, load_config
+from marketd.errors import ConfigError, MarketdError, StoreError, ValidationError
+from marketd.logs import configure_logging
+from marketd.models import PROVIDERS, parse_job
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """Bad flags or arguments (exit 2)."""
+
+
+def _add_config(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-c", "--config", metavar="FILE",
+                   help="config file (default: $MARKETD_CONFIG, else built-in defaults)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="marketd",
+        description="Rate-limit-aware market-data fetcher for StockX, Alias and eBay.",
+        epilog="Run 'marketd demo' to try it with the built-in provider simulator.",
+    )
+    parser.add_argument("--version", action="version", version=f"marketd {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("serve", help="run the daemon in the foreground until SIGTERM/SIGINT")
+    _add_config(p)
+
+    p = sub.add_parser("demo", help="run everything on embedded defaults and the simulator")
+    p.add_argument("--port", type=int, default=8787, help="status page port (default 8787)")
+    p.add_argument("--db", metavar="PATH", help="database file (default: a temporary folder)")
+    p.add_argument("--sim-port", type=int, default=0,
+                   help="simulator port (default: any free port)")
+
+    p = sub.add_parser("migrate", help="create or upgrade the database schema")
+    _add_config(p)
+
+    p = sub.add_parser("enqueue", help="enqueue one job")
+    _add_config(p)
+    p.add_argument("--provider", required=True, help=f"one of {', '.join(PROVIDERS)}")
+    p.add_argument("--sku", required=True)
+    p.add_argument("--size", help="UK size unless --size-system says otherwise")
+    p.add_argument("--size-system", default="UK", help="UK (default), US or EU")
+    p.add_argument("--priority", default="background",
+                   help="manual, hot, background (default) or an integer 0-1000")
+    p.add_argument("--user-id")
+
+    p = sub.add_parser("trigger", help="ask the running daemon for one scheduler run now")
+    _add_config(p)
+
+    p = sub.add_parser("status", help="budgets, job counts and recent runs")
+    _add_config(p)
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = sub.add_parser("reset-failed", help="move failed jobs back to pending")
+    _add_config(p)
+    p.add_argument("--provider")
+
+    p = sub.add_parser("prices", help="latest stored prices")
+    _add_config(p)
+    p.add_argument("--sku")
+    p.add_argument("--provider")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = sub.add_parser("check-config", help="validate a config file")
+    _add_config(p)
+
+    p = sub.add_parser("auth", help="one-time browser sign-in for a provider (stockx)")
+    p.add_argument("provider", choices=["stockx"])
+    _add_config(p)
+    p.add_argument("--port", type=int, default=8788, help="loopback port for the redirect")
+
+    p = sub.add_parser("simulator", help="run the provider simulator alone")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8789)
+    p.add_argument("--limit", action="append", default=[], metavar="PROVIDER=LIMIT",
+                   help="enforce a limit, e.g. stockx=20/10s (repeatable)")
+
+    p = sub.add_parser("backup", help="consistent copy of the live database")
+    _add_config(p)
+    p.add_argument("path", help="new file to write")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse: --help (0) or bad usage (2)
+        return int(exc.code or 0)
+    handler = COMMANDS[args.command]
+    try:
+        return handler(args)
+    except ConfigError as exc:
+        for key, message in exc.problems:
+            print(f"marketd: config: {key}: {message}", file=sys.stderr)
+        return EXIT_USAGE
+    except (UsageError, ValidationError) as exc:
+        print(f"marketd: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except StoreError as exc:
+        print(f"marketd: {exc} (check database.path and its permissions)", file=sys.stderr)
+        return EXIT_FAIL
+    except MarketdError as exc:
+        print(f"marketd: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+def _run(coro: Coroutine[Any, Any, Any]) -> Any:
+    return asyncio.run(coro)
+
+
+def _config(args: argparse.Namespace) -> Config:
+    return load_config(getattr(args, "config", None))
+
+
+# ---- commands ------------------------------------------------------------------------------
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from marketd.app import serve
+
+    config = _config(args)
+    configure_logging(config.logging.level, config.logging.format)
+    return _run(serve(config))
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from marketd.demo import run_demo
+
+    return _run(run_demo(port=args.port, db=args.db, sim_port=args.sim_port))
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from marketd.store import Store
+
+    config = _config(args)
+
+    async def go() -> int:
+        store = await Store.open(config.database.path, migrate=False)
+        try:
+            applied = await store.migrate()
+        finally:
+            await store.close()
+        print(f"{config.database.path}: " + (
+            f"applied migrations {', '.join(map(str, applied))}" if applied else "up to date"))
+        return EXIT_OK
+
+    return _run(go())
+
+
+def cmd_enqueue(args: argparse.Namespace) -> int:
+    from marketd import client
+
+    config = _config(args)
+    spec = parse_job({"provider": args.provider, "sku": args.sku, "size": args.size,
+                      "size_system": args.size_system, "priority": args.priority,
+                      "user_id": args.user_id})
+    result = _run(client.enqueue(config, spec))
+    print(json.dumps(result))
+    return EXIT_OK
+
+
+def cmd_trigger(args: argparse.Namespace) -> int:
+    from marketd import client
+
+    config = _config(args)
+    summary = _run(client.trigger(config))
+    print(json.dumps(summary, indent=2))
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from marketd import client
+
+    config = _config(args)
+    data = _run(client.status(config))
+    if args.json:
+        print(json.dumps(data, indent=2))
+    else:
+        print(client.format_status(data))
+    return EXIT_OK
+
+
+def cmd_reset_failed(args: argparse.Namespace) -> int:
+    from marketd import client
+    from marketd.models import normalize_provider
+
+    config = _config(args)
+    provider = normalize_provider(args.provider, "--provider") if args.provider else None
+    n = _run(client.reset_failed(config, provider))
+    print(f"{n} failed job(s) moved back to pending")
+    return EXIT_OK
+
+
+def cmd_prices(args: argparse.Namespace) -> int:
+    from marketd import client
+    from marketd.models import normalize_provider, normalize_sku
+
+    config = _config(args)
+    provider = normalize_provider(args.provider, "--provider") if args.provider else None
+    sku = normalize_sku(args.sku, "--sku") if args.sku else None
+    rows = _run(client.prices(config, provider, sku))
+    if args.json:
+        print(json.dumps({"prices": rows}, indent=2))
+        return EXIT_OK
+    if not rows:
+        print("no prices stored yet")
+        return EXIT_OK
+    print(f"{'provider':8} {'sku':16} {'size':8} {'ask':>10} {'bid':>10} {'last':>10}  fetched")
+    for r in rows:
+        print(f"{r['provider']:8} {r['sku']:16} {r['size'] or '-':8} "
+              f"{_money(r['lowest_ask']):>10} {_money(r['highest_bid']):>10} "
+              f"{_money(r['last_sale']):>10}  {r['fetched_at']} {r['currency']}")
+    return EXIT_OK
+
+
+def _money(value: str | None) -> str:
+    return value if value is not None else "-"
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    config = _config(args)
+    enabled = ", ".join(
+        f"{p.name} ({', '.join(lim.text for lim in p.limits)})"
+        for p in config.enabled_providers()) or "none"
+    print(f"ok: {config.source or 'built-in defaults'}; providers: {enabled}; "
+          f"database: {config.database.path}")
+    return EXIT_OK
+
+
+def cmd_auth(args: argparse.Namespace) -> int:
+    from marketd.providers.stockx_auth import run_auth_flow
+    from marketd.store import Store
+
+    config = _config(args)
+    pc = config.providers["stockx"]
+    if not pc.option("client_id") or not pc.option("client_secret"):
+        raise UsageError("set STOCKX_CLIENT_ID and STOCKX_CLIENT_SECRET (or providers.stockx."
+                         "client_id/client_secret) first")
+
+    async def go() -> int:
+        store = await Store.open(config.database.path, Clock())
+        try:
+            await run_auth_flow(pc, store, port=args.port)
+        finally:
+            await store.close()
+        print("stored the StockX refresh token in the database; `marketd serve` will use it")
+        return EXIT_OK
+
+    return _run(go())
+
+
+def cmd_simulator(args: argparse.Namespace) -> int:
+    from marketd.simulator import SimulatorOptions, run_simulator
+
+    limits: dict[str, list[str]] = {}
+    for item in args.limit:
+        name, sep, text = item.partition("=")
+        if not sep or name not in PROVIDERS:
+            raise UsageError(f"--limit {item!r}: write PROVIDER=LIMIT, e.g. stockx=20/10s")
+        limits.setdefault(name, []).append(text)
+    options = SimulatorOptions(limits=limits) if limits else SimulatorOptions()
+    print(f"simulator listening on http://{args.host}:{args.port}/", flush=True)
+    return _run_forever(lambda: run_simulator(args.host, args.port, options))
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    from marketd.store import Store
+
+    config = _config(args)
+
+    async def go() -> int:
+        store = await Store.open(config.database.path, Clock(), migrate=False)
+        try:
+            await store.backup(args.path)
+        finally:
+            await store.close()
+        print(f"backed up {config.database.path} to {args.path}")
+        return EXIT_OK
+
+    return _run(go())
+
+
+def _run_forever(factory: Callable[[], Coroutine[Any, Any, None]]) -> int:
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(factory())
+    return EXIT_OK
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "serve": cmd_serve,
+    "demo": cmd_demo,
+    "migrate": cmd_migrate,
+    "enqueue": cmd_enqueue,
+    "trigger": cmd_trigger,
+    "status": cmd_status,
+    "reset-failed": cmd_reset_failed,
+    "prices": cmd_prices,
+    "check-config": cmd_check_config,
+    "auth": cmd_auth,
+    "simulator": cmd_simulator,
+    "backup": cmd_backup,
+}
+
+

@@ -1,0 +1,317 @@
+"""Shoe-size conversion from real conversion data, without I/O.
+
+A job names a UK, US or EU size; Alias (and others) want a US size in the product's own scale.
+Sizes are converted through data, never a formula (INTERFACE §6), from two sources in order:
+
+1. a StockX catalog entry's per-variant ``sizeChart.availableConversions`` (StockX's own data,
+   providers.md §1/§5): :func:`options_from_stockx`;
+2. the brand charts below, copied from providers.md §5 (themselves StockX captures):
+   :func:`options_from_chart`.
+
+Each source answers with the :class:`SizeOption` s that carry the requested size. :func:`choose`
+turns none into a SizeError and two or more into a SizeError naming every EU option (Nike UK 6
+is US 6.5 / EU 39 *and* US 7 / EU 40), so the user can enqueue the EU size instead.
+
+Sizes are compared as exact fractions (``"42 2/3"`` is 128/3, ``"10.0"`` equals ``"10"``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any
+
+from marketd.errors import SizeError
+
+SUFFIXES = "WYC"  # US women's, youth (grade school), child
+
+_SIZE_RE = re.compile(r"^\s*(\d{1,2}(?:\.\d+)?)(?:\s*([12])/3)?\s*$")
+_SUFFIX_RE = re.compile(rf"^(.*?)\s*([{SUFFIXES}])\s*$", re.IGNORECASE)
+# "US M 10", "UK 6 (EU 39)", "EU 42 2/3", "CM 23.5 (US M 4.5)": a prefix of letters, the number,
+# and an optional disambiguator in parentheses
+_CONVERSION_RE = re.compile(r"^\s*(?:[A-Za-z]+\s+)*?([\d][\d./ ]*?)\s*(?:\(([^)]*)\))?\s*$")
+
+
+def split_suffix(size: str) -> tuple[str, str]:
+    """``"8.5W"`` -> ``("8.5", "W")``; ``"10"`` -> ``("10", "")``."""
+    m = _SUFFIX_RE.match(size)
+    if m:
+        return m.group(1).strip(), m.group(2).upper()
+    return size.strip(), ""
+
+
+def size_value(text: str | float | None) -> Fraction | None:
+    """A size as an exact number (suffix ignored): ``"42 2/3"`` -> 128/3; unreadable -> None."""
+    if text is None or isinstance(text, bool):
+        return None
+    if isinstance(text, int | float):
+        return Fraction(text).limit_denominator(12)
+    number, _ = split_suffix(text)
+    m = _SIZE_RE.match(number)
+    if not m:
+        return None
+    value = Fraction(m.group(1))
+    if m.group(2):
+        value += Fraction(int(m.group(2)), 3)
+    return value
+
+
+def format_size(value: Fraction) -> str:
+    """The inverse of :func:`size_value`: 10 -> ``"10"``, 21/2 -> ``"10.5"``, 128/3 ->
+    ``"42 2/3"``."""
+    whole, rest = divmod(value, 1)
+    if rest == 0:
+        return str(whole)
+    if rest.denominator == 3:
+        return f"{whole} {rest.numerator}/3"
+    return f"{float(value):g}"
+
+
+def parse_conversion(label: str) -> tuple[Fraction | None, str | None]:
+    """A StockX conversion label to (size, disambiguator): ``"UK 6 (EU 39)"`` -> (6, ``"EU 39"``),
+    ``"US W 11.5"`` -> (23/2, None)."""
+    m = _CONVERSION_RE.match(label)
+    if not m:
+        return None, None
+    return size_value(m.group(1).strip()), (m.group(2).strip() if m.group(2) else None)
+
+
+@dataclass(frozen=True, slots=True)
+class SizeOption:
+    """One variant that carries the requested size: its US size in the product's own scale
+    (what Alias calls ``size``; no suffix) and, when known, its UK and EU labels."""
+
+    us: Fraction
+    uk: str | None = None
+    eu: str | None = None
+
+
+# ---- source 1: StockX per-variant conversions ------------------------------------------------
+
+_SYSTEM_TYPES = {"UK": "uk", "EU": "eu"}
+
+
+def options_from_stockx(variants: Iterable[Any], system: str, size: str) -> list[SizeOption]:
+    """The StockX variants whose ``availableConversions`` entry of ``system`` (UK or EU) equals
+    ``size``. Each variant is ``{"variantValue": "10", "sizeChart": {"defaultConversion": {...},
+    "availableConversions": [{"size": "UK 9", "type": "uk"}, ...]}}``; malformed entries are
+    skipped. The US size is ``variantValue`` without its W/Y suffix (providers.md §5)."""
+    want = size_value(size)
+    kind = _SYSTEM_TYPES.get(system)
+    if want is None or kind is None:
+        return []
+    found: list[SizeOption] = []
+    for variant in variants:
+        if not isinstance(variant, Mapping):
+            continue
+        chart = variant.get("sizeChart")
+        chart = chart if isinstance(chart, Mapping) else {}
+        labels: dict[str, tuple[Fraction | None, str | None]] = {}
+        for conv in chart.get("availableConversions") or ():
+            if isinstance(conv, Mapping) and isinstance(conv.get("size"), str) \
+                    and isinstance(conv.get("type"), str):
+                labels.setdefault(conv["type"].lower(), parse_conversion(conv["size"]))
+        value, note = labels.get(kind, (None, None))
+        if value != want:
+            continue
+        default = chart.get("defaultConversion")
+        raw_us = variant.get("variantValue") or (
+            default.get("size") if isinstance(default, Mapping) else None)
+        us = size_value(raw_us) if isinstance(raw_us, str) else None
+        if us is None:
+            continue
+        uk, eu = labels.get("uk", (None, None))[0], labels.get("eu", (None, None))[0]
+        if eu is None and note and note.upper().startswith("EU"):
+            eu = parse_conversion(note)[0]  # "UK 6 (EU 39)" names its EU size
+        found.append(SizeOption(us=us, uk=_fmt(uk), eu=_fmt(eu)))
+    return _dedupe(found)
+
+
+# ---- source 2: brand charts (providers.md §5) -------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Row:
+    us_m: str
+    uk: str
+    eu: str | None
+    us_w: str | None
+
+
+def _rows(table: str) -> tuple[_Row, ...]:
+    """Rows of ``US M | UK | EU | US W`` text, ``-`` for unknown."""
+    out = []
+    for line in table.strip().splitlines():
+        us_m, uk, eu, us_w = (c.strip() for c in line.split("|"))
+        out.append(_Row(us_m, uk, None if eu == "-" else eu, None if us_w == "-" else us_w))
+    return tuple(out)
+
+
+# Nike/Jordan men's, verbatim from StockX's per-variant data for DD1391-100 (providers.md §5).
+# The US W column doubles as Nike women's (US W = US M + 1.5, UK = US W - 2.5, §5) and the men's
+# rows up to US 7 as Nike grade school (3.5Y-7Y match men's UK/EU, §5).
+NIKE = _rows("""
+3.5 | 3 | 35.5 | 5
+4 | 3.5 | 36 | 5.5
+4.5 | 4 | 36.5 | 6
+5 | 4.5 | 37.5 | 6.5
+5.5 | 5 | 38 | 7
+6 | 5.5 | 38.5 | 7.5
+6.5 | 6 | 39 | 8
+7 | 6 | 40 | 8.5
+7.5 | 6.5 | 40.5 | 9
+8 | 7 | 41 | 9.5
+8.5 | 7.5 | 42 | 10
+9 | 8 | 42.5 | 10.5
+9.5 | 8.5 | 43 | 11
+10 | 9 | 44 | 11.5
+10.5 | 9.5 | 44.5 | 12
+11 | 10 | 45 | 12.5
+11.5 | 10.5 | 45.5 | 13
+12 | 11 | 46 | 13.5
+12.5 | 11.5 | 47 | 14
+13 | 12 | 47.5 | 14.5
+14 | 13 | 48.5 | 15.5
+15 | 14 | 49.5 | 16.5
+""")
+
+# adidas (StockX Samba/Handball data, §5): UK = US M - 0.5, US W = US M + 1, EU in thirds.
+# Rows US M 7-12 are the §5 examples; the others continue adidas's published chart (each half
+# size is 2/3 of an EU size), corroborated by solereview.com [3P].
+ADIDAS = _rows("""
+4 | 3.5 | 36 | 5
+4.5 | 4 | 36 2/3 | 5.5
+5 | 4.5 | 37 1/3 | 6
+5.5 | 5 | 38 | 6.5
+6 | 5.5 | 38 2/3 | 7
+6.5 | 6 | 39 1/3 | 7.5
+7 | 6.5 | 40 | 8
+7.5 | 7 | 40 2/3 | 8.5
+8 | 7.5 | 41 1/3 | 9
+8.5 | 8 | 42 | 9.5
+9 | 8.5 | 42 2/3 | 10
+9.5 | 9 | 43 1/3 | 10.5
+10 | 9.5 | 44 | 11
+10.5 | 10 | 44 2/3 | 11.5
+11 | 10.5 | 45 1/3 | 12
+11.5 | 11 | 46 | 12.5
+12 | 11.5 | 46 2/3 | 13
+12.5 | 12 | 47 1/3 | 13.5
+13 | 12.5 | 48 | 14
+""")
+
+# ASICS men's (§5): UK = US - 1; EU is known only for US 9, 10 and 11. No women's data.
+ASICS = _rows("""
+6 | 5 | - | -
+6.5 | 5.5 | - | -
+7 | 6 | - | -
+7.5 | 6.5 | - | -
+8 | 7 | - | -
+8.5 | 7.5 | - | -
+9 | 8 | 42.5 | -
+9.5 | 8.5 | - | -
+10 | 9 | 44 | -
+10.5 | 9.5 | - | -
+11 | 10 | 45 | -
+11.5 | 10.5 | - | -
+12 | 11 | - | -
+13 | 12 | - | -
+""")
+
+# New Balance men's (§5, from a third-party table, unverified): UK = US - 0.5. No EU data.
+NEW_BALANCE = _rows("""
+6 | 5.5 | - | -
+6.5 | 6 | - | -
+7 | 6.5 | - | -
+7.5 | 7 | - | -
+8 | 7.5 | - | -
+8.5 | 8 | - | -
+9 | 8.5 | - | -
+9.5 | 9 | - | -
+10 | 9.5 | - | -
+10.5 | 10 | - | -
+11 | 10.5 | - | -
+11.5 | 11 | - | -
+12 | 11.5 | - | -
+13 | 12.5 | - | -
+""")
+
+_MEN = ("men", "unisex", "")
+_YOUTH = ("youth", "kids", "grade school", "gs")
+
+
+def chart_for(brand: str | None) -> tuple[_Row, ...] | None:
+    """The chart of a brand name as catalogs write it (``"Jordan"``, ``"adidas Originals"``)."""
+    b = (brand or "").strip().lower()
+    if "nike" in b or "jordan" in b:
+        return NIKE
+    if "adidas" in b or "yeezy" in b:
+        return ADIDAS
+    if "asics" in b:
+        return ASICS
+    if "new balance" in b:
+        return NEW_BALANCE
+    return None
+
+
+def options_from_chart(brand: str | None, gender: str | None, system: str,
+                       size: str) -> list[SizeOption] | None:
+    """The chart rows carrying ``size`` in ``system`` (UK or EU), as US sizes in the scale of
+    ``gender`` (men's, women's US W, or Nike grade school). None: no chart for that brand and
+    gender, so nothing can be said."""
+    rows = chart_for(brand)
+    want = size_value(size)
+    g = (gender or "").strip().lower()
+    if rows is None or want is None or system not in _SYSTEM_TYPES:
+        return None
+    if g in _YOUTH:
+        if rows is not NIKE:
+            return None
+        rows = tuple(r for r in rows if Fraction(r.us_m) <= 7)
+        column = "us_m"
+    elif g == "women":
+        column = "us_w"
+    elif g in _MEN:
+        column = "us_m"
+    else:  # toddler, infant, or something new: no data
+        return None
+    found = []
+    for row in rows:
+        us = getattr(row, column)
+        label = row.uk if system == "UK" else row.eu
+        if us is not None and label is not None and size_value(label) == want:
+            found.append(SizeOption(us=Fraction(us), uk=row.uk, eu=row.eu))
+    return _dedupe(found)
+
+
+# ---- choosing ----------------------------------------------------------------------------------
+
+
+def choose(options: Sequence[SizeOption], *, provider: str, system: str,
+           size: str) -> SizeOption:
+    """The one option, or a SizeError: none matched, or several did (naming each EU size)."""
+    if not options:
+        raise SizeError(provider, f"{system} {size} matches no size of this product")
+    if len(options) > 1:
+        named = " and ".join(
+            f"EU {o.eu} (US {format_size(o.us)})" if o.eu else f"US {format_size(o.us)}"
+            for o in options
+        )
+        raise SizeError(
+            provider,
+            f"{system} {size} is ambiguous: it matches {named}; enqueue the EU size to choose",
+        )
+    return options[0]
+
+
+def _fmt(value: Fraction | None) -> str | None:
+    return None if value is None else format_size(value)
+
+
+def _dedupe(options: Iterable[SizeOption]) -> list[SizeOption]:
+    seen: dict[Fraction, SizeOption] = {}
+    for o in options:
+        seen.setdefault(o.us, o)
+    return list(seen.values())

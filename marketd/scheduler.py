@@ -1,0 +1,252 @@
+"""One scheduler run, and the APScheduler job that repeats it.
+
+:meth:`Scheduler.run_once` is a plain coroutine: ensure this hour's budget rows, return stuck
+jobs to pending, then per provider select the due jobs that fit its remaining budget (up to
+max_batch_size), hand the batch to its lane, and record the run and each batch. Tests, ``POST
+/trigger`` and ``marketd trigger`` call it directly; APScheduler only calls it on an interval.
+
+Runs never overlap for one provider: a provider whose lane is busy is skipped by a run (and
+takes waiting manual jobs into its batch instead). Each run is its own task, so a caller that
+goes away (an HTTP client hanging up) cannot cancel it half-way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+
+from marketd.clock import Clock, iso
+from marketd.config import Config
+from marketd.models import Priority
+from marketd.store import Store
+from marketd.worker import BatchStats, Lane, Worker
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class RunSummary:
+    run_id: int
+    trigger: str
+    started_at: float
+    finished_at: float = 0.0
+    rescued: int = 0
+    providers: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def total(self, key: str) -> int:
+        return sum(int(p.get(key, 0)) for p in self.providers.values())
+
+    @property
+    def outcome(self) -> str:
+        if not self.total("batch_size"):
+            return "idle"
+        if self.total("failed") or self.total("deferred"):
+            return "partial"
+        return "ok"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "trigger": self.trigger,
+            "started_at": iso(self.started_at),
+            "finished_at": iso(self.finished_at),
+            "duration_ms": int((self.finished_at - self.started_at) * 1000),
+            "rescued": self.rescued,
+            "selected": self.total("batch_size"),
+            "succeeded": self.total("succeeded"),
+            "failed": self.total("failed"),
+            "deferred": self.total("deferred"),
+            "calls": self.total("calls"),
+            "outcome": self.outcome,
+            "providers": self.providers,
+        }
+
+
+class Scheduler:
+    def __init__(self, config: Config, store: Store, lanes: Mapping[str, Lane], clock: Clock,
+                 worker: Worker | None = None) -> None:
+        self.config = config
+        self.cfg = config.scheduler
+        self.store = store
+        self.lanes = dict(lanes)
+        self.clock = clock
+        self.worker = worker or Worker(store, config.scheduler, clock)
+        self.stopping = False
+        self.last_run_at: float | None = None
+        self.runs_started = 0
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._wake_handles: dict[str, asyncio.TimerHandle] = {}
+        self._aps: AsyncIOScheduler | None = None
+
+    # ---- one run -------------------------------------------------------------------------------
+
+    async def run_once(self, trigger: str = "manual",
+                       providers: Iterable[str] | None = None) -> RunSummary:
+        """Start a run as its own task and wait for its summary (shielded from the caller)."""
+        task = self._spawn(self._run(trigger, providers))
+        return await asyncio.shield(task)
+
+    async def _run(self, trigger: str, providers: Iterable[str] | None) -> RunSummary:
+        wanted = set(providers) if providers is not None else set(self.lanes)
+        now = self.clock.now()
+        self.runs_started += 1
+        run_id = await self.store.start_run(trigger)
+        summary = RunSummary(run_id, trigger, now)
+        try:
+            await self.store.ensure_budgets({n: ln.budget.rate_limit
+                                             for n, ln in self.lanes.items()})
+            summary.rescued = await self.store.rescue_stuck(self.cfg.stuck_after_seconds)
+            if summary.rescued:
+                log.warning("stuck_jobs_rescued", jobs=summary.rescued)
+            batches = [self._provider_batch(self.lanes[n], summary)
+                       for n in sorted(wanted) if n in self.lanes]
+            await asyncio.gather(*batches)
+        finally:
+            summary.finished_at = self.clock.now()
+            self.last_run_at = summary.finished_at
+            result = summary.as_dict()
+            await asyncio.shield(self.store.finish_run(
+                run_id, selected=result["selected"], succeeded=result["succeeded"],
+                failed=result["failed"], deferred=result["deferred"], rescued=summary.rescued,
+                duration_ms=result["duration_ms"], outcome=summary.outcome))
+        log.info("scheduler_run_finished", **{k: v for k, v in result.items()
+                                              if k != "providers"})
+        return summary
+
+    async def _provider_batch(self, lane: Lane, summary: RunSummary) -> None:
+        now = self.clock.now()
+        if self.stopping or lane.stopping:
+            summary.providers[lane.name] = {"skipped": "shutting down"}
+            return
+        if lane.paused(now):
+            summary.providers[lane.name] = {
+                "skipped": "paused", "paused_until": iso(lane.paused_until),
+                "reason": lane.pause_reason}
+            self._wake_later(lane.name, lane.paused_until or now)
+            return
+        if lane.lock.locked():
+            lane.manual_waiting = True
+            summary.providers[lane.name] = {"skipped": "busy"}
+            return
+        async with lane.lock:
+            capacity = lane.budget.capacity(now, self.cfg.interval_seconds)
+            limit = min(self.cfg.max_batch_size, capacity)
+            if limit <= 0:
+                at = lane.budget.next_free(now)
+                summary.providers[lane.name] = {"skipped": "budget", "next_free_at": iso(at)}
+                self._wake_later(lane.name, at)
+                return
+            jobs = await self.store.claim(lane.name, limit)
+            if not jobs:
+                summary.providers[lane.name] = {"batch_size": 0}
+                return
+            log.info("batch_started", provider=lane.name, jobs=len(jobs), capacity=capacity)
+            stats: BatchStats = await self.worker.run_batch(lane, jobs)
+            summary.providers[lane.name] = stats.as_dict()
+            await asyncio.shield(self.store.insert_metrics(
+                run_id=summary.run_id, provider=lane.name, batch_size=stats.batch_size,
+                succeeded=stats.succeeded, failed=stats.failed, deferred=stats.deferred,
+                calls=stats.calls, rate_limited=stats.rate_limited,
+                duration_ms=stats.duration_ms))
+            if stats.stopped_by in ("budget", None) and not self.stopping:
+                await self._rewake_if_manual(lane)
+
+    async def _rewake_if_manual(self, lane: Lane) -> None:
+        """Manual jobs that arrived after the batch's last look get a run of their own."""
+        if lane.manual_waiting or await self.store.count_due(lane.name, int(Priority.MANUAL)):
+            lane.manual_waiting = False
+            at = lane.budget.next_free(self.clock.now())
+            self._wake_later(lane.name, at)
+
+    # ---- waking for manual jobs ----------------------------------------------------------------
+
+    def wake(self, provider: str) -> None:
+        """A manual job was enqueued: fetch it within a second if the provider has budget."""
+        lane = self.lanes.get(provider)
+        if lane is None or self.stopping:
+            return
+        if lane.lock.locked():
+            lane.manual_waiting = True  # the running batch takes it in at its next group
+            return
+        self._wake_later(provider, self.clock.now() + self.cfg.manual_wake_ms / 1000)
+
+    def _wake_later(self, provider: str, at: float) -> None:
+        """Schedule a run for one provider at epoch second ``at`` (earliest wins)."""
+        if self.stopping:
+            return
+        loop = asyncio.get_running_loop()
+        delay = max(0.0, at - self.clock.now())
+        existing = self._wake_handles.get(provider)
+        if existing is not None and not existing.cancelled() and \
+                existing.when() <= loop.time() + delay:
+            return
+        if existing is not None:
+            existing.cancel()
+
+        def fire() -> None:
+            self._wake_handles.pop(provider, None)
+            if not self.stopping:
+                self._spawn(self._run("manual", [provider]))
+
+        self._wake_handles[provider] = loop.call_later(delay, fire)
+
+    # ---- the interval job and shutdown ---------------------------------------------------------
+
+    def start(self) -> None:
+        """Run every interval_seconds (the first run now), never two interval runs at once."""
+        self._aps = AsyncIOScheduler(timezone="UTC")
+        self._aps.add_job(self._interval_run, IntervalTrigger(seconds=self.cfg.interval_seconds),
+                          id="marketd-run", max_instances=1, coalesce=True,
+                          misfire_grace_time=None,
+                          next_run_time=datetime.fromtimestamp(self.clock.now(), UTC))
+        self._aps.start()
+
+    async def _interval_run(self) -> None:
+        try:
+            await self.run_once("interval")
+        except Exception:
+            log.exception("scheduler_run_crashed")
+
+    def alive(self) -> bool:
+        return self._aps is not None and bool(self._aps.running) and not self.stopping
+
+    async def stop(self, grace_s: float) -> None:
+        """Stop taking work, let in-flight calls finish for ``grace_s``, cancel the rest."""
+        self.stopping = True
+        for handle in self._wake_handles.values():
+            handle.cancel()
+        self._wake_handles.clear()
+        if self._aps is not None and self._aps.running:
+            self._aps.shutdown(wait=False)
+        for lane in self.lanes.values():
+            lane.stopping = True
+        pending = [t for t in self._tasks if not t.done()]
+        if pending:
+            started = time.perf_counter()
+            _, still = await asyncio.wait(pending, timeout=grace_s)
+            for t in still:
+                t.cancel()
+            if still:
+                await asyncio.wait(still, timeout=5)
+            log.info("scheduler_drained", in_flight=len(pending), cancelled=len(still),
+                     waited_s=round(time.perf_counter() - started, 2))
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            exc = task.exception()
+            log.error("scheduler_task_failed", error=f"{type(exc).__name__}: {exc}")

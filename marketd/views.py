@@ -1,0 +1,69 @@
+"""Read models shared by the JSON API, the CLI and the status page: plain dicts built from the
+store and the lanes' live state. No provider is ever called from here."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from marketd.clock import iso
+from marketd.models import PROVIDERS, format_minor
+from marketd.store import Store
+from marketd.worker import Lane
+
+
+def price_view(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "provider": row["provider"],
+        "sku": row["sku"],
+        "size": row["size"],
+        "currency": row["currency"],
+        "lowest_ask": format_minor(row["lowest_ask"]),
+        "highest_bid": format_minor(row["highest_bid"]),
+        "last_sale": format_minor(row["last_sale"]),
+        "fetched_at": row["fetched_at"],
+    }
+
+
+def budget_view(lanes: Mapping[str, Lane], rows: list[dict[str, Any]],
+                now: float) -> dict[str, Any]:
+    """This hour's row per provider, every limit's current window, and pauses."""
+    by_provider = {r["provider"]: r for r in rows}
+    out: dict[str, Any] = {}
+    for name, lane in lanes.items():
+        row = by_provider.get(name, {})
+        paused = lane.paused(now)
+        out[name] = {
+            "hour_window": row.get("hour_window"),
+            "rate_limit": row.get("rate_limit", lane.budget.rate_limit),
+            "used": row.get("used", 0),
+            "limits": [
+                {"limit": lim.text, "window_s": lim.window_s,
+                 "used": lane.budget.log.count_in(lim.window_s, now),
+                 "remaining": lane.budget.log.remaining(lim, now)}
+                for lim in lane.budget.limits
+            ],
+            "next_free_at": iso(max(now, lane.budget.next_free(now))),
+            "paused": paused,
+            "paused_until": iso(lane.paused_until) if paused else None,
+            "pause_reason": lane.pause_reason if paused else None,
+            "check_credential": lane.credential if paused else None,
+            "calls": lane.counters.calls,
+            "rate_limited": lane.counters.rate_limited,
+        }
+    return out
+
+
+async def status_view(store: Store, lanes: Mapping[str, Lane], now: float) -> dict[str, Any]:
+    counts = await store.job_counts()
+    statuses = ("pending", "running", "completed", "failed")
+    jobs = {p: {s: counts.get(p, {}).get(s, 0) for s in statuses}
+            for p in sorted(set(PROVIDERS) | set(counts))}
+    totals = {s: sum(v[s] for v in jobs.values()) for s in statuses}
+    return {
+        "now": iso(now),
+        "budgets": budget_view(lanes, await store.budgets(), now),
+        "jobs": {"by_provider": jobs, "total": totals},
+        "recent_runs": await store.recent_runs(10),
+        "recent_batches": await store.recent_metrics(20),
+    }

@@ -1,0 +1,203 @@
+"""The HTTP API and the status page: a factory plus thin handlers.
+
+Handlers read and write through the store and ask the scheduler for runs; they never call a
+provider. Every failure becomes a JSON answer (``{"error", "field"}``), never a traceback.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from aiohttp import web
+
+from marketd.errors import MarketdError, StoreError, ValidationError
+from marketd.models import (
+    JOB_STATUSES,
+    normalize_provider,
+    normalize_size,
+    normalize_size_system,
+    normalize_sku,
+    parse_enqueue_body,
+    size_key,
+)
+from marketd.views import price_view, status_view
+
+if TYPE_CHECKING:
+    from marketd.app import Daemon
+
+log = structlog.get_logger(__name__)
+
+MAX_BODY_BYTES = 1024 * 1024
+DAEMON: web.AppKey[Daemon] = web.AppKey("daemon")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def create_app(daemon: Daemon) -> web.Application:
+    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[_errors])
+    app[DAEMON] = daemon
+    app.router.add_post("/enqueue", enqueue)
+    app.router.add_post("/trigger", trigger)
+    app.router.add_post("/api/market/scheduler/run", trigger)
+    app.router.add_post("/reset-failed", reset_failed)
+    app.router.add_get("/status", status)
+    app.router.add_get("/jobs", jobs)
+    app.router.add_get("/prices", prices)
+    app.router.add_get("/healthz", healthz)
+    from marketd import page
+
+    page.add_routes(app)
+    return app
+
+
+def error(status: int, message: str, field: str | None = None) -> web.Response:
+    return web.json_response({"error": message, "field": field}, status=status)
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ValidationError as exc:
+        return error(400, exc.message, exc.field)
+    except web.HTTPRequestEntityTooLarge:
+        return error(413, f"the body is larger than {MAX_BODY_BYTES} bytes")
+    except web.HTTPException as exc:
+        if exc.status >= 400 and exc.content_type != "application/json":
+            return error(exc.status, exc.reason)
+        raise
+    except StoreError as exc:
+        log.error("store_error", path=request.path, error=str(exc))
+        return error(503, "the database is unavailable; try again shortly")
+    except MarketdError as exc:
+        log.error("request_failed", path=request.path, error=str(exc))
+        return error(500, "internal error; see the daemon's log")
+    except Exception:
+        log.exception("request_crashed", path=request.path)
+        return error(500, "internal error; see the daemon's log")
+
+
+def _secret_ok(given: str | None, expected: str) -> bool:
+    if not expected:
+        return True  # no secret configured: the daemon only listens on loopback
+    return given is not None and hmac.compare_digest(given.encode(), expected.encode())
+
+
+def require_cron_secret(request: web.Request) -> None:
+    expected = request.app[DAEMON].config.security.cron_secret
+    if not _secret_ok(request.headers.get("x-cron-secret"), expected):
+        raise _unauthorized("missing or wrong x-cron-secret header")
+
+
+def _unauthorized(message: str) -> web.HTTPUnauthorized:
+    return web.HTTPUnauthorized(text=json.dumps({"error": message, "field": None}),
+                                content_type="application/json")
+
+
+async def read_json(request: web.Request, *, optional: bool = False) -> Any:
+    raw = await request.read()
+    if not raw.strip():
+        if optional:
+            return {}
+        raise ValidationError("the body is empty: send a JSON object", None)
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):
+        raise ValidationError("the body is not valid JSON", None) from None
+
+
+async def enqueue(request: web.Request) -> web.Response:
+    daemon = request.app[DAEMON]
+    token = daemon.config.security.api_token
+    if token:
+        auth = request.headers.get("Authorization", "")
+        given = auth[7:] if auth.startswith("Bearer ") else None
+        if not _secret_ok(given, token):
+            raise _unauthorized("missing or wrong Authorization: Bearer token")
+    specs = parse_enqueue_body(await read_json(request))
+    results = await daemon.enqueue(specs)
+    return web.json_response({"jobs": [r.as_dict() for r in results]}, status=202)
+
+
+async def trigger(request: web.Request) -> web.Response:
+    require_cron_secret(request)
+    summary = await request.app[DAEMON].scheduler.run_once("http")
+    return web.json_response(summary.as_dict())
+
+
+async def reset_failed(request: web.Request) -> web.Response:
+    require_cron_secret(request)
+    body = await read_json(request, optional=True)
+    if not isinstance(body, dict):
+        raise ValidationError("the body must be a JSON object", None)
+    provider = body.get("provider")
+    if provider is not None:
+        provider = normalize_provider(provider)
+    n = await request.app[DAEMON].store.reset_failed(provider)
+    return web.json_response({"reset": n, "provider": provider})
+
+
+async def status(request: web.Request) -> web.Response:
+    daemon = request.app[DAEMON]
+    return web.json_response(await status_view(daemon.store, daemon.lanes, daemon.clock.now()))
+
+
+def _int_param(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    if not raw.isdigit() or not lo <= int(raw) <= hi:
+        raise ValidationError(f"{name} must be an integer from {lo} to {hi}", name)
+    return int(raw)
+
+
+def _opt(request: web.Request, name: str) -> str | None:
+    value = request.query.get(name)
+    return value if value not in (None, "") else None
+
+
+async def jobs(request: web.Request) -> web.Response:
+    daemon = request.app[DAEMON]
+    status_ = _opt(request, "status")
+    if status_ is not None and status_ not in JOB_STATUSES:
+        raise ValidationError(f"status must be one of {', '.join(JOB_STATUSES)}", "status")
+    provider = _opt(request, "provider")
+    if provider is not None:
+        provider = normalize_provider(provider)
+    limit = _int_param(request, "limit", 100, 1, 1000)
+    offset = _int_param(request, "offset", 0, 0, 10_000_000)
+    rows = await daemon.store.list_jobs(status=status_, provider=provider, limit=limit,
+                                        offset=offset)
+    return web.json_response({"jobs": [asdict(j) for j in rows]})
+
+
+async def prices(request: web.Request) -> web.Response:
+    daemon = request.app[DAEMON]
+    provider = _opt(request, "provider")
+    if provider is not None:
+        provider = normalize_provider(provider)
+    sku = _opt(request, "sku")
+    if sku is not None:
+        sku = normalize_sku(sku)
+    size = _opt(request, "size")
+    if size is not None:
+        system = normalize_size_system(_opt(request, "size_system"))
+        size = size_key(normalize_size(size), system)
+    limit = _int_param(request, "limit", 1000, 1, 10000)
+    rows = await daemon.store.list_prices(provider=provider, sku=sku, size=size, limit=limit)
+    return web.json_response({"prices": [price_view(r) for r in rows]})
+
+
+async def healthz(request: web.Request) -> web.Response:
+    daemon = request.app[DAEMON]
+    db_ok = await daemon.store.ping()
+    sched_ok = daemon.scheduler.alive()
+    body = {"ok": db_ok and sched_ok, "database": db_ok, "scheduler": sched_ok}
+    return web.json_response(body, status=200 if body["ok"] else 503)
+
+
+__all__ = ["DAEMON", "create_app"]

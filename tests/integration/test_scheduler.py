@@ -1,0 +1,283 @@
+"""Scheduler runs and the worker's outcome rules, on a real SQLite file with scripted
+providers behind the provider seam."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from marketd.app import Daemon
+from marketd.clock import FakeClock
+from marketd.errors import (
+    AuthError,
+    NotFound,
+    QuotaExhausted,
+    RateLimited,
+    SizeError,
+    TransientError,
+)
+from marketd.models import JobSpec
+from marketd.providers.base import FetchResult
+from tests.support import ScriptedProvider, make_config, price_for, raising, scripted_factory
+
+
+@pytest.fixture
+async def setup(tmp_path: Path, clock: FakeClock) -> AsyncIterator[tuple[Daemon, dict[str, Any]]]:
+    providers = {"stockx": {"limits": ["10/hour"]}, "alias": {"limits": ["100/hour"]},
+                 "ebay": {"limits": ["100/hour"]}}
+    config = make_config(tmp_path, providers=providers,
+                         scheduler={"max_batch_size": 50, "max_retries": 2,
+                                    "retry_base_seconds": 10, "retry_max_seconds": 100})
+    registry: dict[str, ScriptedProvider] = {}
+    factory = scripted_factory(registry)
+    daemon = await Daemon.create(config, clock=clock,
+                                 clients={"stockx": factory, "alias": factory, "ebay": factory})
+    yield daemon, registry
+    await daemon.close()
+
+
+def spec(sku: str = "DD1391-100", size: str | None = "10", provider: str = "stockx",
+         priority: int = 100) -> JobSpec:
+    return JobSpec(provider, sku, size, priority=priority)
+
+
+async def test_run_completes_jobs_and_stores_prices(setup: Any) -> None:
+    """A run fetches pending jobs, completes them and stores their prices."""
+    daemon, registry = setup
+    await daemon.enqueue([spec(size="9"), spec(size="10"), spec("AB1234-001", "8")])
+    summary = await daemon.scheduler.run_once("test")
+    assert summary.as_dict()["succeeded"] == 3
+    counts = await daemon.store.job_counts()
+    assert counts["stockx"] == {"completed": 3}
+    prices = await daemon.store.list_prices(provider="stockx")
+    assert {(p["sku"], p["size"]) for p in prices} == {
+        ("DD1391-100", "9"), ("DD1391-100", "10"), ("AB1234-001", "8")}
+    assert prices[0]["lowest_ask"] == 9600
+
+
+async def test_jobs_of_one_sku_share_one_call(setup: Any) -> None:
+    """Coalescing: sizes of one SKU are one group, one budget token."""
+    daemon, registry = setup
+    await daemon.enqueue([spec(size=s) for s in ("8", "9", "10", "11")])
+    await daemon.scheduler.run_once("test")
+    assert registry["stockx"].seen == [("DD1391-100", ["8", "9", "10", "11"])]
+    assert daemon.lanes["stockx"].budget.calls == 1
+
+
+async def test_ebay_does_not_coalesce(setup: Any) -> None:
+    """eBay has no product-level call: one group (and call) per job."""
+    daemon, registry = setup
+    await daemon.enqueue([spec(size=s, provider="ebay") for s in ("8", "9")])
+    await daemon.scheduler.run_once("test")
+    assert len(registry["ebay"].seen) == 2
+
+
+async def test_order_is_priority_then_age(setup: Any, clock: FakeClock) -> None:
+    """Higher priority first, then older first."""
+    daemon, registry = setup
+    await daemon.enqueue([spec("AAA-1", priority=100)])
+    clock.advance(1)
+    await daemon.enqueue([spec("BBB-2", priority=150)])
+    clock.advance(1)
+    await daemon.enqueue([spec("CCC-3", priority=100)])
+    await daemon.scheduler.run_once("test")
+    assert [s for s, _ in registry["stockx"].seen] == ["BBB-2", "AAA-1", "CCC-3"]
+
+
+async def test_selection_respects_remaining_budget(setup: Any) -> None:
+    """With 10 calls an hour, a run sends at most 10 and leaves the rest pending."""
+    daemon, registry = setup
+    await daemon.enqueue([spec(f"SKU-{i}") for i in range(15)])
+    summary = (await daemon.scheduler.run_once("test")).as_dict()
+    assert summary["succeeded"] == 10
+    assert daemon.lanes["stockx"].budget.calls == 10
+    counts = await daemon.store.job_counts()
+    assert counts["stockx"] == {"completed": 10, "pending": 5}
+    again = (await daemon.scheduler.run_once("test")).as_dict()
+    assert again["providers"]["stockx"]["skipped"] == "budget"
+    budgets = await daemon.store.budgets()
+    row = next(b for b in budgets if b["provider"] == "stockx")
+    assert (row["used"], row["rate_limit"]) == (10, 10)
+
+
+async def test_budget_exhausted_mid_batch_defers_without_retry(setup: Any) -> None:
+    """A group whose client runs out of budget goes back to pending, retry_count unchanged."""
+    daemon, registry = setup
+    registry["stockx"].calls_per_group = 4  # 3 groups x 4 calls > 10
+    await daemon.enqueue([spec(f"SKU-{i}") for i in range(3)])
+    summary = (await daemon.scheduler.run_once("test")).as_dict()
+    assert summary["succeeded"] == 2
+    assert summary["deferred"] == 1
+    pending = await daemon.store.list_jobs(status="pending")
+    assert [j.retry_count for j in pending] == [0]
+    assert daemon.lanes["stockx"].budget.calls == 10
+
+
+async def test_not_found_fails_with_provider_named(setup: Any) -> None:
+    """404 fails the job with a message naming the provider."""
+    daemon, registry = setup
+    registry["stockx"].script.append(raising(NotFound("stockx", "not found on stockx: X-1")))
+    await daemon.enqueue([spec("X-1")])
+    await daemon.scheduler.run_once("test")
+    [job] = await daemon.store.list_jobs(status="failed")
+    assert "not found on stockx" in (job.error_message or "")
+
+
+async def test_size_error_fails_only_that_job(setup: Any) -> None:
+    """A per-job SizeError fails that job; its siblings complete."""
+    daemon, registry = setup
+
+    def answer(sku: str, jobs: Any) -> FetchResult:
+        out: dict[str, Any] = {j.id: price_for(j) for j in jobs}
+        bad = next(j for j in jobs if j.size == "6")
+        out[bad.id] = SizeError("stockx", "UK 6 is ambiguous: EU 39 or EU 40")
+        return FetchResult(outcomes=out)
+
+    registry["stockx"].script.append(answer)
+    await daemon.enqueue([spec(size="6"), spec(size="7")])
+    await daemon.scheduler.run_once("test")
+    counts = (await daemon.store.job_counts())["stockx"]
+    assert counts == {"completed": 1, "failed": 1}
+
+
+async def test_429_pauses_provider_and_defers_rest(setup: Any, clock: FakeClock) -> None:
+    """429 pauses the provider for Retry-After and returns the batch to pending, no retry."""
+    daemon, registry = setup
+    registry["stockx"].script.append(raising(RateLimited("stockx", retry_after_s=120)))
+    await daemon.enqueue([spec(f"SKU-{i}") for i in range(3)])
+    summary = (await daemon.scheduler.run_once("test")).as_dict()
+    assert summary["deferred"] == 3
+    assert len(registry["stockx"].seen) == 1  # stopped after the 429
+    pending = await daemon.store.list_jobs(status="pending")
+    assert len(pending) == 3 and all(j.retry_count == 0 for j in pending)
+    lane = daemon.lanes["stockx"]
+    assert lane.paused_until == clock.now() + 120
+    skipped = (await daemon.scheduler.run_once("test")).as_dict()
+    assert skipped["providers"]["stockx"]["skipped"] == "paused"
+    clock.advance(121)
+    resumed = (await daemon.scheduler.run_once("test")).as_dict()
+    assert resumed["succeeded"] == 3
+
+
+async def test_429_without_retry_after_uses_default_pause(setup: Any, clock: FakeClock) -> None:
+    """Without Retry-After the provider rests a default minute."""
+    daemon, registry = setup
+    registry["stockx"].script.append(raising(RateLimited("stockx")))
+    await daemon.enqueue([spec()])
+    await daemon.scheduler.run_once("test")
+    assert daemon.lanes["stockx"].paused_until == clock.now() + 60
+
+
+async def test_quota_exhausted_pauses_until_reset(setup: Any, clock: FakeClock) -> None:
+    """eBay's daily quota pauses eBay until the quota's reset, not a minute."""
+    daemon, registry = setup
+    registry["ebay"].script.append(raising(QuotaExhausted("ebay", "quota", retry_after_s=5000)))
+    await daemon.enqueue([spec(provider="ebay")])
+    await daemon.scheduler.run_once("test")
+    assert daemon.lanes["ebay"].paused_until == clock.now() + 5000
+    state = (await daemon.store.provider_states())["ebay"]
+    assert state.pause_reason and state.pause_reason.startswith("quota_exhausted")
+
+
+async def test_auth_error_pauses_and_names_credential(setup: Any, clock: FakeClock) -> None:
+    """401/403 pause the provider for auth_pause_seconds; jobs stay pending, not failed."""
+    daemon, registry = setup
+    registry["alias"].script.append(
+        raising(AuthError("alias", "token refused", credential="ALIAS_API_TOKEN", status=401)))
+    await daemon.enqueue([spec(provider="alias"), spec("OTHER-1", provider="alias")])
+    await daemon.scheduler.run_once("test")
+    lane = daemon.lanes["alias"]
+    assert lane.credential == "ALIAS_API_TOKEN"
+    assert lane.paused_until == clock.now() + daemon.config.scheduler.auth_pause_seconds
+    counts = (await daemon.store.job_counts())["alias"]
+    assert counts == {"pending": 2}
+    state = (await daemon.store.provider_states())["alias"]
+    assert state.credential == "ALIAS_API_TOKEN"
+
+
+async def test_transient_errors_retry_with_backoff_then_fail(setup: Any, clock: FakeClock) -> None:
+    """Transient errors retry with growing backoff up to max_retries, then fail with the error."""
+    daemon, registry = setup
+    registry["stockx"].default = raising(TransientError("stockx", "HTTP 503", status=503))
+    await daemon.enqueue([spec()])
+    delays = []
+    for _ in range(2):
+        await daemon.scheduler.run_once("test")
+        [job] = await daemon.store.list_jobs(status="pending")
+        assert job.next_attempt_at is not None
+        from marketd.clock import parse_iso
+
+        delay = (parse_iso(job.next_attempt_at) or 0) - clock.now()
+        delays.append(delay)
+        # not due yet: a run now selects nothing
+        idle = (await daemon.scheduler.run_once("test")).as_dict()
+        assert idle["selected"] == 0
+        clock.advance(delay + 0.01)
+    assert 8 <= delays[0] <= 12 and 16 <= delays[1] <= 24
+    await daemon.scheduler.run_once("test")
+    [job] = await daemon.store.list_jobs(status="failed")
+    assert job.retry_count == 2
+    assert "HTTP 503" in (job.error_message or "")
+
+
+async def test_client_bug_is_retried_not_fatal(setup: Any) -> None:
+    """An unexpected exception in a client counts as transient and never kills the run."""
+    daemon, registry = setup
+
+    def boom(sku: str, jobs: Any) -> Any:
+        raise KeyError("lowestAskAmount")
+
+    registry["stockx"].script.append(boom)
+    await daemon.enqueue([spec()])
+    summary = (await daemon.scheduler.run_once("test")).as_dict()
+    assert summary["deferred"] == 1
+    [job] = await daemon.store.list_jobs(status="pending")
+    assert job.retry_count == 1 and "internal error" in (job.error_message or "")
+
+
+async def test_run_and_batches_are_recorded(setup: Any) -> None:
+    """market_job_runs gets one row per run and market_provider_metrics one per batch."""
+    daemon, registry = setup
+    await daemon.enqueue([spec(), spec(provider="alias")])
+    summary = await daemon.scheduler.run_once("cli")
+    runs = await daemon.store.recent_runs()
+    assert runs[0]["id"] == summary.run_id
+    assert (runs[0]["trigger"], runs[0]["selected"], runs[0]["succeeded"]) == ("cli", 2, 2)
+    assert runs[0]["finished_at"] is not None
+    metrics = await daemon.store.recent_metrics()
+    assert sorted((m["provider"], m["batch_size"], m["calls"]) for m in metrics) == [
+        ("alias", 1, 1), ("stockx", 1, 1)]
+
+
+async def test_stuck_running_jobs_are_rescued_each_run(setup: Any, clock: FakeClock) -> None:
+    """A job running longer than stuck_after_seconds goes back to pending at the next run."""
+    daemon, registry = setup
+    await daemon.enqueue([spec()])
+    [job] = await daemon.store.claim("stockx", 1)
+    clock.advance(daemon.config.scheduler.stuck_after_seconds + 1)
+    summary = await daemon.scheduler.run_once("test")
+    assert summary.rescued == 1
+    assert (await daemon.store.get_job(job.id)).status == "completed"  # type: ignore[union-attr]
+
+
+async def test_manual_job_joins_a_running_batch(setup: Any) -> None:
+    """A manual job enqueued during a long batch is taken in at the next group."""
+    daemon, registry = setup
+    await daemon.enqueue([spec(f"BG-{i}") for i in range(3)])
+    provider = registry["stockx"]
+    fired = False
+
+    async def enqueue_manual() -> None:
+        nonlocal fired
+        if not fired:
+            fired = True
+            await daemon.enqueue([spec("MANUAL-1", priority=200)])
+
+    provider.hook = enqueue_manual
+    await daemon.scheduler.run_once("test")
+    order = [s for s, _ in provider.seen]
+    assert order[0] == "BG-0" and order[1] == "MANUAL-1"
+    assert (await daemon.store.job_counts())["stockx"] == {"completed": 4}
