@@ -291,10 +291,13 @@ def parse_enqueue_body(body: Any) -> list[JobSpec]:
     else:
         defaults.setdefault("priority", int(Priority.BACKGROUND))
         keys = ("size_uk", "size")
+    # entries are the app's inventory items: keep the keys a job knows, ignore the rest
+    known = {"sku", "size", "size_uk", "size_system", "user_id", "provider"}
+    if shape == "items":
+        known.add("priority")
     jobs = []
     for i, e in enumerate(entries):
         if isinstance(e, dict):
-            e = {k: v for k, v in e.items() if k in {"sku", "size", "size_uk", "size_system",
-                                                      "user_id", "provider", "priority"}}
+            e = {k: v for k, v in e.items() if k in known}
         jobs.append(parse_job(e, f"{shape}[{i}]", defaults=defaults, size_keys=keys))
     return jobs

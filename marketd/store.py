@@ -143,6 +143,10 @@ class Store:
                 raise StoreError(f"database busy or unavailable: {exc}") from exc
             try:
                 yield conn
+            except sqlite3.Error as exc:
+                with suppress(sqlite3.Error):
+                    await conn.execute("ROLLBACK")
+                raise StoreError(f"database write failed: {exc}") from exc
             except BaseException:
                 with suppress(sqlite3.Error):
                     await conn.execute("ROLLBACK")

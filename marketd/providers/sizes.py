@@ -3,8 +3,8 @@
 A job names a UK, US or EU size; Alias (and others) want a US size in the product's own scale.
 Sizes are converted through data, never a formula (INTERFACE §6), from two sources in order:
 
-1. a StockX catalog entry's per-variant ``sizeChart.availableConversions`` (StockX's own data,
-   providers.md §1/§5): :func:`options_from_stockx`;
+1. a StockX catalog entry's per-variant conversions (StockX's own data, providers.md §1/§5):
+   :func:`options_from_stockx`;
 2. the brand charts below, copied from providers.md §5 (themselves StockX captures):
    :func:`options_from_chart`.
 
@@ -94,39 +94,61 @@ _SYSTEM_TYPES = {"UK": "uk", "EU": "eu"}
 
 
 def options_from_stockx(variants: Iterable[Any], system: str, size: str) -> list[SizeOption]:
-    """The StockX variants whose ``availableConversions`` entry of ``system`` (UK or EU) equals
-    ``size``. Each variant is ``{"variantValue": "10", "sizeChart": {"defaultConversion": {...},
-    "availableConversions": [{"size": "UK 9", "type": "uk"}, ...]}}``; malformed entries are
-    skipped. The US size is ``variantValue`` without its W/Y suffix (providers.md §5)."""
+    """The StockX variants whose conversion of ``system`` (UK or EU) equals ``size``.
+
+    A variant may come in either of two shapes (malformed ones are skipped):
+
+    - the API's ProductVariant: ``{"variantValue": "10", "sizeChart": {"defaultConversion":
+      {...}, "availableConversions": [{"size": "UK 9", "type": "uk"}, ...]}}``;
+    - the StockX client's cache: ``{"id", "value": "10", "conversions": [["uk", "UK 9"], ...]}``.
+
+    The US size is the variant value without its W/Y suffix (providers.md §5)."""
     want = size_value(size)
     kind = _SYSTEM_TYPES.get(system)
     if want is None or kind is None:
         return []
     found: list[SizeOption] = []
     for variant in variants:
-        if not isinstance(variant, Mapping):
-            continue
-        chart = variant.get("sizeChart")
-        chart = chart if isinstance(chart, Mapping) else {}
+        value, conversions = _stockx_variant(variant)
         labels: dict[str, tuple[Fraction | None, str | None]] = {}
-        for conv in chart.get("availableConversions") or ():
-            if isinstance(conv, Mapping) and isinstance(conv.get("size"), str) \
-                    and isinstance(conv.get("type"), str):
-                labels.setdefault(conv["type"].lower(), parse_conversion(conv["size"]))
-        value, note = labels.get(kind, (None, None))
-        if value != want:
+        for conv_type, label in conversions:
+            labels.setdefault(conv_type, parse_conversion(label))
+        if labels.get(kind, (None, None))[0] != want:
             continue
-        default = chart.get("defaultConversion")
-        raw_us = variant.get("variantValue") or (
-            default.get("size") if isinstance(default, Mapping) else None)
-        us = size_value(raw_us) if isinstance(raw_us, str) else None
+        us = size_value(value)
         if us is None:
             continue
         uk, eu = labels.get("uk", (None, None))[0], labels.get("eu", (None, None))[0]
+        note = labels.get(kind, (None, None))[1]
         if eu is None and note and note.upper().startswith("EU"):
             eu = parse_conversion(note)[0]  # "UK 6 (EU 39)" names its EU size
         found.append(SizeOption(us=us, uk=_fmt(uk), eu=_fmt(eu)))
     return _dedupe(found)
+
+
+def _stockx_variant(variant: Any) -> tuple[str | None, list[tuple[str, str]]]:
+    """(variant value, [(conversion type, label)]) of either variant shape."""
+    if not isinstance(variant, Mapping):
+        return None, []
+    conversions: list[tuple[str, str]] = []
+    if "conversions" in variant:  # the StockX client's cache
+        for pair in variant.get("conversions") or ():
+            if isinstance(pair, Sequence) and len(pair) == 2 \
+                    and all(isinstance(x, str) for x in pair):
+                conversions.append((pair[0].lower(), pair[1]))
+        value = variant.get("value")
+        return (value if isinstance(value, str) else None), conversions
+    chart = variant.get("sizeChart")
+    chart = chart if isinstance(chart, Mapping) else {}
+    for conv in chart.get("availableConversions") or ():
+        if isinstance(conv, Mapping) and isinstance(conv.get("size"), str) \
+                and isinstance(conv.get("type"), str):
+            conversions.append((conv["type"].lower(), conv["size"]))
+    value = variant.get("variantValue")
+    if not isinstance(value, str) or not value:
+        default = chart.get("defaultConversion")
+        value = default.get("size") if isinstance(default, Mapping) else None
+    return (value if isinstance(value, str) else None), conversions
 
 
 # ---- source 2: brand charts (providers.md §5) -------------------------------------------------

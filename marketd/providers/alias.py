@@ -1,0 +1,391 @@
+"""The Alias (GOAT Group) client: one catalog look-up per SKU, cached, and one price call per group.
+
+Requests (providers.md §2), all under ``{base_url}/api/v1`` with ``Authorization: Bearer <PAT>``:
+
+- ``GET /catalog?query=<sku>``: the item whose ``sku`` equals ours, space and hyphen alike
+  (Alias writes ``DD1391 100``). Cached in the store, so a refresh costs one call.
+- ``GET /pricing_insights/availabilities/{catalog_id}``: every size and condition in one call.
+- ``GET /pricing_insights/availability?catalog_id&size&…``: one size, used when a size is absent
+  from the list above or that endpoint answers 404.
+
+Prices are USD cents as strings; ``"0"`` means no data. Only NEW + GOOD_CONDITION rows count.
+Alias sizes are numeric US sizes in the product's own scale; UK/EU jobs are converted with
+:mod:`marketd.providers.sizes` (the StockX catalog entry of the SKU first, then brand charts).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from fractions import Fraction
+from typing import Any
+
+import structlog
+
+from marketd.errors import (
+    AuthError,
+    BudgetExhausted,
+    MarketdError,
+    NotFound,
+    PermanentError,
+    ProviderError,
+    RateLimited,
+    SizeError,
+    TransientError,
+)
+from marketd.models import Job, Price
+from marketd.providers.base import FetchResult, Provider, Response, retry_after_seconds
+from marketd.providers.sizes import (
+    choose,
+    format_size,
+    options_from_chart,
+    options_from_stockx,
+    size_value,
+    split_suffix,
+)
+
+log = structlog.get_logger(__name__)
+
+CREDENTIAL = "ALIAS_API_TOKEN"
+CURRENCY = "USD"  # Alias answers in USD cents whatever the region (providers.md §2)
+NEW = "PRODUCT_CONDITION_NEW"
+GOOD_BOX = "PACKAGING_CONDITION_GOOD_CONDITION"
+# observed ids (providers.md §2); "GLOBAL" (or "") sends no region_id
+REGION_IDS = {"US": "1", "EU": "2", "UK": "3", "AU": "4", "CA": "5", "JP": "6"}
+CATALOG_PAGE = 20
+_TRANSIENT = {408, 500, 502, 503, 504}
+# after one of these, further calls of the same group would fare no better: stop calling
+_STOP = (RateLimited, AuthError, BudgetExhausted, TransientError)
+
+
+@dataclass(frozen=True, slots=True)
+class Quote:
+    lowest_ask: int | None
+    highest_bid: int | None
+    last_sale: int | None
+
+    @classmethod
+    def parse(cls, availability: Any) -> Quote:
+        a = availability if isinstance(availability, Mapping) else {}
+        return cls(_cents(a.get("lowest_listing_price_cents")),
+                   _cents(a.get("highest_offer_price_cents")),
+                   _cents(a.get("last_sold_listing_price_cents")))
+
+    def merge(self, other: Quote) -> Quote:
+        """Two rows of one size (consigned and not): the lowest ask, the highest bid, and the
+        lower last sale (the rows carry no sale time, so "most recent" cannot be known)."""
+        return Quote(_pick(min, self.lowest_ask, other.lowest_ask),
+                     _pick(max, self.highest_bid, other.highest_bid),
+                     _pick(min, self.last_sale, other.last_sale))
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogItem:
+    catalog_id: str
+    name: str | None
+    brand: str | None
+    gender: str | None
+    image_url: str | None
+    allowed_sizes: tuple[Fraction, ...]
+    cached: bool = False
+
+
+class AliasClient(Provider):
+    name = "alias"
+
+    async def fetch_group(self, sku: str, jobs: Sequence[Job]) -> FetchResult:
+        headers = self._headers()
+        item = await self._catalog_item(sku, headers)
+        sizes = await self._resolve_sizes(sku, item, jobs)
+        if not any(isinstance(s, Fraction) for s in sizes.values()):
+            return FetchResult(outcomes=dict(_errors(sizes)))
+        quotes = await self._availabilities(item, headers)
+        if quotes is None and item.cached:
+            # the cached id may be stale: drop it and look the SKU up again, once
+            log.info("alias_catalog_stale", sku=sku, catalog_id=item.catalog_id)
+            await self.ctx.store.delete_catalog(self.name, sku)
+            fresh = await self._search(sku, headers)
+            if fresh.catalog_id != item.catalog_id:
+                sizes = await self._resolve_sizes(sku, fresh, jobs)
+                quotes = await self._availabilities(fresh, headers)
+            item = fresh
+        return await self._result(sku, item, jobs, sizes, quotes or {}, headers)
+
+    # ---- catalog ---------------------------------------------------------------------------
+
+    async def _catalog_item(self, sku: str, headers: Mapping[str, str]) -> CatalogItem:
+        entry = await self.ctx.store.get_catalog(self.name, sku)
+        if entry and entry.get("product_id"):
+            data = entry.get("data") or {}
+            return CatalogItem(
+                catalog_id=entry["product_id"], name=entry.get("title"), brand=entry.get("brand"),
+                gender=data.get("gender"), image_url=entry.get("image_url"),
+                allowed_sizes=_allowed(data.get("allowed_sizes")), cached=True)
+        return await self._search(sku, headers)
+
+    async def _search(self, sku: str, headers: Mapping[str, str]) -> CatalogItem:
+        """``GET /catalog?query=``: the first item whose SKU is ours; stored for next time."""
+        body = await self._get("/catalog", headers, {"query": sku, "limit": str(CATALOG_PAGE)})
+        items = body.get("catalog_items") if isinstance(body, Mapping) else None
+        wanted = _sku_key(sku)
+        match = next((it for it in items or () if isinstance(it, Mapping)
+                      and isinstance(it.get("sku"), str) and _sku_key(it["sku"]) == wanted
+                      and it.get("catalog_id")), None)
+        if match is None:
+            raise NotFound(self.name, f"not found on alias: {sku}")
+        raw_sizes = match.get("allowed_sizes") or []
+        item = CatalogItem(
+            catalog_id=str(match["catalog_id"]), name=match.get("name"), brand=match.get("brand"),
+            gender=match.get("gender"), image_url=match.get("main_picture_url"),
+            allowed_sizes=_allowed(raw_sizes))
+        await self.ctx.store.put_catalog(
+            self.name, sku, product_id=item.catalog_id, title=item.name, brand=item.brand,
+            image_url=item.image_url,
+            data={"sku": match.get("sku"), "gender": item.gender, "allowed_sizes": raw_sizes,
+                  "size_unit": match.get("size_unit")})
+        return item
+
+    # ---- sizes -----------------------------------------------------------------------------
+
+    async def _resolve_sizes(self, sku: str, item: CatalogItem,
+                             jobs: Sequence[Job]) -> dict[str, Fraction | SizeError]:
+        """Each job's Alias size (US, the product's own scale), or why it has none."""
+        variants: list[Any] | None = None
+        out: dict[str, Fraction | SizeError] = {}
+        for job in jobs:
+            if job.size is not None and job.size_system != "US" and variants is None:
+                variants = await self._stockx_variants(sku)
+            try:
+                out[job.id] = self._alias_size(job, item, variants or [])
+            except SizeError as exc:
+                out[job.id] = exc
+        return out
+
+    async def _stockx_variants(self, sku: str) -> list[Any]:
+        """StockX's variants of the SKU when its client has cached them, as ``data["variants"]``
+        (either shape :func:`~marketd.providers.sizes.options_from_stockx` reads)."""
+        entry = await self.ctx.store.get_catalog("stockx", sku)
+        data = entry.get("data") if entry else None
+        variants = data.get("variants") if isinstance(data, Mapping) else None
+        return variants if isinstance(variants, list) else []
+
+    def _alias_size(self, job: Job, item: CatalogItem, variants: Sequence[Any]) -> Fraction:
+        if job.size is None:
+            if len(item.allowed_sizes) == 1:
+                return item.allowed_sizes[0]
+            raise SizeError(self.name, "alias prices are per size: enqueue the job with a size")
+        number, _suffix = split_suffix(job.size)  # Alias wants 9, not 9W
+        if job.size_system == "US":
+            us = size_value(number)
+            if us is None:
+                raise SizeError(self.name, f"US {job.size} is not a size")
+        else:
+            options = options_from_stockx(variants, job.size_system, number)
+            if not options:
+                chart = options_from_chart(item.brand, item.gender, job.size_system, number)
+                if chart is None:
+                    raise SizeError(self.name, (
+                        f"no size conversion data for {item.brand or 'this brand'} "
+                        f"({item.gender or 'unknown gender'}): enqueue the US size"))
+                options = chart
+            us = choose(options, provider=self.name, system=job.size_system, size=job.size).us
+        if item.allowed_sizes and us not in item.allowed_sizes:
+            raise SizeError(self.name, f"{job.size_system} {job.size} (US {format_size(us)}) "
+                                       f"is not a size of this product on alias")
+        return us
+
+    # ---- prices ----------------------------------------------------------------------------
+
+    async def _availabilities(self, item: CatalogItem,
+                              headers: Mapping[str, str]) -> dict[Fraction, Quote] | None:
+        """Every size's NEW + GOOD_CONDITION quote in one call; None when the endpoint 404s."""
+        try:
+            body = await self._get(f"/pricing_insights/availabilities/{item.catalog_id}",
+                                   headers, self._market_params())
+        except NotFound:
+            return None
+        quotes: dict[Fraction, Quote] = {}
+        wanted = self._consigned()
+        rows = body.get("variants") if isinstance(body, Mapping) else None
+        for row in rows if isinstance(rows, list) else ():
+            if not isinstance(row, Mapping) or row.get("product_condition") != NEW \
+                    or row.get("packaging_condition") != GOOD_BOX:
+                continue
+            if wanted is not None and isinstance(row.get("consigned"), bool) \
+                    and row["consigned"] != wanted:
+                continue
+            size = size_value(row.get("size"))
+            if size is None:
+                continue
+            quote = Quote.parse(row.get("availability"))
+            quotes[size] = quotes[size].merge(quote) if size in quotes else quote
+        return quotes
+
+    async def _availability(self, item: CatalogItem, size: Fraction,
+                            headers: Mapping[str, str]) -> Quote:
+        """One size's quote: the fallback when the list lacks it."""
+        log.debug("alias_size_fallback", catalog_id=item.catalog_id, size=format_size(size))
+        params = {"catalog_id": item.catalog_id, "size": format_size(size),
+                  "product_condition": NEW, "packaging_condition": GOOD_BOX,
+                  **self._market_params()}
+        body = await self._get("/pricing_insights/availability", headers, params)
+        return Quote.parse(body.get("availability") if isinstance(body, Mapping) else None)
+
+    async def _result(self, sku: str, item: CatalogItem, jobs: Sequence[Job],
+                      sizes: Mapping[str, Fraction | SizeError], quotes: dict[Fraction, Quote],
+                      headers: Mapping[str, str]) -> FetchResult:
+        """Prices from the list, then one fallback call per size the list lacked.
+
+        A fallback failure of a kind that the next call would share (429, refused token, spent
+        budget, transient) stops the fallbacks: it is raised for the whole group when nothing
+        was priced yet, otherwise it becomes the outcome of each job still unpriced."""
+        result = FetchResult(outcomes=dict(_errors(sizes)))
+        wanted = {s for s in sizes.values() if isinstance(s, Fraction)}
+        stop: MarketdError | None = None
+        for size in sorted(wanted - quotes.keys()):
+            try:
+                quotes[size] = await self._availability(item, size, headers)
+            except _STOP as exc:
+                if not quotes:
+                    raise
+                stop = exc
+                break
+            except ProviderError as exc:
+                result.outcomes.update({j.id: exc for j in jobs if sizes[j.id] == size})
+        now = self.ctx.clock.now()
+        for job in jobs:
+            job_size = sizes[job.id]
+            if isinstance(job_size, Fraction) and job_size in quotes:
+                result.outcomes[job.id] = self._price(sku, job.size_key, quotes[job_size], now)
+            elif stop is not None and job.id not in result.outcomes:
+                result.outcomes[job.id] = stop
+        suffix = {"women": "W", "youth": "Y"}.get((item.gender or "").lower(), "")
+        for size, quote in sorted(quotes.items()):
+            if size not in wanted and quote != Quote(None, None, None):
+                result.extra_prices.append(
+                    self._price(sku, f"US {format_size(size)}{suffix}", quote, now))
+        return result
+
+    def _price(self, sku: str, size_key: str | None, quote: Quote, now: float) -> Price:
+        return Price(provider=self.name, sku=sku, size=size_key, currency=CURRENCY,
+                     lowest_ask=quote.lowest_ask, highest_bid=quote.highest_bid,
+                     last_sale=quote.last_sale, fetched_at=now)
+
+    # ---- configuration ---------------------------------------------------------------------
+
+    def _headers(self) -> dict[str, str]:
+        token = str(self.ctx.config.options.get("api_token") or "")
+        if not token:
+            raise AuthError(self.name, "no Alias API token is configured", credential=CREDENTIAL)
+        return {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+
+    def _consigned(self) -> bool | None:
+        value = str(self.ctx.config.options.get("consigned", "any")).lower()
+        return {"true": True, "false": False}.get(value)
+
+    def _market_params(self) -> dict[str, str]:
+        params: dict[str, str] = {}
+        region = str(self.ctx.config.options.get("region") or "GLOBAL").upper()
+        if region != "GLOBAL":
+            if region not in REGION_IDS:
+                raise PermanentError(self.name, (
+                    f"providers.alias.region {region!r} is unknown: use GLOBAL or one of "
+                    f"{', '.join(REGION_IDS)}"))
+            params["region_id"] = REGION_IDS[region]
+        consigned = self._consigned()
+        if consigned is not None:
+            params["consigned"] = "true" if consigned else "false"
+        return params
+
+    # ---- HTTP ------------------------------------------------------------------------------
+
+    async def _get(self, path: str, headers: Mapping[str, str],
+                   params: Mapping[str, str]) -> Any:
+        url = f"{self.ctx.config.base_url}/api/v1{path}"
+        resp = await self._send("GET", url, headers=headers, params=params)
+        if not 200 <= resp.status < 300:
+            raise self._error(resp, path)
+        try:
+            return resp.json()
+        except ValueError:
+            log.warning("alias_bad_response", path=path, status=resp.status,
+                        request_id=_header(resp, "x-request-id"), bytes=len(resp.body))
+            raise TransientError(self.name, f"truncated or invalid JSON from {path}",
+                                 status=resp.status) from None
+
+    def _error(self, resp: Response, path: str) -> ProviderError:
+        """The typed error of a non-2xx answer, logged with Alias's request id."""
+        status = resp.status
+        code, message = _error_body(resp)
+        request_id = _header(resp, "x-request-id")
+        log.warning("alias_request_failed", path=path, status=status, code=code,
+                    message=message, request_id=request_id)
+        detail = f"HTTP {status}" + (f": {message}" if message else "")
+        if status == 400:
+            return PermanentError(self.name, f"request refused ({detail})", status=status)
+        if status in (401, 403):
+            why = "refused the API token" if status == 401 else "API token lacks the scope"
+            return AuthError(self.name, f"alias {why} ({detail})", credential=CREDENTIAL,
+                             status=status)
+        if status == 404:
+            return NotFound(self.name, f"not found on alias ({detail})", status=status)
+        if status == 429:
+            return RateLimited(self.name, f"rate limited ({detail})",
+                               retry_after_s=retry_after_seconds(resp.headers))
+        if status in _TRANSIENT or status >= 500:
+            return TransientError(self.name, f"alias unavailable ({detail})", status=status)
+        return PermanentError(self.name, f"request refused ({detail})", status=status)
+
+
+# ---- helpers -----------------------------------------------------------------------------------
+
+
+def _sku_key(sku: str) -> str:
+    """``"DD1391 100"`` and ``"dd1391-100"`` alike."""
+    return "-".join(sku.upper().replace("-", " ").split())
+
+
+def _cents(value: Any) -> int | None:
+    """``"9600"`` -> 9600; ``"0"``, empty or unreadable -> None (Alias's "no data")."""
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        cents = int(Decimal(str(value)))
+    except (InvalidOperation, ValueError):
+        return None
+    return cents if cents > 0 else None
+
+
+def _pick(fn: Callable[[list[int]], int], a: int | None, b: int | None) -> int | None:
+    values = [v for v in (a, b) if v is not None]
+    return fn(values) if values else None
+
+
+def _allowed(raw: Any) -> tuple[Fraction, ...]:
+    out = []
+    for entry in raw if isinstance(raw, list) else ():
+        value = size_value(entry.get("value")) if isinstance(entry, Mapping) else None
+        if value is not None:
+            out.append(value)
+    return tuple(out)
+
+
+def _errors(sizes: Mapping[str, Fraction | SizeError]) -> list[tuple[str, SizeError]]:
+    return [(job_id, s) for job_id, s in sizes.items() if isinstance(s, SizeError)]
+
+
+def _header(resp: Response, name: str) -> str | None:
+    return next((v for k, v in resp.headers.items() if k.lower() == name), None)
+
+
+def _error_body(resp: Response) -> tuple[int | None, str]:
+    """Alias's ``{code, message, details}``, or the start of whatever else came back."""
+    try:
+        body = resp.json()
+    except ValueError:
+        return None, resp.body[:200].decode("utf-8", "replace").strip()
+    if isinstance(body, Mapping):
+        code = body.get("code")
+        return (code if isinstance(code, int) else None), str(body.get("message") or "")
+    return None, ""

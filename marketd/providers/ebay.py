@@ -1,0 +1,359 @@
+"""The eBay client: Browse API item search, one call per job, with a cached application token.
+
+Requests (providers.md §3):
+
+- ``POST /identity/v1/oauth2/token`` (client_credentials): minting is limited to 1,000 a day, so
+  the token is kept in memory and in the store (a restart reuses it) and renewed a few minutes
+  before it expires; the call is not counted against the Browse budget.
+- ``GET /buy/browse/v1/item_summary/search``: active fixed-price new listings, cheapest first.
+  Browse has no product-level call and no sold data, so each job costs one call and only
+  ``lowest_ask`` (price + first shipping cost) is ever known.
+- ``GET /developer/analytics/v1_beta/rate_limit/`` (:meth:`EbayClient.remaining_quota`): what
+  is left of the daily Browse quota, to calibrate the budget.
+
+A 429 with errorId 2001 means the daily quota is spent: QuotaExhausted until the next midnight
+in America/Los_Angeles, when eBay resets it.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from collections.abc import Mapping, Sequence
+from datetime import datetime, time, timedelta
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import structlog
+
+from marketd.errors import (
+    AuthError,
+    BudgetExhausted,
+    NotFound,
+    PermanentError,
+    ProviderError,
+    QuotaExhausted,
+    RateLimited,
+    TransientError,
+)
+from marketd.models import Job, Price
+from marketd.providers.base import (
+    FetchResult,
+    Provider,
+    ProviderContext,
+    Response,
+    retry_after_seconds,
+)
+from marketd.providers.sizes import split_suffix
+
+log = structlog.get_logger(__name__)
+
+CREDENTIAL = "EBAY_CLIENT_ID / EBAY_CLIENT_SECRET"
+SCOPE = "https://api.ebay.com/oauth/api_scope"
+TOKEN_KIND = "access_token"  # noqa: S105 -- the store key of the token, not a secret
+TOKEN_RENEW_EARLY_S = 300.0
+TOKEN_DEFAULT_LIFETIME_S = 7200.0
+SEARCH_LIMIT = 50
+QUOTA_ERROR_ID = 2001
+QUOTA_TZ = ZoneInfo("America/Los_Angeles")
+MARKETPLACE_CURRENCY = {
+    "EBAY_GB": "GBP", "EBAY_US": "USD", "EBAY_DE": "EUR", "EBAY_FR": "EUR", "EBAY_IT": "EUR",
+    "EBAY_ES": "EUR", "EBAY_IE": "EUR", "EBAY_NL": "EUR", "EBAY_AT": "EUR", "EBAY_BE": "EUR",
+    "EBAY_AU": "AUD", "EBAY_CA": "CAD", "EBAY_CH": "CHF", "EBAY_PL": "PLN", "EBAY_HK": "HKD",
+    "EBAY_SG": "SGD",
+}
+_TRANSIENT = {408, 500, 502, 503, 504}
+# after one of these, the group's next calls would fare no better: stop calling
+_STOP = (RateLimited, AuthError, BudgetExhausted, TransientError)
+
+
+class EbayClient(Provider):
+    name = "ebay"
+
+    def __init__(self, ctx: ProviderContext) -> None:
+        super().__init__(ctx)
+        self._token: tuple[str, float] | None = None  # (value, expires_at)
+
+    async def fetch_group(self, sku: str, jobs: Sequence[Job]) -> FetchResult:
+        """One search per job. A failure that the next call would share (429, refused
+        credentials, spent budget, transient) stops the group: raised when no job has an
+        outcome yet, otherwise the outcome of every job not yet searched."""
+        result = FetchResult()
+        for i, job in enumerate(jobs):
+            try:
+                result.outcomes[job.id] = await self._search(sku, job)
+            except _STOP as exc:
+                if not result.outcomes:
+                    raise
+                result.outcomes.update({j.id: exc for j in jobs[i:]})
+                break
+            except ProviderError as exc:
+                result.outcomes[job.id] = exc
+        return result
+
+    async def remaining_quota(self) -> int | None:
+        """Calls left today on the Browse API (getRateLimits), or None if eBay does not say."""
+        body = await self._get("/developer/analytics/v1_beta/rate_limit/",
+                               {"api_context": "buy", "api_name": "browse"})
+        for api in _list(body, "rateLimits"):
+            for resource in _list(api, "resources"):
+                if str(resource.get("name", "")).lower() != "buy.browse":
+                    continue
+                for rate in _list(resource, "rates"):
+                    remaining = rate.get("remaining")
+                    if isinstance(remaining, int) and not isinstance(remaining, bool):
+                        return remaining
+        return None
+
+    # ---- search ----------------------------------------------------------------------------
+
+    async def _search(self, sku: str, job: Job) -> Price:
+        marketplace = self._marketplace()
+        filters = ["conditionIds:{1000}", "buyingOptions:{FIXED_PRICE}"]
+        if marketplace == "EBAY_GB":
+            filters.append("deliveryCountry:GB")
+        params = {"q": search_query(sku, job.size), "filter": ",".join(filters),
+                  "limit": str(SEARCH_LIMIT), "sort": "price"}
+        category = str(self.ctx.config.options.get("category_ids") or "").strip()
+        if category:
+            params["category_ids"] = category
+        body = await self._get("/buy/browse/v1/item_summary/search", params,
+                               {"X-EBAY-C-MARKETPLACE-ID": marketplace})
+        items = [it for it in _list(body, "itemSummaries")
+                 if title_matches(str(it.get("title") or ""), sku, job.size, job.size_system)]
+        currency = MARKETPLACE_CURRENCY.get(marketplace)
+        asks: list[int] = []
+        for item in items:
+            ask = _total_cost(item, currency)
+            if ask is not None:
+                currency = currency or ask[1]
+                if ask[1] == currency:
+                    asks.append(ask[0])
+        return Price(provider=self.name, sku=sku, size=job.size_key,
+                     currency=currency or "USD", lowest_ask=min(asks, default=None),
+                     highest_bid=None, last_sale=None, fetched_at=self.ctx.clock.now())
+
+    def _marketplace(self) -> str:
+        return str(self.ctx.config.options.get("marketplace") or "EBAY_GB").upper()
+
+    # ---- token -----------------------------------------------------------------------------
+
+    async def _access_token(self, *, refused: str | None = None) -> str:
+        """A live token: memory, then the store, then a new one. ``refused`` is a token eBay
+        just turned down, never to be handed out again."""
+        now = self.ctx.clock.now()
+        if self._token and self._token[0] != refused \
+                and self._token[1] - TOKEN_RENEW_EARLY_S > now:
+            return self._token[0]
+        stored = await self.ctx.store.get_token(self.name, TOKEN_KIND)
+        if stored and stored[0] != refused and stored[1] is not None \
+                and stored[1] - TOKEN_RENEW_EARLY_S > now:
+            self._token = (stored[0], stored[1])
+            return stored[0]
+        return await self._mint()
+
+    async def _mint(self) -> str:
+        """``POST /identity/v1/oauth2/token``: not counted against the Browse budget."""
+        options = self.ctx.config.options
+        client_id = str(options.get("client_id") or "")
+        secret = str(options.get("client_secret") or "")
+        if not client_id or not secret:
+            raise AuthError(self.name, "no eBay client id and secret are configured",
+                            credential=CREDENTIAL)
+        basic = base64.b64encode(f"{client_id}:{secret}".encode()).decode("ascii")
+        resp = await self._send(
+            "POST", f"{self.ctx.config.base_url}/identity/v1/oauth2/token", counted=False,
+            headers={"Authorization": f"Basic {basic}"},
+            data={"grant_type": "client_credentials", "scope": SCOPE})
+        if resp.status in (400, 401, 403):
+            # invalid_client and friends: the credentials themselves are wrong
+            self._log_failure(resp, "/identity/v1/oauth2/token")
+            raise AuthError(self.name, f"eBay refused the client credentials (HTTP "
+                                       f"{resp.status})", credential=CREDENTIAL,
+                            status=resp.status)
+        if not 200 <= resp.status < 300:
+            raise self._error(resp, "/identity/v1/oauth2/token")
+        body = _json(resp, self.name)
+        token = body.get("access_token") if isinstance(body, Mapping) else None
+        if not isinstance(token, str) or not token:
+            raise TransientError(self.name, "token response without access_token")
+        lifetime = body.get("expires_in")
+        if not isinstance(lifetime, int | float) or isinstance(lifetime, bool):
+            lifetime = TOKEN_DEFAULT_LIFETIME_S
+        expires_at = self.ctx.clock.now() + float(lifetime)
+        self._token = (token, expires_at)
+        await self.ctx.store.put_token(self.name, TOKEN_KIND, token, expires_at)
+        log.info("ebay_token_minted", expires_at=expires_at)
+        return token
+
+    # ---- HTTP ------------------------------------------------------------------------------
+
+    async def _get(self, path: str, params: Mapping[str, str],
+                   headers: Mapping[str, str] | None = None) -> Any:
+        """A counted GET with the app token; a 401/403 mints a new token and retries once."""
+        url = f"{self.ctx.config.base_url}{path}"
+        token = await self._access_token()
+        resp = await self._send("GET", url, params=params,
+                                headers={**(headers or {}), "Authorization": f"Bearer {token}"})
+        if resp.status in (401, 403):
+            log.info("ebay_token_refused", path=path, status=resp.status)
+            token = await self._access_token(refused=token)
+            resp = await self._send("GET", url, params=params,
+                                    headers={**(headers or {}), "Authorization": f"Bearer {token}"})
+        if not 200 <= resp.status < 300:
+            raise self._error(resp, path)
+        return _json(resp, self.name)
+
+    def _error(self, resp: Response, path: str) -> ProviderError:
+        """The typed error of a non-2xx answer (envelope ``{"errors": [{errorId, …}]}``)."""
+        status = resp.status
+        error_id, message = self._log_failure(resp, path)
+        detail = f"HTTP {status}" + (f", errorId {error_id}" if error_id is not None else "") \
+            + (f": {message}" if message else "")
+        if status == 429:
+            if error_id == QUOTA_ERROR_ID:
+                wait = seconds_until_quota_reset(self.ctx.clock.now())
+                return QuotaExhausted(self.name, f"daily quota spent ({detail})",
+                                      retry_after_s=wait)
+            return RateLimited(self.name, f"rate limited ({detail})",
+                               retry_after_s=retry_after_seconds(resp.headers))
+        if status in (401, 403):
+            return AuthError(self.name, f"eBay refused the application token ({detail})",
+                             credential=CREDENTIAL, status=status)
+        if status == 404:
+            return NotFound(self.name, f"not found on ebay ({detail})", status=status)
+        if status in _TRANSIENT or status >= 500:
+            return TransientError(self.name, f"ebay unavailable ({detail})", status=status)
+        return PermanentError(self.name, f"request refused ({detail})", status=status)
+
+    def _log_failure(self, resp: Response, path: str) -> tuple[int | None, str]:
+        error_id, message = _error_body(resp)
+        log.warning("ebay_request_failed", path=path, status=resp.status, error_id=error_id,
+                    message=message)
+        return error_id, message
+
+
+# ---- pure helpers --------------------------------------------------------------------------------
+
+
+def search_query(sku: str, size: str | None) -> str:
+    """``q`` for a job: the SKU and the bare size number (``"DD1391-100 10"``).
+
+    Words in ``q`` are ANDed, so every extra word can only lose listings. The size system is
+    left out because sellers write it many ways (``UK 10``, ``UK10``, ``Size 10``, ``10 UK``);
+    :func:`title_matches` then checks the system on what comes back."""
+    if size is None:
+        return sku
+    return f"{sku} {split_suffix(size)[0]}"
+
+
+_LABEL = r"\b(UK|US|EUR?|CM|JP)"
+_LABEL_BEFORE = re.compile(
+    _LABEL + r"\s*(?:SIZE|SZ)?[\s.:]*(?:MEN'?S|WOMEN'?S|M|W)?\s*$")
+_LABEL_AFTER = re.compile(r"^\s*" + _LABEL + r"\b(?!\s*(?:SIZE\s*)?\d)")
+
+
+def title_matches(title: str, sku: str, size: str | None, system: str) -> bool:
+    """Whether a listing title is about this SKU and, when given, this size.
+
+    - SKU: its parts, split at spaces and hyphens, must appear in order with only spaces or
+      hyphens (or nothing) between them and no letter or digit either side; case is ignored.
+      ``DD1391 100`` and ``dd1391-100`` match ``DD1391-100``; ``DD1391-101`` and ``DD1391-1001``
+      do not.
+    - Size (with the SKU cut out of the title first, so its digits cannot count): the number
+      must stand alone, not inside another number or fraction (``10`` is not in ``10.5``,
+      ``100`` or ``10 1/3``), and must not be labelled with another size system. The label is
+      the system word just before the number (``UK 10``, ``UK10``, ``US M 10``, ``UK size 10``)
+      or, failing that, just after it (``10 UK``). An unlabelled number (``Size 10``) counts.
+      A W/Y/C suffix on the job's size is ignored."""
+    text = " ".join(title.upper().split())
+    parts = [re.escape(p) for p in sku.upper().replace("-", " ").split()]
+    if not parts:
+        return False
+    sku_re = re.compile(r"(?<![A-Z0-9])" + r"[\s-]*".join(parts) + r"(?![A-Z0-9])")
+    if not sku_re.search(text):
+        return False
+    if size is None:
+        return True
+    number = split_suffix(size)[0].upper()
+    m = re.fullmatch(r"(\d+)(?:\.(\d+))?(?:\s*([12])/3)?", number)
+    if not m:
+        return False
+    pattern = m.group(1) + (rf"[.,]{m.group(2)}" if m.group(2) else "") \
+        + (rf"\s?{m.group(3)}/3" if m.group(3) else "")
+    size_re = re.compile(rf"(?<![\d.,/]){pattern}(?!\d|[.,]\d|\s?[12]/3)")
+    rest = sku_re.sub(" ", text)
+    for hit in size_re.finditer(rest):
+        before = _LABEL_BEFORE.search(rest[max(0, hit.start() - 16):hit.start()])
+        label = before.group(1) if before else None
+        if label is None:
+            after = _LABEL_AFTER.match(rest[hit.end():])
+            label = after.group(1) if after else None
+        if label is None or label.replace("EUR", "EU") == system:
+            return True
+    return False
+
+
+def seconds_until_quota_reset(now: float) -> float:
+    """Seconds from ``now`` to the next midnight in America/Los_Angeles (eBay's daily reset)."""
+    local = datetime.fromtimestamp(now, QUOTA_TZ)
+    midnight = datetime.combine(local.date() + timedelta(days=1), time(0), tzinfo=QUOTA_TZ)
+    return midnight.timestamp() - now
+
+
+def _total_cost(item: Mapping[str, Any], currency: str | None) -> tuple[int, str] | None:
+    """Price plus the first shipping option's cost (when given, in the same currency), in minor
+    units with the price's currency; None when the price is unreadable."""
+    price = item.get("price")
+    if not isinstance(price, Mapping):
+        return None
+    amount = _minor(price.get("value"))
+    cur = price.get("currency")
+    if amount is None or not isinstance(cur, str):
+        return None
+    options = item.get("shippingOptions")
+    first = options[0] if isinstance(options, list) and options else None
+    cost = first.get("shippingCost") if isinstance(first, Mapping) else None
+    if isinstance(cost, Mapping) and cost.get("currency", cur) == cur:
+        shipping = _minor(cost.get("value"))
+        amount += shipping or 0
+    return amount, cur
+
+
+def _minor(value: Any) -> int | None:
+    """``"140.00"`` -> 14000."""
+    if not isinstance(value, str | int | float) or isinstance(value, bool):
+        return None
+    try:
+        return int((Decimal(str(value)) * 100).to_integral_value(ROUND_HALF_UP))
+    except InvalidOperation:
+        return None
+
+
+def _list(body: Any, key: str) -> list[Mapping[str, Any]]:
+    value = body.get(key) if isinstance(body, Mapping) else None
+    return [v for v in value if isinstance(v, Mapping)] if isinstance(value, list) else []
+
+
+def _json(resp: Response, provider: str) -> Any:
+    try:
+        return resp.json()
+    except ValueError:
+        raise TransientError(provider, "truncated or invalid JSON", status=resp.status) \
+            from None
+
+
+def _error_body(resp: Response) -> tuple[int | None, str]:
+    """The first error of eBay's envelope: (errorId, longMessage or message)."""
+    try:
+        body = resp.json()
+    except ValueError:
+        return None, resp.body[:200].decode("utf-8", "replace").strip()
+    errors = _list(body, "errors")
+    if not errors:
+        return None, ""
+    first = errors[0]
+    error_id = first.get("errorId")
+    message = first.get("longMessage") or first.get("message") or ""
+    return (error_id if isinstance(error_id, int) else None), str(message)

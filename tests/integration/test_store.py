@@ -1,0 +1,181 @@
+"""The store on a real SQLite file: schema, queue operations, dedupe, freshness, rescue."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import stat
+from pathlib import Path
+
+import pytest
+
+from marketd import sql
+from marketd.clock import FakeClock
+from marketd.errors import StoreError
+from marketd.models import JobSpec, Price
+from marketd.store import Defer, Outcomes, Retry, Store
+
+
+def spec(sku: str = "DD1391-100", size: str | None = "10", provider: str = "stockx",
+         priority: int = 100) -> JobSpec:
+    return JobSpec(provider, sku, size, priority=priority)
+
+
+def schema_of(path: str) -> set[tuple[str, str]]:
+    con = sqlite3.connect(path)
+    try:
+        rows = con.execute("SELECT name, sql FROM sqlite_master WHERE sql IS NOT NULL "
+                           "AND name != 'schema_migrations'").fetchall()
+    finally:
+        con.close()
+    return {(n, " ".join(s.split())) for n, s in rows}
+
+
+async def test_wal_and_private_file(store: Store) -> None:
+    """The database is in WAL mode and readable by its owner only."""
+    rows = await store.execute_read("pragma_setup")
+    assert rows[0]["journal_mode"] == "wal"
+    mode = stat.S_IMODE(os.stat(store.path).st_mode)
+    assert mode == 0o600
+
+
+async def test_migrations_produce_schema_sql(tmp_path: Path, clock: FakeClock) -> None:
+    """Applying the numbered migrations in order yields exactly schema.sql."""
+    fresh = await Store.open(str(tmp_path / "a.db"), clock)
+    await fresh.close()
+    con = sqlite3.connect(tmp_path / "b.db")
+    for _, _, text in sql.migrations():
+        con.executescript(text)
+    con.close()
+    assert schema_of(str(tmp_path / "a.db")) == schema_of(str(tmp_path / "b.db"))
+
+
+async def test_migrate_twice_is_safe(store: Store) -> None:
+    """migrate() on an up-to-date database applies nothing."""
+    assert await store.migrate() == []
+
+
+async def test_enqueue_dedupes_and_keeps_higher_priority(store: Store) -> None:
+    """One active job per key; a duplicate raises the priority and is told deduplicated."""
+    [a] = await store.enqueue([spec(priority=100)], 3600)
+    [b] = await store.enqueue([spec(priority=200)], 3600)
+    [c] = await store.enqueue([spec(priority=150)], 3600)
+    assert (a.deduplicated, b.deduplicated, c.deduplicated) == (False, True, True)
+    assert a.id == b.id == c.id
+    assert c.priority == 200
+    assert (await store.job_counts()) == {"stockx": {"pending": 1}}
+
+
+async def test_duplicates_inside_one_batch(store: Store) -> None:
+    """The same key twice in one batch is one job; the second entry is the duplicate."""
+    res = await store.enqueue([spec(), spec("OTHER-1"), spec(priority=150)], 3600)
+    assert [r.deduplicated for r in res] == [False, False, True]
+    assert res[0].id == res[2].id
+
+
+async def test_enqueue_after_completion_creates_new_job(store: Store, clock: FakeClock) -> None:
+    """A completed job does not block a new one for the same key (when the price is stale)."""
+    [a] = await store.enqueue([spec()], 0)
+    [job] = await store.claim("stockx", 1)
+    await store.record(Outcomes(completed=[job.id]))
+    [b] = await store.enqueue([spec()], 0)
+    assert b.id != a.id and not b.deduplicated
+
+
+async def test_fresh_price_answers_background_and_hot(store: Store, clock: FakeClock) -> None:
+    """A price younger than fresh_for_seconds answers background/hot enqueues; manual runs."""
+    await store.record(Outcomes(prices=[Price("stockx", "DD1391-100", "10", "GBP", 9600, None,
+                                              None, clock.now())]))
+    clock.advance(100)
+    [bg] = await store.enqueue([spec(priority=150)], 3600)
+    assert (bg.status, bg.id) == ("fresh", None)
+    [manual] = await store.enqueue([spec(priority=200)], 3600)
+    assert manual.status == "pending" and manual.id
+    clock.advance(4000)
+    [stale] = await store.enqueue([spec("DD1391-100", "10", "stockx", 100)], 3600)
+    assert stale.status == "pending"
+
+
+async def test_claim_walks_priority_then_age(store: Store, clock: FakeClock) -> None:
+    """claim() takes due pending jobs, highest priority first, then oldest, and marks them."""
+    await store.enqueue([spec("A-1")], 0)
+    clock.advance(1)
+    await store.enqueue([spec("B-1", priority=150), spec("C-1", provider="alias")], 0)
+    jobs = await store.claim("stockx", 10)
+    assert [j.sku for j in jobs] == ["B-1", "A-1"]
+    assert all(j.status == "running" and j.started_at for j in jobs)
+    assert await store.claim("stockx", 10) == []
+
+
+async def test_backoff_hides_jobs_until_due(store: Store, clock: FakeClock) -> None:
+    """A retried job is not claimed before its next_attempt_at."""
+    await store.enqueue([spec()], 0)
+    [job] = await store.claim("stockx", 1)
+    await store.record(Outcomes(retried=[Retry(job.id, "HTTP 503", clock.now() + 30)]))
+    assert await store.claim("stockx", 1) == []
+    clock.advance(31)
+    [again] = await store.claim("stockx", 1)
+    assert again.retry_count == 1 and again.error_message == "HTTP 503"
+
+
+async def test_defer_keeps_retry_count(store: Store) -> None:
+    """Deferring returns a job to pending without spending a retry."""
+    await store.enqueue([spec()], 0)
+    [job] = await store.claim("stockx", 1)
+    await store.record(Outcomes(deferred=[Defer(job.id)]))
+    back = await store.get_job(job.id)
+    assert back is not None and (back.status, back.retry_count) == ("pending", 0)
+
+
+async def test_rescue_and_reset_failed(store: Store, clock: FakeClock) -> None:
+    """Stuck running jobs return to pending; reset-failed moves failed back, per provider."""
+    await store.enqueue([spec("A-1"), spec("B-1"), spec("C-1", provider="alias")], 0)
+    jobs = await store.claim("stockx", 2) + await store.claim("alias", 1)
+    await store.record(Outcomes(failed=[(jobs[0].id, "x"), (jobs[2].id, "y")]))
+    clock.advance(601)
+    assert await store.rescue_stuck(600) == 1
+    assert await store.reset_failed("alias") == 1
+    assert await store.reset_failed(None) == 1
+    counts = await store.job_counts()
+    assert counts == {"stockx": {"pending": 2}, "alias": {"pending": 1}}
+
+
+async def test_reset_failed_never_duplicates_an_active_key(store: Store) -> None:
+    """A failed job whose key is active again stays failed (one active job per key)."""
+    await store.enqueue([spec()], 0)
+    [job] = await store.claim("stockx", 1)
+    await store.record(Outcomes(failed=[(job.id, "x")]))
+    await store.enqueue([spec()], 0)
+    assert await store.reset_failed(None) == 0
+
+
+async def test_prices_latest_and_history(store: Store, clock: FakeClock) -> None:
+    """market_prices keeps the latest per key; market_price_history keeps them all."""
+    for ask in (100, 200):
+        await store.record(Outcomes(prices=[Price("alias", "X-1", None, "USD", ask, None, 50,
+                                                  clock.now())]))
+        clock.advance(10)
+    [p] = await store.list_prices(provider="alias")
+    assert (p["lowest_ask"], p["size"], p["last_sale"]) == (200, None, 50)
+    con = sqlite3.connect(store.path)
+    assert con.execute("SELECT count(*) FROM market_price_history").fetchone()[0] == 2
+    con.close()
+
+
+async def test_batch_is_atomic(store: Store) -> None:
+    """A batch that fails in the database leaves nothing behind."""
+    bad = JobSpec("nosuch", "X", None)  # violates the provider CHECK constraint
+    with pytest.raises(StoreError):
+        await store.enqueue([spec("A-1"), bad], 0)
+    assert await store.job_counts() == {}
+
+
+async def test_backup_is_a_consistent_copy(store: Store, tmp_path: Path) -> None:
+    """backup() copies the live database to a new private file."""
+    await store.enqueue([spec()], 0)
+    target = tmp_path / "copy.db"
+    await store.backup(str(target))
+    con = sqlite3.connect(target)
+    assert con.execute("SELECT count(*) FROM market_jobs").fetchone()[0] == 1
+    con.close()
+    assert stat.S_IMODE(os.stat(target).st_mode) == 0o600
