@@ -28,6 +28,7 @@ PORTFOLIO: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("DZ5485-612", ("9",)),
     ("BB550WT1", ("10",)),
 )
+MANUAL_JOB = '{"provider":"stockx","sku":"DD1391-100","size":"9.5","priority":"manual"}'
 DEMO_SECRET = "demo-secret"  # noqa: S105 - the demo's own, printed for the user to try
 
 
@@ -101,7 +102,7 @@ marketd demo is running (simulated StockX, Alias and eBay at {sim_url})
   status page:  {url}
   database:     {daemon.config.database.path}
   enqueued:     {len(jobs) + 1} jobs for a sample portfolio; prices appear within seconds
-  try:          curl -s -X POST {url}enqueue -d '{{"provider":"stockx","sku":"DD1391-100","size":"9.5","priority":"manual"}}'
+  try:          curl -s -X POST {url}enqueue -d '{MANUAL_JOB}'
                 curl -s {url}prices?sku=DD1391-100
                 curl -s -X POST {url}trigger -H 'x-cron-secret: {DEMO_SECRET}'
   stop:         Ctrl-C

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -85,6 +85,8 @@ class Scheduler:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._wake_handles: dict[str, asyncio.TimerHandle] = {}
         self._aps: AsyncIOScheduler | None = None
+        # called after every run (queue samples, failure-rate alerts); errors are logged only
+        self.after_run: list[Callable[[RunSummary], Awaitable[None]]] = []
 
     # ---- one run -------------------------------------------------------------------------------
 
@@ -119,6 +121,11 @@ class Scheduler:
                 duration_ms=result["duration_ms"], outcome=summary.outcome))
         log.info("scheduler_run_finished", **{k: v for k, v in result.items()
                                               if k != "providers"})
+        for hook in self.after_run:
+            try:
+                await hook(summary)
+            except Exception:
+                log.exception("after_run_hook_failed")
         return summary
 
     async def _provider_batch(self, lane: Lane, summary: RunSummary) -> None:

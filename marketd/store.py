@@ -469,6 +469,16 @@ class Store:
         """Run a named read query (for the status page's less common views)."""
         return [dict(r) for r in await self._read(Q[query_name], params)]
 
+    async def execute_write(self, query_name: str, params: Any = (), *,
+                            many: bool = False) -> int:
+        """Run a named write query in its own transaction; returns the rows changed."""
+        async with self.tx() as conn:
+            if many:
+                cur = await conn.executemany(Q[query_name], params)
+            else:
+                cur = await conn.execute(Q[query_name], params)
+            return cur.rowcount
+
 
 async def _executescript(conn: aiosqlite.Connection, script: str) -> None:
     # executescript would COMMIT our transaction; run statement by statement instead

@@ -21,7 +21,15 @@ def parse_queries(text: str) -> dict[str, str]:
 
 @cache
 def queries() -> dict[str, str]:
-    return parse_queries(resources.files(__package__).joinpath("queries.sql").read_text("utf-8"))
+    """Every named query of every ``sql/*.sql`` file (queries.sql, page.sql, ...)."""
+    out: dict[str, str] = {}
+    for entry in sorted(resources.files(__package__).iterdir(), key=lambda e: e.name):
+        if entry.name.endswith(".sql"):
+            for name, text in parse_queries(entry.read_text("utf-8")).items():
+                if name in out:
+                    raise ValueError(f"query {name!r} is defined twice")
+                out[name] = text
+    return out
 
 
 def schema() -> str:
