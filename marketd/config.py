@@ -154,6 +154,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "logging.level": ("debug", "info", "warning", "error"),
     "logging.format": ("auto", "json", "console"),
     "alias.consigned": ("any", "true", "false"),
+    "alias.region": ("UK", "US", "EU", "AU", "CA", "JP", "GLOBAL"),
 }
 
 

@@ -221,6 +221,10 @@ def normalize_user_id(value: Any, field: str = "user_id") -> str | None:
         return None
     if not isinstance(value, str) or not 0 < len(value) <= 128:
         raise ValidationError("user_id must be a string of 1-128 characters or null", field)
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValidationError("user_id must be valid Unicode text", field) from None
     return value
 
 

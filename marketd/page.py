@@ -1,30 +1,312 @@
-"""The HTML status page (server-rendered, Jinja2 with autoescape)."""
+"""The status page (``GET /``), its sign-in and actions, and ``GET /metrics``.
+
+Server-rendered with Jinja2 (autoescape on for every template), usable without JavaScript; a
+tiny inline script (allowed by a per-response CSP nonce) reloads it every few seconds. Actions
+need the cron secret once: sign-in swaps the visitor's random session token for a new one that
+the server remembers as signed in (cookie HttpOnly, SameSite=Strict). Every form carries a CSRF
+token, an HMAC of the session token under a per-app key. With no cron secret configured the
+actions are open, but the CSRF token is still required.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import re
+import secrets
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import jinja2
+import structlog
 from aiohttp import web
+from multidict import MultiDictProxy
 
+from marketd.alerts import FailureAlerts
+from marketd.charts import budget_chart, queue_chart
+from marketd.clock import iso, parse_iso
+from marketd.errors import ValidationError
+from marketd.metrics import CONTENT_TYPE_LATEST, PageMetrics
+from marketd.models import JOB_STATUSES, PROVIDERS, Priority, normalize_provider, parse_job
+from marketd.scheduler import RunSummary
 from marketd.views import price_view, status_view
+from marketd.web import DAEMON, Handler
+from marketd.worker import Lane
+
+log = structlog.get_logger(__name__)
+
+COOKIE = "marketd_session"
+SESSION_TTL_S = 12 * 3600
+MAX_SESSIONS = 200
+PAGE_SIZE = 50
+REFRESH_S = 5
+MAX_REFRESH = 500
+VIEWS = ("active", "all", *JOB_STATUSES)
+_TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{20,64}$")
 
 _env = jinja2.Environment(
     loader=jinja2.PackageLoader("marketd", "templates"),
     autoescape=jinja2.select_autoescape(default=True, default_for_string=True),
+    undefined=jinja2.StrictUndefined,
 )
 
 
+def ago(seconds: float) -> str:
+    s = max(0, int(seconds))
+    for unit, size, sub, subsize in (("d", 86400, "h", 3600), ("h", 3600, "m", 60),
+                                     ("m", 60, "s", 1)):
+        if s >= size:
+            return f"{s // size}{unit} {s % size // subsize}{sub}"
+    return f"{s}s"
+
+
+_env.filters["ago"] = ago
+
+
+@dataclass
+class PageState:
+    alerts: FailureAlerts
+    metrics: PageMetrics = field(default_factory=PageMetrics)
+    key: bytes = field(default_factory=lambda: secrets.token_bytes(32))
+    signed_in: dict[str, float] = field(default_factory=dict)  # session token -> expiry
+    flash: dict[str, str] = field(default_factory=dict)
+
+    def csrf(self, token: str) -> str:
+        return hmac.new(self.key, b"csrf:" + token.encode(), hashlib.sha256).hexdigest()
+
+
+PAGE: web.AppKey[PageState] = web.AppKey("page", PageState)
+
+
 def add_routes(app: web.Application) -> None:
+    daemon = app[DAEMON]
+    state = PageState(FailureAlerts(daemon.config.alerts, daemon.clock, lambda: daemon.session))
+    app[PAGE] = state
+
+    async def sample(summary: RunSummary) -> None:
+        await state.metrics.sample(daemon)
+
+    daemon.scheduler.after_run.extend([sample, state.alerts.on_run])
     app.router.add_get("/", index)
+    app.router.add_post("/signin", sign_in)
+    app.router.add_post("/signout", sign_out)
+    app.router.add_post("/actions/trigger", act_trigger)
+    app.router.add_post("/actions/reset-failed", act_reset_failed)
+    app.router.add_post("/actions/refresh", act_refresh)
+    app.router.add_get("/metrics", metrics)
+
+
+# ---- sessions ----------------------------------------------------------------------------------
+
+
+def _token(request: web.Request) -> str | None:
+    value = request.cookies.get(COOKIE)
+    return value if value and _TOKEN_RE.match(value) else None
+
+
+def _signed_in(request: web.Request, token: str | None) -> bool:
+    expiry = request.app[PAGE].signed_in.get(token or "")
+    return expiry is not None and expiry > request.app[DAEMON].clock.now()
+
+
+def _can_act(request: web.Request, token: str | None) -> bool:
+    return not request.app[DAEMON].config.security.cron_secret or _signed_in(request, token)
+
+
+def _headers(nonce: str = "") -> dict[str, str]:
+    src = f"'nonce-{nonce}'" if nonce else "'none'"
+    return {"Content-Security-Policy": (
+                f"default-src 'none'; style-src {src}; script-src {src}; img-src data:; "
+                "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"),
+            "X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY",
+            "Referrer-Policy": "no-referrer", "Cache-Control": "no-store"}
+
+
+def _page(status: int, title: str, text: str) -> web.Response:
+    html = _env.get_template("message.html").render(title=title, text=text)
+    return web.Response(status=status, text=html, content_type="text/html", headers=_headers())
+
+
+def _back(request: web.Request, token: str, flash: str, max_age: int | None = None
+          ) -> web.Response:
+    """303 to the page (post/redirect/get) with a one-time message for this session."""
+    state = request.app[PAGE]
+    if len(state.flash) >= MAX_SESSIONS:
+        state.flash.clear()
+    state.flash[token] = flash
+    resp = web.Response(status=303, headers={"Location": "/", **_headers()})
+    resp.set_cookie(COOKIE, token, httponly=True, samesite="Strict", path="/",
+                    secure=request.secure, max_age=max_age)
+    return resp
+
+
+Form = MultiDictProxy[Any]
+FormHandler = Callable[[web.Request, str, Form], Awaitable[web.Response | str]]
+
+
+def _posted(*, action: bool) -> Callable[[FormHandler], Handler]:
+    """A form handler behind the CSRF check (and, for actions, the sign-in check); a string
+    it returns is shown once on the page it redirects to."""
+
+    def wrap(fn: FormHandler) -> Handler:
+        async def handler(request: web.Request) -> web.Response:
+            token = _token(request)
+            form = await request.post()
+            given, expected = form.get("csrf"), request.app[PAGE].csrf(token or "")
+            if not token or not isinstance(given, str) or \
+                    not hmac.compare_digest(given, expected):
+                log.warning("page_csrf_refused", path=request.path)
+                return _page(403, "Form refused", "The form's CSRF token is missing or does "
+                             "not match your session. Reload the page and try again.")
+            if action and not _can_act(request, token):
+                return _page(403, "Sign in first", "Actions need the cron secret: sign in on "
+                             "the status page first.")
+            out = await fn(request, token, form)
+            return out if isinstance(out, web.Response) else _back(request, token, out)
+
+        return handler
+
+    return wrap
+
+
+@_posted(action=False)
+async def sign_in(request: web.Request, token: str, form: Form) -> web.Response | str:
+    daemon, state = request.app[DAEMON], request.app[PAGE]
+    secret = daemon.config.security.cron_secret
+    if not secret:
+        return "No cron secret is configured: the actions are open."
+    given = form.get("secret")
+    if not isinstance(given, str) or not hmac.compare_digest(given.encode(), secret.encode()):
+        log.warning("page_sign_in_refused", remote=request.remote)
+        return _page(403, "Sign-in refused", "That is not the cron secret.")
+    now = daemon.clock.now()
+    state.signed_in = {t: e for t, e in state.signed_in.items() if e > now and t != token}
+    while len(state.signed_in) >= MAX_SESSIONS:
+        state.signed_in.pop(min(state.signed_in, key=state.signed_in.__getitem__))
+    fresh = secrets.token_urlsafe(32)  # a new token on sign-in: no session fixation
+    state.signed_in[fresh] = now + SESSION_TTL_S
+    log.info("page_signed_in", remote=request.remote)
+    return _back(request, fresh, "Signed in.", max_age=SESSION_TTL_S)
+
+
+@_posted(action=False)
+async def sign_out(request: web.Request, token: str, form: Form) -> web.Response | str:
+    request.app[PAGE].signed_in.pop(token, None)
+    return _back(request, secrets.token_urlsafe(32), "Signed out.")
+
+
+@_posted(action=True)
+async def act_trigger(request: web.Request, token: str, form: Form) -> str:
+    s = (await request.app[DAEMON].scheduler.run_once("page")).as_dict()
+    return (f"Scheduler run {s['run_id']}: {s['selected']} selected, {s['succeeded']} "
+            f"succeeded, {s['failed']} failed, {s['deferred']} deferred.")
+
+
+@_posted(action=True)
+async def act_reset_failed(request: web.Request, token: str, form: Form) -> str:
+    raw = form.get("provider")
+    try:
+        provider = normalize_provider(raw) if raw not in (None, "", "all") else None
+    except ValidationError as exc:
+        return f"Reset Failed: {exc.message}."
+    n = await request.app[DAEMON].store.reset_failed(provider)
+    return f"Reset Failed: {n} job(s) of {provider or 'every provider'} back to pending."
+
+
+@_posted(action=True)
+async def act_refresh(request: web.Request, token: str, form: Form) -> str:
+    """Re-enqueue the ticked prices (``provider|sku|size key``) at manual priority."""
+    specs, bad = [], 0
+    for raw in form.getall("price", [])[:MAX_REFRESH]:
+        provider, _, rest = str(raw).partition("|")
+        sku, _, size = rest.partition("|")
+        system = size[:2] if size[:3] in ("US ", "EU ") else "UK"
+        try:
+            specs.append(parse_job({"provider": provider, "sku": sku,
+                                    "size": (size[3:] if system != "UK" else size) or None,
+                                    "size_system": system, "priority": int(Priority.MANUAL)}))
+        except ValidationError:
+            bad += 1
+    queued = await request.app[DAEMON].enqueue(specs) if specs else []
+    text = f"Refresh: {len(queued)} price(s) queued at manual priority"
+    return text + (f"; {bad} ignored as invalid." if bad else ".")
+
+
+# ---- reading -----------------------------------------------------------------------------------
+
+
+def why_waiting(job: Mapping[str, Any], lane: Lane | None, now: float) -> str | None:
+    """Why a pending job is not running yet, in the order the scheduler checks."""
+    if job["status"] != "pending":
+        return None
+    if lane is None:
+        return "its provider is disabled in the configuration"
+    if lane.paused(now):
+        check = f"; check {lane.credential}" if lane.credential else ""
+        return f"provider paused until {iso(lane.paused_until)} ({lane.pause_reason}{check})"
+    backoff = parse_iso(job["next_attempt_at"])
+    if backoff is not None and backoff > now:
+        return f"waiting for its backoff until {iso(backoff)}"
+    free = lane.budget.next_free(now)
+    if free > now:
+        return f"budget spent until {iso(free)}"
+    if job["ahead"]:
+        return f"behind {job['ahead']} job(s) of higher priority or older"
+    return "first in line: it goes at the next scheduler run"
+
+
+async def page_data(request: web.Request, now: float) -> dict[str, Any]:
+    daemon, q = request.app[DAEMON], request.query
+    store = daemon.store
+    data = await status_view(store, daemon.lanes, now)
+    provider = q.get("provider") if q.get("provider") in PROVIDERS else None
+    view = q.get("status") if q.get("status") in VIEWS else "active"
+    page = int(q["page"]) if q.get("page", "").isdigit() and 0 < int(q["page"]) < 10**6 else 1
+    params = {"view": view, "provider": provider, "now": iso(now)}
+    total = int((await store.execute_read("page_jobs_count", params))[0]["n"])
+    rows = await store.execute_read("page_jobs", {**params, "limit": PAGE_SIZE,
+                                                  "offset": (page - 1) * PAGE_SIZE})
+    history = await store.budgets(since=now - 23 * 3600)
+    for name, b in data["budgets"].items():
+        b["chart"] = budget_chart(name, [r for r in history if r["provider"] == name],
+                                  int(b["rate_limit"]), now)
+    samples = await store.execute_read("page_samples_since", {"since": iso(now - 24 * 3600)})
+    prices = [price_view(r) | {"age_s": now - (parse_iso(r["fetched_at"]) or now),
+                               "key": f"{r['provider']}|{r['sku']}|{r['size'] or ''}"}
+              for r in await store.list_prices(limit=100)]
+    filters = {k: v for k, v in (("provider", provider), ("status", view)) if v}
+    return data | {
+        "job_rows": [r | {"why": why_waiting(r, daemon.lanes.get(r["provider"]), now)}
+                     for r in rows],
+        "filters": filters, "view": view, "provider": provider, "views": VIEWS,
+        "providers": PROVIDERS, "page": page, "total": total,
+        "pages": max(1, -(-total // PAGE_SIZE)), "queue_chart": queue_chart(samples, now),
+        "prices": prices, "alerts": [a.as_dict(daemon.config.alerts)
+                                    for a in request.app[PAGE].alerts.active.values()],
+    }
 
 
 async def index(request: web.Request) -> web.Response:
-    from marketd.web import DAEMON
+    daemon, state = request.app[DAEMON], request.app[PAGE]
+    token = _token(request)
+    fresh = token is None
+    token = token or secrets.token_urlsafe(32)
+    now = daemon.clock.now()
+    data = await page_data(request, now)
+    nonce = secrets.token_urlsafe(16)
+    html = _env.get_template("status.html").render(
+        **data, csrf=state.csrf(token), nonce=nonce, refresh_ms=REFRESH_S * 1000,
+        flash=state.flash.pop(token, None), signed_in=_signed_in(request, token),
+        can_act=_can_act(request, token), secret_set=bool(daemon.config.security.cron_secret))
+    resp = web.Response(text=html, content_type="text/html", headers=_headers(nonce))
+    if fresh:
+        resp.set_cookie(COOKIE, token, httponly=True, samesite="Strict", path="/",
+                        secure=request.secure)
+    return resp
 
-    daemon = request.app[DAEMON]
-    data: dict[str, Any] = await status_view(daemon.store, daemon.lanes, daemon.clock.now())
-    data["prices"] = [price_view(r) for r in await daemon.store.list_prices(limit=50)]
-    data["failed_jobs"] = await daemon.store.list_jobs(status="failed", limit=20)
-    html = _env.get_template("status.html").render(**data)
-    return web.Response(text=html, content_type="text/html")
+
+async def metrics(request: web.Request) -> web.Response:
+    state = request.app[PAGE]
+    body = await state.metrics.render(request.app[DAEMON], state.alerts)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
@@ -150,7 +151,7 @@ def _int_param(request: web.Request, name: str, default: int, lo: int, hi: int) 
     raw = request.query.get(name)
     if raw is None or raw == "":
         return default
-    if not raw.isdigit() or not lo <= int(raw) <= hi:
+    if not re.fullmatch(r"[0-9]{1,12}", raw) or not lo <= int(raw) <= hi:
         raise ValidationError(f"{name} must be an integer from {lo} to {hi}", name)
     return int(raw)
 

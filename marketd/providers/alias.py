@@ -95,7 +95,12 @@ class AliasClient(Provider):
     name = "alias"
 
     async def fetch_group(self, sku: str, jobs: Sequence[Job]) -> FetchResult:
+        """Catalog (cached: no call), each job's Alias size, then one call for every size.
+
+        A 404 on a cached catalog id looks the SKU up again once; a 404 with a fresh id, or a
+        size missing from the list, falls back to one per-size call."""
         headers = self._headers()
+        self._market_params()  # a bad region fails here, before any call is spent
         item = await self._catalog_item(sku, headers)
         sizes = await self._resolve_sizes(sku, item, jobs)
         if not any(isinstance(s, Fraction) for s in sizes.values()):

@@ -17,6 +17,7 @@ in America/Los_Angeles, when eBay resets it.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import re
 from collections.abc import Mapping, Sequence
@@ -74,6 +75,7 @@ class EbayClient(Provider):
     def __init__(self, ctx: ProviderContext) -> None:
         super().__init__(ctx)
         self._token: tuple[str, float] | None = None  # (value, expires_at)
+        self._token_lock = asyncio.Lock()  # one mint at a time, even for concurrent groups
 
     async def fetch_group(self, sku: str, jobs: Sequence[Job]) -> FetchResult:
         """One search per job. A failure that the next call would share (429, refused
@@ -125,7 +127,7 @@ class EbayClient(Provider):
         currency = MARKETPLACE_CURRENCY.get(marketplace)
         asks: list[int] = []
         for item in items:
-            ask = _total_cost(item, currency)
+            ask = _total_cost(item)
             if ask is not None:
                 currency = currency or ask[1]
                 if ask[1] == currency:
@@ -142,6 +144,10 @@ class EbayClient(Provider):
     async def _access_token(self, *, refused: str | None = None) -> str:
         """A live token: memory, then the store, then a new one. ``refused`` is a token eBay
         just turned down, never to be handed out again."""
+        async with self._token_lock:
+            return await self._live_token(refused)
+
+    async def _live_token(self, refused: str | None) -> str:
         now = self.ctx.clock.now()
         if self._token and self._token[0] != refused \
                 and self._token[1] - TOKEN_RENEW_EARLY_S > now:
@@ -302,7 +308,7 @@ def seconds_until_quota_reset(now: float) -> float:
     return midnight.timestamp() - now
 
 
-def _total_cost(item: Mapping[str, Any], currency: str | None) -> tuple[int, str] | None:
+def _total_cost(item: Mapping[str, Any]) -> tuple[int, str] | None:
     """Price plus the first shipping option's cost (when given, in the same currency), in minor
     units with the price's currency; None when the price is unreadable."""
     price = item.get("price")

@@ -104,6 +104,9 @@ class Product:
     variants: tuple[Variant, ...]
 
     def cache_data(self) -> dict[str, Any]:
+        """What ``market_catalog.data`` holds. Other clients read it (alias.py sizes through
+        ``sizes.options_from_stockx``), so keep the shape: ``{"format": 1, "url_key",
+        "variants": [{"id", "value", "conversions": [[type, label], ...]}]}``."""
         return {"format": CATALOG_FORMAT, "url_key": self.url_key,
                 "variants": [{"id": v.variant_id, "value": v.value,
                               "conversions": [list(c) for c in v.conversions]}
@@ -155,23 +158,24 @@ def match_style(products: Sequence[Any], sku: str) -> dict[str, Any] | None:
     return None
 
 
-def _wanted(job: Job) -> tuple[str, str, str]:
-    """(conversion type, normalised size, label for messages) for a job with a size.
+def _wanted(job: Job) -> tuple[str, str, str, str]:
+    """(conversion type, normalised size, scale name, label) for a job with a size.
 
     The system names the scale; under US the suffix picks it: bare = US M, W = US W,
-    Y/C = US youth/child (type "us", whose labels keep the suffix [?])."""
+    Y/C = US youth/child (type "us", whose labels keep the suffix [?]). Under UK and EU a
+    suffix only says whose shoe it is: the number is matched in that system."""
     size = job.size or ""
     suffix = size[-1] if size[-1:] in ("W", "Y", "C") else ""
     number = size[:-1] if suffix else size
     if job.size_system == "EU":
-        return "eu", number, f"EU {size}"
+        return "eu", number, "EU", f"EU {size}"
     if job.size_system == "US":
         if suffix == "W":
-            return "us w", number, f"US W {number}"
+            return "us w", number, "US W", f"US W {number}"
         if suffix:
-            return "us", size, f"US {size}"
-        return "us m", size, f"US M {size}"
-    return "uk", number, f"UK {size}"
+            return "us", size, "US", f"US {size}"
+        return "us m", size, "US M", f"US M {size}"
+    return "uk", number, "UK", f"UK {size}"
 
 
 def _size_sort(value: str) -> tuple[float, str]:
@@ -188,7 +192,7 @@ def resolve_size(product: Product, job: Job, sku: str) -> Variant | SizeError:
         some = ", ".join(v.describe() for v in variants[:6])
         return SizeError("stockx", f"{sku} has {len(variants)} sizes on stockx, the job none: "
                                    f"enqueue a size ({some}…)")
-    kind, value, label = _wanted(job)
+    kind, value, scale, label = _wanted(job)
     found: dict[str, Variant] = {}
     for v in variants:
         sizes = v.sizes(kind)
@@ -204,9 +208,11 @@ def resolve_size(product: Product, job: Job, sku: str) -> Variant | SizeError:
         hint = "enqueue the EU size" if job.size_system != "EU" else "enqueue the US size"
         return SizeError("stockx", f"{label} is ambiguous on stockx: {names}; {hint}")
     available = sorted({s for v in variants for s in v.sizes(kind)}, key=_size_sort)
+    if not available:
+        available = [v.value for v in variants if v.value]
+        scale = "its"
     listed = ", ".join(available[:12]) + (", …" if len(available) > 12 else "")
-    where = f"available {label.rsplit(' ', 1)[0]} sizes: {listed}" if available else \
-        f"its sizes: {', '.join(v.value for v in variants[:12])}"
+    where = f"{scale} sizes: {listed}" if available else "it has no sizes: enqueue none"
     return SizeError("stockx", f"{label} not found on stockx for {sku} ({where})")
 
 
@@ -471,6 +477,8 @@ class StockXClient(Provider):
     # ---- prices ----
 
     async def fetch_group(self, sku: str, jobs: Sequence[Job]) -> FetchResult:
+        if not jobs:
+            return FetchResult()
         await self._check_credentials()
         product, cached = await self._catalog(sku)
         try:

@@ -167,7 +167,6 @@ async def run_auth_flow(config: ProviderConfig, store: KeyValueStore, *, port: i
         tokens = await exchange_code(session, config, code, redirect_uri)
     refresh_token = await store_tokens(store, tokens, (clock or Clock()).now())
     log.info("stockx_refresh_token_stored")
-    print_fn("StockX refresh token stored; `marketd serve` will use it.")
     return refresh_token
 
 

@@ -241,12 +241,12 @@ def _levenshtein(a: str, b: str) -> int:
     return prev[-1]
 
 
-def near_sku(query: str, sku: str) -> bool:
-    """A SKU-looking query matches SKUs within two edits, or that it is a part of."""
+def near_sku(query: str, sku: str, max_edits: int = 2) -> bool:
+    """A SKU-looking query matches SKUs within ``max_edits`` edits, or that it is a part of."""
     q, s = norm(query), norm(sku)
     if len(q) < 5 or not any(c.isdigit() for c in q):
         return False
-    return q in s or _levenshtein(q, s) <= 2
+    return q in s or _levenshtein(q, s) <= max_edits
 
 
 class Catalog:
@@ -276,7 +276,8 @@ class Catalog:
         hits = [p for p in self.products
                 if near_sku(query, p.sku) or all(t in p.haystack for t in tokens)]
         families = {p.family for p in hits if norm(p.sku) == q}
-        related = [p for p in self.products if p.family in families and p not in hits]
+        found = {p.sku for p in hits}
+        related = [p for p in self.products if p.family in families and p.sku not in found]
         return sorted(hits, key=_popularity) + sorted(related, key=_popularity)
 
 

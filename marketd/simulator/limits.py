@@ -1,14 +1,16 @@
 """What one simulated provider counts: arrivals against its limits, and what it answered.
 
-Providers count at arrival, so every request to a provider's API is counted the moment it
-reaches the simulator, the ones it then refuses included; OAuth token requests are counted
-apart and limit nothing. A rolling limit ``N/W`` refuses a request when more than ``N``
-arrived in ``(t - W, t]``, the same arithmetic as :mod:`marketd.ratelimit`, whose
-:class:`~marketd.ratelimit.SlidingLog` keeps the arrival times. A daily quota is a calendar day
-in the provider's reset time zone (UTC for StockX, Pacific time for eBay).
+Providers count at arrival: a request is timed the moment it reaches the simulator. A rolling
+limit ``N/W`` refuses a request at ``t`` when ``N`` requests were already let through in
+``(t - W, t]``; refused requests use up nothing, so a client that waits out ``Retry-After`` gets
+in. This is the arithmetic of :mod:`marketd.ratelimit`, whose
+:class:`~marketd.ratelimit.SlidingLog` keeps the times. A daily quota is a calendar day in the
+provider's reset time zone (UTC for StockX, Pacific time for eBay). OAuth token requests are
+counted apart and limit nothing.
 
-``max_seen`` remembers, per limit, the most arrivals any window of that length ever held, so a
-test can assert that a client never went over a limit, whatever the simulator answered.
+``max_seen`` remembers, per limit, the most arrivals (refused ones included) that any window of
+that length ever held, so a test can assert that a client never sent more than a limit allows,
+whatever the simulator answered.
 """
 
 from __future__ import annotations
@@ -16,20 +18,11 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, tzinfo
 from typing import Any
 
 from marketd.clock import iso
 from marketd.ratelimit import Limit, SlidingLog
-
-
-@dataclass(frozen=True, slots=True)
-class Breach:
-    """Why a request was refused, and how long until one more would be let in."""
-
-    limit: str  # the limit's text, or "daily"
-    retry_after_s: int
 
 
 class ProviderMeter:
@@ -44,32 +37,40 @@ class ProviderMeter:
         self.statuses: Counter[int] = Counter()
         self.faults = 0
         self.forced = 0
-        self._log = SlidingLog(self.limits)
+        self._arrived = SlidingLog(self.limits)  # every request: what the client sent
+        self._admitted = SlidingLog(self.limits)  # requests no limit refused
         self._max_seen = [0] * len(self.limits)
         self._day: date | None = None
-        self._day_used = 0
-        self._day_max = 0
+        self._day_used = 0  # admitted today
+        self._day_arrived = 0
+        self._day_max = 0  # most arrivals in one day
 
-    def arrive(self, now: float) -> Breach | None:
-        """Count one API request arriving at ``now``; the breach it makes, if any."""
+    def arrive(self, now: float) -> int | None:
+        """Count one API request arriving at ``now``.
+
+        None when it may pass; when a limit refuses it, the seconds until one would pass.
+        """
         self.requests += 1
-        self._log.prune(now)
-        self._log.record(now)
-        breach: Breach | None = None
+        for log in (self._arrived, self._admitted):
+            log.prune(now)
+        self._arrived.record(now)
+        refused: int | None = None
         for i, limit in enumerate(self.limits):
-            seen = self._log.count_in(limit.window_s, now)
-            self._max_seen[i] = max(self._max_seen[i], seen)
-            if seen > limit.count and breach is None:
-                wait = self._log.next_free(now) - now
-                breach = Breach(limit.text, max(1, math.ceil(wait)))
+            self._max_seen[i] = max(self._max_seen[i],
+                                    self._arrived.count_in(limit.window_s, now))
+            if refused is None and self._admitted.count_in(limit.window_s, now) >= limit.count:
+                refused = max(1, math.ceil(self._admitted.next_free(now) - now))
         day = self._local_day(now)
         if day != self._day:
-            self._day, self._day_used = day, 0
-        self._day_used += 1
-        self._day_max = max(self._day_max, self._day_used)
-        if breach is None and self.daily_limit is not None and self._day_used > self.daily_limit:
-            breach = Breach("daily", max(1, math.ceil(self._day_reset(day) - now)))
-        return breach
+            self._day, self._day_used, self._day_arrived = day, 0, 0
+        self._day_arrived += 1
+        self._day_max = max(self._day_max, self._day_arrived)
+        if refused is None and self.daily_limit is not None and self._day_used >= self.daily_limit:
+            refused = max(1, math.ceil(self._day_reset(day) - now))
+        if refused is None:
+            self._admitted.record(now)
+            self._day_used += 1
+        return refused
 
     def answered(self, status: int) -> None:
         self.statuses[status] += 1

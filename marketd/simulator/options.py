@@ -7,8 +7,8 @@ Pacific), Alias no published limit. Pass ``ProviderOptions()`` for a provider wi
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 
 from marketd.ratelimit import Limit, parse_limit
 
@@ -60,6 +60,9 @@ class SimulatorOptions:
     and eBay bearer tokens must be ones this simulator issued and that have not expired (12 h and
     2 h); without it any non-empty bearer token passes. The seed moves prices, eBay listings and
     the fault draws; the catalog itself never changes.
+
+    ``limits`` (``{"stockx": ["20/10s"]}``) is a shorthand for the command line: it replaces the
+    rolling limits of the providers it names, and is folded into them at construction.
     """
 
     seed: int = 0
@@ -74,6 +77,12 @@ class SimulatorOptions:
     ebay_client_id: str | None = None
     ebay_client_secret: str | None = None
     strict_tokens: bool = True
+    limits: Mapping[str, Sequence[str]] = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        for name, texts in self.limits.items():
+            object.__setattr__(self, name, replace(self.provider(name), limits=tuple(texts)))
+        object.__setattr__(self, "limits", {})
 
     def provider(self, name: str) -> ProviderOptions:
         if name not in PROVIDERS:

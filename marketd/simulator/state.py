@@ -109,6 +109,11 @@ def bearer(request: web.Request) -> str:
     return token.strip() if scheme.lower() == "bearer" else ""
 
 
+def oauth_error(status: int, error: str, description: str) -> web.Response:
+    """An OAuth 2 token endpoint's refusal: ``{"error", "error_description"}``."""
+    return web.json_response({"error": error, "error_description": description}, status=status)
+
+
 async def form_of(request: web.Request) -> dict[str, str]:
     """A token request's fields, form-encoded or JSON."""
     if request.content_type == "application/json":
@@ -126,7 +131,7 @@ class ProviderSpec:
 
     name: str
     prefixes: tuple[str, ...]  # API paths; requests under them count against the limits
-    token_path: str | None  # its OAuth endpoint, counted apart
+    oauth_path: str | None  # its OAuth endpoint, counted apart
     routes: web.RouteTableDef
     render_error: Callable[[ApiError], web.Response]
     authenticate: Callable[[web.Request, SimState], None]  # raises ApiError

@@ -20,6 +20,7 @@ from marketd.simulator.state import (
     SimState,
     bearer,
     form_of,
+    oauth_error,
 )
 
 routes = web.RouteTableDef()
@@ -228,10 +229,6 @@ async def product_market_data(request: web.Request) -> web.Response:
     return web.json_response([_market(state, item, v, currency) for v in item.variants])
 
 
-def _oauth_error(status: int, error: str, description: str) -> web.Response:
-    return web.json_response({"error": error, "error_description": description}, status=status)
-
-
 @routes.post("/oauth/token")
 async def token(request: web.Request) -> web.Response:
     """Auth0-style token endpoint: refresh_token and authorization_code grants only."""
@@ -239,18 +236,18 @@ async def token(request: web.Request) -> web.Response:
     form = await form_of(request)
     grant = form.get("grant_type", "")
     if not grant:
-        return _oauth_error(400, "invalid_request", "Missing required parameter: grant_type")
+        return oauth_error(400, "invalid_request", "Missing required parameter: grant_type")
     if grant not in ("refresh_token", "authorization_code"):
-        return _oauth_error(403, "unauthorized_client",
+        return oauth_error(403, "unauthorized_client",
                             f"Grant type '{grant}' not allowed for the client.")
     if not form.get("client_id"):
-        return _oauth_error(401, "access_denied", "Unauthorized")
+        return oauth_error(401, "access_denied", "Unauthorized")
     field = "refresh_token" if grant == "refresh_token" else "code"
     if not form.get(field):
-        return _oauth_error(400, "invalid_request", f"Missing required parameter: {field}")
+        return oauth_error(400, "invalid_request", f"Missing required parameter: {field}")
     wanted = state.options.stockx_refresh_token
     if grant == "refresh_token" and wanted is not None and form[field] != wanted:
-        return _oauth_error(403, "invalid_grant", "Unknown or invalid refresh token.")
+        return oauth_error(403, "invalid_grant", "Unknown or invalid refresh token.")
     access, ttl = state.issue_token("stockx", "sim-stockx-")
     body: dict[str, Any] = {"access_token": access, "expires_in": ttl, "token_type": "Bearer",
                             "scope": "offline_access openid"}
@@ -262,7 +259,7 @@ async def token(request: web.Request) -> web.Response:
 SPEC = ProviderSpec(
     name="stockx",
     prefixes=("/v2/",),
-    token_path="/oauth/token",
+    oauth_path="/oauth/token",
     routes=routes,
     render_error=render_error,
     authenticate=authenticate,

@@ -7,17 +7,14 @@ browser is a plain aiohttp request to it. The store is a real SQLite file.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import json
 import socket
 from collections.abc import Iterator
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import ClientResponse
 from aioresponses import aioresponses
 from yarl import URL
 
@@ -51,19 +48,8 @@ def free_port() -> int:
         return port
 
 
-class CompatResponse(ClientResponse):
-    """aioresponses 0.7.9 builds responses without the ``stream_writer`` that aiohttp 3.14
-    requires (pnuckowski/aioresponses#289); hand it an already-finished one."""
-
-    def __init__(self, method: str, url: URL, **kwargs: Any) -> None:
-        if "stream_writer" in inspect.signature(ClientResponse.__init__).parameters:
-            kwargs.setdefault("stream_writer", SimpleNamespace(output_size=0))
-        super().__init__(method, url, **kwargs)
-
-
 @pytest.fixture
 def api(monkeypatch: pytest.MonkeyPatch) -> Iterator[aioresponses]:
-    monkeypatch.setattr("aioresponses.core.ClientResponse", CompatResponse)
     with aioresponses(passthrough=["http://127.0.0.1"]) as mocked:
         yield mocked
 

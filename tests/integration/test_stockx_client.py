@@ -5,17 +5,14 @@ The budget is a tiny counting object, the store a real SQLite file, time a FakeC
 
 from __future__ import annotations
 
-import inspect
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import ClientResponse
 from aioresponses import aioresponses
 from structlog.testing import capture_logs
 from yarl import URL
@@ -131,20 +128,9 @@ class Rig:
         return sum(1 for u in self.urls() if u.host == "api.stockx.com")
 
 
-class CompatResponse(ClientResponse):
-    """aioresponses 0.7.9 builds responses without the ``stream_writer`` that aiohttp 3.14
-    requires (pnuckowski/aioresponses#289); hand it an already-finished one."""
-
-    def __init__(self, method: str, url: URL, **kwargs: Any) -> None:
-        if "stream_writer" in inspect.signature(ClientResponse.__init__).parameters:
-            kwargs.setdefault("stream_writer", SimpleNamespace(output_size=0))
-        super().__init__(method, url, **kwargs)
-
-
 @pytest.fixture
 async def rig(tmp_path: Path, clock: FakeClock,
               monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Rig]:
-    monkeypatch.setattr("aioresponses.core.ClientResponse", CompatResponse)
     store = await Store.open(str(tmp_path / "t.db"), clock)
     try:
         async with aiohttp.ClientSession() as session:
@@ -347,8 +333,8 @@ async def test_unknown_size_lists_available_sizes(rig: Rig) -> None:
     result = await fetch(rig, make_job("20"))
     error = result.outcomes["job-1"]
     assert isinstance(error, SizeError)
-    assert "UK 20 not found on stockx for DD1391-100" in error.message
-    assert "3, 3.5, 4" in error.message
+    assert error.message == ("UK 20 not found on stockx for DD1391-100 (UK sizes: 3, 3.5, 4, "
+                             "4.5, 5, 5.5, 6, 6.5, 7, 7.5, 8, 8.5, …)")
     assert rig.budget.spent == 2
 
 
@@ -702,3 +688,33 @@ async def test_no_secret_or_token_is_logged(rig: Rig) -> None:
     for secret in [*SECRETS.values(), "access-token-1", "access-token-2",
                    "refresh-token-rotated"]:
         assert secret not in text
+
+
+async def test_revoked_config_refresh_token_falls_back_to_the_stored_one(rig: Rig) -> None:
+    """If STOCKX_REFRESH_TOKEN is refused with invalid_grant, a different stored refresh token
+    (e.g. a rotated one) is tried before giving up."""
+    await rig.store.put_token("stockx", "refresh_token", "stored-refresh-token", None)
+    rig.token("error_invalid_grant.json", status=403)
+    rig.token()
+    rig.catalog()
+    rig.market()
+    result = await fetch(rig, make_job("9"))
+    assert price(result).lowest_ask == 9600
+    sent = [c.kwargs["data"]["refresh_token"] for c in rig.calls("POST", TOKEN_URL)]
+    assert sent == ["test-refresh-token", "stored-refresh-token"]
+
+
+async def test_catalog_is_looked_up_again_after_a_week(rig: Rig) -> None:
+    """A catalog entry older than seven days is refreshed (new variants appear rarely)."""
+    rig.token()
+    rig.token()
+    rig.catalog()
+    rig.catalog()
+    rig.market()
+    rig.market()
+    client = rig.client()
+    await client.fetch_group(SKU, [make_job("9")])
+    rig.clock.advance(8 * 86400)
+    await client.fetch_group(SKU, [make_job("9")])
+    assert rig.budget.spent == 6
+    assert len(rig.calls("GET", search_url())) == 2

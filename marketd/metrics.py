@@ -1,0 +1,159 @@
+"""``GET /metrics`` in the Prometheus text format.
+
+Each app has its own :class:`CollectorRegistry` (never the process-wide one, so tests and
+several apps in one process do not collide) holding one collector. A scrape reads the store and
+the lanes asynchronously into metric families, then renders them under a lock, so two scrapes
+never mix their snapshots. Counters that live in the lanes count since the daemon started.
+
+It also keeps the status page's queue-depth time series: after a scheduler run, one row per
+provider in market_queue_samples (at most one a minute), pruned after 48 hours.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+
+from marketd.clock import iso, parse_iso
+from marketd.models import JOB_STATUSES
+from marketd.views import budget_view
+
+if TYPE_CHECKING:
+    from marketd.alerts import FailureAlerts
+    from marketd.app import Daemon
+
+__all__ = ["CONTENT_TYPE_LATEST", "PageMetrics"]
+
+SAMPLE_EVERY_S = 60.0
+SAMPLES_KEEP_S = 48 * 3600
+
+
+class _Snapshot:
+    """A collector that yields the families the last scrape built."""
+
+    def __init__(self) -> None:
+        self.families: list[Metric] = []
+
+    def collect(self) -> Iterable[Metric]:
+        return list(self.families)
+
+
+class PageMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self._snapshot = _Snapshot()
+        self.registry.register(self._snapshot)
+        self._lock = asyncio.Lock()
+        self.last_sample_at: float | None = None
+
+    async def render(self, daemon: Daemon, alerts: FailureAlerts | None = None) -> bytes:
+        async with self._lock:
+            self._snapshot.families = await families(daemon, alerts)
+            return bytes(generate_latest(self.registry))
+
+    async def sample(self, daemon: Daemon) -> None:
+        """One queue-depth row per provider (an after-run hook)."""
+        now = daemon.clock.now()
+        if self.last_sample_at is not None and now - self.last_sample_at < SAMPLE_EVERY_S:
+            return
+        self.last_sample_at = now
+        counts = await daemon.store.job_counts()
+        rows = [{"sampled_at": iso(now), "provider": p,
+                 **{s: counts.get(p, {}).get(s, 0) for s in JOB_STATUSES}}
+                for p in sorted(set(daemon.lanes) | set(counts))]
+        await daemon.store.execute_write("page_insert_sample", rows, many=True)
+        await daemon.store.execute_write("page_prune_samples",
+                                         {"before": iso(now - SAMPLES_KEEP_S)})
+
+
+async def families(daemon: Daemon, alerts: FailureAlerts | None) -> list[Metric]:
+    now = daemon.clock.now()
+    store = daemon.store
+    out: list[Metric] = []
+
+    jobs = GaugeMetricFamily("marketd_jobs", "Jobs in the queue by provider and status.",
+                             labels=["provider", "status"])
+    counts = await store.job_counts()
+    for provider in sorted(set(daemon.lanes) | set(counts)):
+        for status in JOB_STATUSES:
+            jobs.add_metric([provider, status], counts.get(provider, {}).get(status, 0))
+    out.append(jobs)
+
+    calls = CounterMetricFamily("marketd_provider_calls",
+                                "Calls sent to the provider since the daemon started.",
+                                labels=["provider"])
+    limited = CounterMetricFamily("marketd_provider_rate_limited",
+                                  "HTTP 429 answers (pauses) since the daemon started.",
+                                  labels=["provider"])
+    outcomes = CounterMetricFamily("marketd_provider_jobs",
+                                   "Job outcomes since the daemon started.",
+                                   labels=["provider", "outcome"])
+    paused = GaugeMetricFamily("marketd_provider_paused",
+                               "1 while the provider is paused (429 or refused credentials).",
+                               labels=["provider"])
+    for name, lane in sorted(daemon.lanes.items()):
+        c = lane.counters
+        calls.add_metric([name], c.calls)
+        limited.add_metric([name], c.rate_limited)
+        for outcome in ("succeeded", "failed", "retried", "deferred"):
+            outcomes.add_metric([name, outcome], getattr(c, outcome))
+        paused.add_metric([name], 1 if lane.paused(now) else 0)
+    out += [calls, limited, outcomes, paused]
+
+    remaining = GaugeMetricFamily("marketd_budget_remaining",
+                                  "Calls left in each limit's current window.",
+                                  labels=["provider", "limit"])
+    used = GaugeMetricFamily("marketd_budget_used_this_hour",
+                             "Calls counted in this clock hour's budget row.",
+                             labels=["provider"])
+    hourly = GaugeMetricFamily("marketd_budget_rate_limit",
+                               "The most calls a clock hour may hold.", labels=["provider"])
+    for name, b in sorted(budget_view(daemon.lanes, await store.budgets(), now).items()):
+        used.add_metric([name], b["used"])
+        hourly.add_metric([name], b["rate_limit"])
+        for lim in b["limits"]:
+            remaining.add_metric([name, lim["limit"]], lim["remaining"])
+    out += [remaining, used, hourly]
+
+    totals = (await store.execute_read("page_run_totals"))[0]
+    buckets = [(str(float(r["le"])), float(r["n"]))
+               for r in await store.execute_read("page_run_buckets")]
+    out.append(HistogramMetricFamily(
+        "marketd_scheduler_run_duration_seconds", "Scheduler run durations (market_job_runs).",
+        buckets=[*buckets, ("+Inf", float(totals["n"]))],
+        sum_value=totals["total_ms"] / 1000))
+
+    count = GaugeMetricFamily("marketd_prices", "Latest prices held.", labels=["provider"])
+    age = GaugeMetricFamily("marketd_price_age_seconds",
+                            "Age of the oldest and the newest latest price.",
+                            labels=["provider", "which"])
+    for r in await store.execute_read("page_price_ages"):
+        count.add_metric([r["provider"]], r["n"])
+        for which in ("oldest", "newest"):
+            at = parse_iso(r[which])
+            if at is not None:
+                age.add_metric([r["provider"], which], max(0.0, now - at))
+    out += [count, age]
+
+    if alerts is not None:
+        rate = GaugeMetricFamily("marketd_provider_failure_rate",
+                                 "Failed share of attempts in the alert window.",
+                                 labels=["provider"])
+        firing = GaugeMetricFamily("marketd_alert_firing",
+                                   "1 while a failure-rate incident is open.",
+                                   labels=["provider"])
+        for name in sorted(daemon.lanes):
+            failed, attempts = alerts.rate(name, now)
+            rate.add_metric([name], failed / attempts if attempts else 0.0)
+            firing.add_metric([name], 1 if name in alerts.active else 0)
+        out += [rate, firing]
+    return out

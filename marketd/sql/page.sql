@@ -1,0 +1,59 @@
+-- Named queries of the status page, /metrics and the queue samples (marketd/page.py and friends).
+-- Loaded with queries.sql into one namespace: every name here starts with page_.
+
+-- name: page_jobs
+-- one page of the job table; view 'active' is pending, running and failed. For a pending job,
+-- ahead counts the due pending jobs of its provider that the scheduler selects before it
+-- (select_pending's order: priority, then age, then rowid).
+SELECT j.*,
+       CASE WHEN j.status = 'pending' THEN (
+           SELECT count(*) FROM market_jobs a
+           WHERE a.status = 'pending' AND a.provider = j.provider
+             AND (a.next_attempt_at IS NULL OR a.next_attempt_at <= :now)
+             AND (a.priority > j.priority
+                  OR (a.priority = j.priority AND (a.created_at < j.created_at
+                      OR (a.created_at = j.created_at AND a.rowid < j.rowid))))
+       ) END AS ahead
+FROM market_jobs j
+WHERE (:view = 'all' OR (:view = 'active' AND j.status IN ('pending', 'running', 'failed'))
+       OR j.status = :view)
+  AND (:provider IS NULL OR j.provider = :provider)
+ORDER BY CASE j.status WHEN 'running' THEN 0 WHEN 'pending' THEN 1 WHEN 'failed' THEN 2
+         ELSE 3 END,
+         j.priority DESC, j.created_at, j.rowid
+LIMIT :limit OFFSET :offset;
+
+-- name: page_jobs_count
+SELECT count(*) AS n FROM market_jobs j
+WHERE (:view = 'all' OR (:view = 'active' AND j.status IN ('pending', 'running', 'failed'))
+       OR j.status = :view)
+  AND (:provider IS NULL OR j.provider = :provider);
+
+-- name: page_insert_sample
+INSERT OR REPLACE INTO market_queue_samples
+    (sampled_at, provider, pending, running, completed, failed)
+VALUES (:sampled_at, :provider, :pending, :running, :completed, :failed);
+
+-- name: page_prune_samples
+DELETE FROM market_queue_samples WHERE sampled_at < :before;
+
+-- name: page_samples_since
+SELECT sampled_at, provider, pending, running, completed, failed FROM market_queue_samples
+WHERE sampled_at >= :since ORDER BY sampled_at, provider;
+
+-- name: page_price_ages
+-- per provider: how many prices, the oldest and the newest fetch
+SELECT provider, count(*) AS n, min(fetched_at) AS oldest, max(fetched_at) AS newest
+FROM market_prices GROUP BY provider ORDER BY provider;
+
+-- name: page_run_totals
+SELECT count(*) AS n, coalesce(sum(duration_ms), 0) AS total_ms
+FROM market_job_runs WHERE duration_ms IS NOT NULL;
+
+-- name: page_run_buckets
+-- cumulative counts of run durations for the /metrics histogram (bounds in seconds)
+WITH b(le) AS (VALUES (0.1), (0.5), (1.0), (5.0), (15.0), (60.0), (300.0), (900.0))
+SELECT b.le AS le,
+       (SELECT count(*) FROM market_job_runs r
+        WHERE r.duration_ms IS NOT NULL AND r.duration_ms <= b.le * 1000) AS n
+FROM b ORDER BY b.le;
