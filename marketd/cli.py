@@ -94,7 +94,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8789)
     p.add_argument("--limit", action="append", default=[], metavar="PROVIDER=LIMIT",
-                   help="enforce a limit, e.g. stockx=20/10s (repeatable)")
+                   help="enforce a rolling limit, e.g. stockx=20/10s (repeatable; replaces "
+                        "that provider's default limits)")
+    p.add_argument("--latency-ms", action="append", default=[], metavar="PROVIDER=MS",
+                   help="answer each call of that provider after MS milliseconds")
+    p.add_argument("--fault-rate", action="append", default=[], metavar="PROVIDER=P",
+                   help="probability (0-1) that a call gets the provider's usual 5xx")
+    p.add_argument("--seed", type=int, default=0, help="price drift and fault seed")
 
     p = sub.add_parser("backup", help="consistent copy of the live database")
     _add_config(p)
@@ -274,17 +280,39 @@ def cmd_auth(args: argparse.Namespace) -> int:
 
 
 def cmd_simulator(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     from marketd.simulator import SimulatorOptions, run_simulator
 
-    limits: dict[str, list[str]] = {}
-    for item in args.limit:
-        name, sep, text = item.partition("=")
-        if not sep or name not in PROVIDERS:
-            raise UsageError(f"--limit {item!r}: write PROVIDER=LIMIT, e.g. stockx=20/10s")
-        limits.setdefault(name, []).append(text)
-    options = SimulatorOptions(limits=limits) if limits else SimulatorOptions()
-    print(f"simulator listening on http://{args.host}:{args.port}/", flush=True)
-    return _run_forever(lambda: run_simulator(args.host, args.port, options))
+    options = SimulatorOptions(seed=args.seed)
+    changes: dict[str, dict[str, Any]] = {}
+    for flag, key, convert in (("limit", "limits", str), ("latency_ms", "latency_ms", float),
+                               ("fault_rate", "fault_rate", float)):
+        for item in getattr(args, flag):
+            name, sep, text = item.partition("=")
+            if not sep or name not in PROVIDERS:
+                raise UsageError(f"--{flag.replace('_', '-')} {item!r}: write PROVIDER=VALUE, "
+                                 "e.g. stockx=20/10s")
+            try:
+                value = convert(text)
+            except ValueError:
+                raise UsageError(f"--{flag.replace('_', '-')} {item!r}: not a number") from None
+            if key == "limits":
+                changes.setdefault(name, {}).setdefault("limits", []).append(value)
+            else:
+                changes.setdefault(name, {})[key] = value
+    try:
+        for name, fields_ in changes.items():
+            overrides: dict[str, Any] = {name: replace(options.provider(name), **fields_)}
+            options = replace(options, **overrides)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+    def started(url: str) -> None:
+        print(f"simulator listening on {url}/ (stats: {url}/_sim/stats)", flush=True)
+
+    return _run_forever(lambda: run_simulator(args.host, args.port, options,
+                                              on_started=started))
 
 
 def cmd_backup(args: argparse.Namespace) -> int:

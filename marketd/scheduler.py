@@ -219,6 +219,10 @@ class Scheduler:
     async def _interval_run(self) -> None:
         try:
             await self.run_once("interval")
+        except asyncio.CancelledError:
+            # shutdown cut the run short; its jobs went back to pending. APScheduler would log
+            # this as a crash, so it ends here.
+            log.info("interval_run_cancelled")
         except Exception:
             log.exception("scheduler_run_crashed")
 
