@@ -141,9 +141,12 @@ async def serve(config: Config, *, clock: Clock | None = None,
         log.info("marketd_ready", url=url, database=config.database.path,
                  providers=sorted(daemon.lanes), version=__version__)
         _sd_notify("READY=1")
+        watchdog = _start_watchdog(daemon)
         if on_ready is not None:
             on_ready(daemon, url)
         await stop.wait()
+        if watchdog is not None:
+            watchdog.cancel()
         log.info("marketd_stopping")
         _sd_notify("STOPPING=1")
     finally:
@@ -173,6 +176,23 @@ def _url(runner: web.AppRunner, host: str) -> str:
             shown = f"[{addr[0]}]" if ":" in str(addr[0]) else addr[0]
             return f"http://{shown}:{addr[1]}/"
     return f"http://{host}/"
+
+
+def _start_watchdog(daemon: Daemon) -> asyncio.Task[None] | None:
+    """With systemd's WatchdogSec, ping WATCHDOG=1 at half the interval while healthy."""
+    usec = os.environ.get("WATCHDOG_USEC")
+    pid = os.environ.get("WATCHDOG_PID")
+    if not usec or not usec.isdigit() or (pid and pid != str(os.getpid())):
+        return None
+    interval = int(usec) / 1_000_000 / 2
+
+    async def ping() -> None:
+        while True:
+            if await daemon.store.ping() and daemon.scheduler.alive():
+                _sd_notify("WATCHDOG=1")
+            await asyncio.sleep(interval)
+
+    return asyncio.get_running_loop().create_task(ping())
 
 
 def _sd_notify(message: str) -> None:

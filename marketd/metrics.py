@@ -70,9 +70,10 @@ class PageMetrics:
         rows = [{"sampled_at": iso(now), "provider": p,
                  **{s: counts.get(p, {}).get(s, 0) for s in JOB_STATUSES}}
                 for p in sorted(set(daemon.lanes) | set(counts))]
-        await daemon.store.execute_write("page_insert_sample", rows, many=True)
-        await daemon.store.execute_write("page_prune_samples",
-                                         {"before": iso(now - SAMPLES_KEEP_S)})
+        # shielded like the scheduler's own writes: a shutdown never cuts a transaction short
+        await asyncio.shield(daemon.store.execute_write("page_insert_sample", rows, many=True))
+        await asyncio.shield(daemon.store.execute_write(
+            "page_prune_samples", {"before": iso(now - SAMPLES_KEEP_S)}))
 
 
 async def families(daemon: Daemon, alerts: FailureAlerts | None) -> list[Metric]:

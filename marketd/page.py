@@ -44,6 +44,7 @@ REFRESH_S = 5
 MAX_REFRESH = 500
 VIEWS = ("active", "all", *JOB_STATUSES)
 _TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{20,64}$")
+_PAGE_RE = re.compile(r"^[0-9]{1,6}$")  # ASCII digits only: '²'.isdigit() is true
 
 _env = jinja2.Environment(
     loader=jinja2.PackageLoader("marketd", "templates"),
@@ -262,7 +263,7 @@ async def page_data(request: web.Request, now: float) -> dict[str, Any]:
     data = await status_view(store, daemon.lanes, now)
     provider = q.get("provider") if q.get("provider") in PROVIDERS else None
     view = q.get("status") if q.get("status") in VIEWS else "active"
-    page = int(q["page"]) if q.get("page", "").isdigit() and 0 < int(q["page"]) < 10**6 else 1
+    page = max(1, int(q["page"])) if _PAGE_RE.match(q.get("page", "")) else 1
     params = {"view": view, "provider": provider, "now": iso(now)}
     total = int((await store.execute_read("page_jobs_count", params))[0]["n"])
     rows = await store.execute_read("page_jobs", {**params, "limit": PAGE_SIZE,

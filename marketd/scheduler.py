@@ -106,6 +106,7 @@ class Scheduler:
             await self.store.ensure_budgets({n: ln.budget.rate_limit
                                              for n, ln in self.lanes.items()})
             summary.rescued = await self.store.rescue_stuck(self.cfg.stuck_after_seconds)
+            await self._prune_call_log(now)
             if summary.rescued:
                 log.warning("stuck_jobs_rescued", jobs=summary.rescued)
             batches = [self._provider_batch(self.lanes[n], summary)
@@ -128,6 +129,11 @@ class Scheduler:
                 log.exception("after_run_hook_failed")
         return summary
 
+    async def _prune_call_log(self, now: float) -> None:
+        """Drop calls no limit window can see any more (kept a day at least, for the page)."""
+        keep = max([ln.budget.log.horizon_s for ln in self.lanes.values()] + [86400.0])
+        await self.store.prune_calls(now - keep - 3600)
+
     async def _provider_batch(self, lane: Lane, summary: RunSummary) -> None:
         now = self.clock.now()
         if self.stopping or lane.stopping:
@@ -145,13 +151,17 @@ class Scheduler:
             return
         async with lane.lock:
             capacity = lane.budget.capacity(now, self.cfg.interval_seconds)
-            limit = min(self.cfg.max_batch_size, capacity)
-            if limit <= 0:
+            if capacity <= 0:
                 at = lane.budget.next_free(now)
                 summary.providers[lane.name] = {"skipped": "budget", "next_free_at": iso(at)}
                 self._wake_later(lane.name, at)
                 return
-            jobs = await self.store.claim(lane.name, limit)
+            # one call per SKU where the provider coalesces, one per job otherwise
+            if lane.coalesces:
+                jobs = await self.store.claim(lane.name, self.cfg.max_batch_size,
+                                              max_skus=capacity)
+            else:
+                jobs = await self.store.claim(lane.name, min(self.cfg.max_batch_size, capacity))
             if not jobs:
                 summary.providers[lane.name] = {"batch_size": 0}
                 return

@@ -23,7 +23,7 @@ import aiosqlite
 from marketd import sql
 from marketd.clock import Clock, hour_window, iso
 from marketd.errors import StoreError
-from marketd.models import EnqueueResult, Job, JobSpec, Price, Priority
+from marketd.models import EnqueueResult, Job, JobSpec, Price, Priority, dedupe_key
 
 Q = sql.queries()
 
@@ -232,22 +232,31 @@ class Store:
             out.append(EnqueueResult(r["id"], r["dedupe_key"], r["status"], r["priority"], dup))
         return out
 
-    async def claim(self, provider: str, limit: int, *, min_priority: int = 0) -> list[Job]:
-        """Mark up to ``limit`` due pending jobs running, highest priority then oldest first."""
-        if limit <= 0:
+    async def claim(self, provider: str, limit: int, *, min_priority: int = 0,
+                    max_skus: int | None = None) -> list[Job]:
+        """Mark up to ``limit`` due pending jobs running, highest priority then oldest first.
+
+        With ``max_skus``, jobs of at most that many distinct SKUs are taken (a provider whose
+        product-level call serves every size of a SKU spends one call per SKU, not per job).
+        """
+        if limit <= 0 or (max_skus is not None and max_skus <= 0):
             return []
         now = iso(self.clock.now())
         async with self.tx() as conn:
-            ids = [r[0] for r in await (await conn.execute(Q["select_pending"], {
+            rows = await (await conn.execute(Q["select_pending"], {
                 "provider": provider, "now": now, "limit": limit,
-                "min_priority": min_priority})).fetchall()]
-            jobs = []
-            for job_id in ids:
-                row = await (await conn.execute(Q["claim_job"], {"id": job_id, "now": now}))\
-                    .fetchone()
-                if row is not None:
-                    jobs.append(_job(row))
-        return jobs
+                "min_priority": min_priority})).fetchall()
+            ids: list[str] = []
+            skus: set[str] = set()
+            for job_id, sku in rows:
+                if max_skus is not None and sku not in skus and len(skus) >= max_skus:
+                    continue
+                skus.add(sku)
+                ids.append(job_id)
+            claimed = await (await conn.execute(Q["claim_jobs"], {
+                "ids": json.dumps(ids), "now": now})).fetchall()
+        order = {job_id: i for i, job_id in enumerate(ids)}
+        return sorted((_job(r) for r in claimed), key=lambda j: order[j.id])
 
     async def record(self, outcomes: Outcomes) -> None:
         """Write one group's results (jobs and prices) in one transaction."""
@@ -257,6 +266,9 @@ class Store:
                 rows = [_price_row(p) for p in outcomes.prices]
                 await conn.executemany(Q["upsert_price"], rows)
                 await conn.executemany(Q["insert_price_history"], rows)
+                keys = [dedupe_key(p.provider, p.sku, p.size) for p in outcomes.prices]
+                await conn.execute(Q["complete_answered"], {"now": now,
+                                                            "keys": json.dumps(keys)})
             await conn.executemany(Q["complete_job"],
                                    [{"id": i, "now": now} for i in outcomes.completed])
             await conn.executemany(Q["fail_job"], [

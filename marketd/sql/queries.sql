@@ -47,17 +47,24 @@ ORDER BY s.seq;
 
 -- name: select_pending
 -- walks market_jobs_pending: provider, then priority, then age
-SELECT id FROM market_jobs
+SELECT id, sku FROM market_jobs
 WHERE status = 'pending' AND provider = :provider
   AND (next_attempt_at IS NULL OR next_attempt_at <= :now)
   AND priority >= :min_priority
 ORDER BY priority DESC, created_at, rowid
 LIMIT :limit;
 
--- name: claim_job
+-- name: claim_jobs
 UPDATE market_jobs SET status = 'running', started_at = :now, updated_at = :now
-WHERE id = :id AND status = 'pending'
+WHERE id IN (SELECT value FROM json_each(:ids)) AND status = 'pending'
 RETURNING *;
+
+-- name: complete_answered
+-- pending jobs whose price a fetch of the same product has just stored are done too
+UPDATE market_jobs
+SET status = 'completed', completed_at = :now, updated_at = :now,
+    error_message = 'answered by a fetch of the same product'
+WHERE status = 'pending' AND dedupe_key IN (SELECT value FROM json_each(:keys));
 
 -- name: job_by_id
 SELECT * FROM market_jobs WHERE id = ?;

@@ -178,3 +178,39 @@ def test_manual_enqueue_is_fetched_within_seconds(rig_factory: Any) -> None:
 
     wait_until(done, timeout=10, what="manual job completed")
     assert time.monotonic() - t0 < 3.0
+
+
+def test_systemd_notify_ready_and_watchdog(tmp_path: Path) -> None:
+    """Under systemd (Type=notify) the daemon sends READY=1 once listening, then WATCHDOG=1."""
+    import socket
+
+    sock_path = str(tmp_path / "notify.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(sock_path)
+    sock.settimeout(20)
+    port = free_port()
+    config = write_config(tmp_path / "c.toml", f"""
+[server]
+port = {port}
+[database]
+path = "{tmp_path / 'm.db'}"
+[providers.stockx]
+enabled = false
+[providers.alias]
+enabled = false
+[providers.ebay]
+enabled = false
+""")
+    proc = start("serve", "-c", str(config),
+                 env={"NOTIFY_SOCKET": sock_path, "WATCHDOG_USEC": "200000"})
+    try:
+        messages = [sock.recv(256).decode() for _ in range(2)]
+        assert messages[0] == "READY=1"
+        assert http("GET", f"http://127.0.0.1:{port}/healthz")[0] == 200
+        assert messages[1] == "WATCHDOG=1"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+        assert sock.recv(256).decode() in ("WATCHDOG=1", "STOPPING=1")
+    finally:
+        stop(proc)
+        sock.close()

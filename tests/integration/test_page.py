@@ -161,7 +161,8 @@ async def test_user_supplied_values_are_escaped(make_page: MakePage) -> None:
     nonce = doc.find("script")["nonce"]  # type: ignore[index]
     assert f"'nonce-{nonce}'" in resp.headers["Content-Security-Policy"]
     for query in ("?provider=%3Cscript%3E&status=%22%3E%3Cb%3E&page=-1",
-                  "?page=99999999999999999999", "?status=all&page=abc", "?provider=stockx\x00"):
+                  "?page=99999999999999999999", "?status=all&page=abc",
+                  "?page=%C2%B2", "?page=0", "?provider=stockx\x00"):
         hostile = await p.client.get("/" + query)
         assert hostile.status == 200
         page = BeautifulSoup(await hostile.text(), "html.parser")

@@ -281,3 +281,12 @@ async def test_manual_job_joins_a_running_batch(setup: Any) -> None:
     order = [s for s, _ in provider.seen]
     assert order[0] == "BG-0" and order[1] == "MANUAL-1"
     assert (await daemon.store.job_counts())["stockx"] == {"completed": 4}
+
+
+async def test_selection_counts_skus_not_jobs_when_coalescing(setup: Any) -> None:
+    """With 10 calls left, a run takes every size of up to 10 SKUs (one call each)."""
+    daemon, registry = setup
+    await daemon.enqueue([spec(f"SKU-{i}", size) for i in range(12) for size in ("8", "9")])
+    summary = (await daemon.scheduler.run_once("test")).as_dict()
+    assert summary["succeeded"] == 20
+    assert daemon.lanes["stockx"].budget.calls == 10

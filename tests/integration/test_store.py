@@ -179,3 +179,25 @@ async def test_backup_is_a_consistent_copy(store: Store, tmp_path: Path) -> None
     assert con.execute("SELECT count(*) FROM market_jobs").fetchone()[0] == 1
     con.close()
     assert stat.S_IMODE(os.stat(target).st_mode) == 0o600
+
+
+async def test_claim_caps_distinct_skus(store: Store, clock: FakeClock) -> None:
+    """With max_skus, every size of an included SKU comes along; new SKUs stop at the cap."""
+    await store.enqueue([spec("A-1", "8"), spec("B-1", "8"), spec("A-1", "9"),
+                         spec("C-1", "8"), spec("B-1", "9")], 0)
+    jobs = await store.claim("stockx", 50, max_skus=2)
+    assert [(j.sku, j.size) for j in jobs] == [("A-1", "8"), ("B-1", "8"), ("A-1", "9"),
+                                                ("B-1", "9")]
+
+
+async def test_stored_price_answers_pending_jobs_of_that_key(store: Store,
+                                                            clock: FakeClock) -> None:
+    """A price stored by a fetch of the same product completes pending jobs for its key."""
+    await store.enqueue([spec("A-1", "9"), spec("A-1", "10")], 0)
+    [job9] = await store.claim("stockx", 1)
+    price = Price("stockx", "A-1", "10", "GBP", 100, None, None, clock.now())
+    own = Price("stockx", "A-1", "9", "GBP", 90, None, None, clock.now())
+    await store.record(Outcomes(completed=[job9.id], prices=[own, price]))
+    assert await store.job_counts() == {"stockx": {"completed": 2}}
+    [answered] = [j for j in await store.list_jobs() if j.size == "10"]
+    assert answered.error_message == "answered by a fetch of the same product"
