@@ -1,13 +1,15 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import ClientResponse
+from aioresponses import aioresponses
 from yarl import URL
 
 from marketd.clock import FakeClock
@@ -24,6 +26,19 @@ async def store(tmp_path: Path, clock: FakeClock) -> AsyncIterator[Store]:
     s = await Store.open(str(tmp_path / "marketd.db"), clock)
     yield s
     await s.close()
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as s:
+        yield s
+
+
+@pytest.fixture
+def http() -> Iterator[aioresponses]:
+    """Provider APIs faked at the HTTP boundary."""
+    with aioresponses() as m:
+        yield m
 
 
 class _CompatResponse(ClientResponse):

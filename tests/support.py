@@ -4,12 +4,13 @@ batch, fetch their prices); the store, budget, worker and scheduler are the real
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from marketd.config import Config, parse_config
-from marketd.errors import MarketdError
-from marketd.models import Job, Price
+from marketd.errors import BudgetExhausted, MarketdError
+from marketd.models import Job, Price, dedupe_key, size_key
 from marketd.providers.base import FetchResult, Provider, ProviderContext
 
 Answer = Callable[[str, Sequence[Job]], FetchResult | MarketdError]
@@ -78,3 +79,28 @@ def scripted_factory(registry: dict[str, ScriptedProvider], **kw: Any) -> Any:
         return p
 
     return make
+
+
+class CountingBudget:
+    """A provider's budget for client tests: records every spend; raises BudgetExhausted once
+    ``allow`` spends were made."""
+
+    def __init__(self, allow: int | None = None, provider: str = "test") -> None:
+        self.spent = 0
+        self.allow = allow
+        self.provider = provider
+
+    async def spend(self) -> None:
+        if self.allow is not None and self.spent >= self.allow:
+            raise BudgetExhausted(self.provider, retry_at=1_767_229_200.0)
+        self.spent += 1
+
+
+def make_job(provider: str, size: str | None, system: str = "UK", sku: str = "DD1391-100",
+             job_id: str | None = None) -> Job:
+    """A claimed (running) job as the worker hands it to a client."""
+    return Job(id=job_id or uuid.uuid4().hex, user_id=None, provider=provider, sku=sku,
+               size=size, size_system=system, priority=100, status="running",
+               error_message=None, retry_count=0, started_at=None, completed_at=None,
+               dedupe_key=dedupe_key(provider, sku, size_key(size, system)),
+               created_at="2026-01-01T00:00:00.000Z", next_attempt_at=None)

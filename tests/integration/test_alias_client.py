@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import re
-import uuid
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +26,12 @@ from marketd.errors import (
     SizeError,
     TransientError,
 )
-from marketd.models import Job, Price, dedupe_key, size_key
+from marketd.models import Job, Price
 from marketd.providers.alias import AliasClient
 from marketd.providers.base import ProviderContext
 from marketd.store import Store
+from tests import support
+from tests.support import CountingBudget
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "alias"
 BASE = "https://api.alias.org/api/v1"
@@ -47,25 +47,8 @@ def fixture(name: str) -> Any:
     return json.loads((FIXTURES / name).read_text())
 
 
-class CountingBudget:
-    """Records every spend; raises BudgetExhausted once ``allow`` spends are used."""
-
-    def __init__(self, allow: int | None = None) -> None:
-        self.spent = 0
-        self.allow = allow
-
-    async def spend(self) -> None:
-        if self.allow is not None and self.spent >= self.allow:
-            raise BudgetExhausted("alias", retry_at=1_767_229_200.0)
-        self.spent += 1
-
-
 def make_job(size: str | None, system: str = "UK", sku: str = SKU) -> Job:
-    return Job(id=uuid.uuid4().hex, user_id=None, provider="alias", sku=sku, size=size,
-               size_system=system, priority=100, status="running", error_message=None,
-               retry_count=0, started_at=None, completed_at=None,
-               dedupe_key=dedupe_key("alias", sku, size_key(size, system)),
-               created_at="2026-01-01T00:00:00.000Z", next_attempt_at=None)
+    return support.make_job("alias", size, system, sku)
 
 
 def requests_to(http: aioresponses, path: str) -> list[tuple[Any, dict[str, Any]]]:
@@ -79,32 +62,8 @@ def total_requests(http: aioresponses) -> int:
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-async def store(tmp_path: Path, clock: FakeClock) -> AsyncIterator[Store]:
-    s = await Store.open(str(tmp_path / "t.db"), clock)
-    yield s
-    await s.close()
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
-
-
-@pytest.fixture
-def http() -> Iterator[aioresponses]:
-    with aioresponses() as m:
-        yield m
-
-
-@pytest.fixture
 def budget() -> CountingBudget:
-    return CountingBudget()
+    return CountingBudget(provider="alias")
 
 
 Factory = Any

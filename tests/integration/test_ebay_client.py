@@ -8,8 +8,6 @@ from __future__ import annotations
 import base64
 import json
 import re
-import uuid
-from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,7 +27,7 @@ from marketd.errors import (
     RateLimited,
     TransientError,
 )
-from marketd.models import Job, Price, dedupe_key, size_key
+from marketd.models import Job, Price
 from marketd.providers.base import ProviderContext
 from marketd.providers.ebay import (
     EbayClient,
@@ -38,6 +36,8 @@ from marketd.providers.ebay import (
     title_matches,
 )
 from marketd.store import Store
+from tests import support
+from tests.support import CountingBudget
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "ebay"
 TOKEN_URL = "https://api.ebay.com/identity/v1/oauth2/token"
@@ -49,26 +49,12 @@ SECOND_TOKEN = json.loads((FIXTURES / "token_second.json").read_text())["access_
 CREDENTIAL = "EBAY_CLIENT_ID / EBAY_CLIENT_SECRET"
 
 
-class CountingBudget:
-    """Records every spend."""
-
-    def __init__(self) -> None:
-        self.spent = 0
-
-    async def spend(self) -> None:
-        self.spent += 1
-
-
 def fixture(name: str) -> Any:
     return json.loads((FIXTURES / name).read_text())
 
 
 def make_job(size: str | None, system: str = "UK", sku: str = SKU) -> Job:
-    return Job(id=uuid.uuid4().hex, user_id=None, provider="ebay", sku=sku, size=size,
-               size_system=system, priority=100, status="running", error_message=None,
-               retry_count=0, started_at=None, completed_at=None,
-               dedupe_key=dedupe_key("ebay", sku, size_key(size, system)),
-               created_at="2026-01-01T00:00:00.000Z", next_attempt_at=None)
+    return support.make_job("ebay", size, system, sku)
 
 
 def requests_to(http: aioresponses, path: str) -> list[tuple[Any, dict[str, Any]]]:
@@ -78,32 +64,8 @@ def requests_to(http: aioresponses, path: str) -> list[tuple[Any, dict[str, Any]
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()  # 2026-01-01T00:00:00Z = 2025-12-31 16:00 in Los Angeles
-
-
-@pytest.fixture
-async def store(tmp_path: Path, clock: FakeClock) -> AsyncIterator[Store]:
-    s = await Store.open(str(tmp_path / "t.db"), clock)
-    yield s
-    await s.close()
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
-
-
-@pytest.fixture
-def http() -> Iterator[aioresponses]:
-    with aioresponses() as m:
-        yield m
-
-
-@pytest.fixture
 def budget() -> CountingBudget:
-    return CountingBudget()
+    return CountingBudget(provider="ebay")
 
 
 Factory = Any

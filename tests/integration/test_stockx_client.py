@@ -32,6 +32,8 @@ from marketd.models import Job, Price
 from marketd.providers.base import FetchResult, ProviderContext
 from marketd.providers.stockx import StockXClient
 from marketd.store import Store
+from tests import support
+from tests.support import CountingBudget
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "stockx"
 BASE = "https://api.stockx.com"
@@ -68,30 +70,12 @@ def variant_id(fixture: str, value: str) -> str:
 
 
 def make_job(size: str | None, system: str = "UK", n: int = 1, sku: str = SKU) -> Job:
-    key = size if size is None or system == "UK" else f"{system} {size}"
-    return Job(id=f"job-{n}", user_id=None, provider="stockx", sku=sku, size=size,
-               size_system=system, priority=100, status="running", error_message=None,
-               retry_count=0, started_at=None, completed_at=None,
-               dedupe_key=f"stockx|{sku}|{key or ''}", created_at="2026-01-01T00:00:00.000Z",
-               next_attempt_at=None)
+    return support.make_job("stockx", size, system, sku, job_id=f"job-{n}")
 
 
 def make_config(**options: str) -> ProviderConfig:
     return parse_config({"providers": {"stockx": {**SECRETS, **options}}}, env={}) \
         .providers["stockx"]
-
-
-class CountingBudget:
-    """Records every spend; raises BudgetExhausted once ``fail_after`` spends were made."""
-
-    def __init__(self, fail_after: int | None = None) -> None:
-        self.spent = 0
-        self.fail_after = fail_after
-
-    async def spend(self) -> None:
-        if self.fail_after is not None and self.spent >= self.fail_after:
-            raise BudgetExhausted("stockx", 1_767_229_200.0)
-        self.spent += 1
 
 
 @dataclass
@@ -599,7 +583,7 @@ async def test_connection_error_is_transient(rig: Rig) -> None:
 
 async def test_budget_exhausted_propagates_before_sending(rig: Rig) -> None:
     """When the budget refuses, BudgetExhausted is raised and that request is not sent."""
-    rig.budget.fail_after = 1
+    rig.budget.allow = 1
     rig.token()
     rig.catalog()
     with pytest.raises(BudgetExhausted):
