@@ -30,6 +30,7 @@ from marketd.views import budget_view
 if TYPE_CHECKING:
     from marketd.alerts import FailureAlerts
     from marketd.app import Daemon
+    from marketd.scheduler import RunSummary
 
 __all__ = ["CONTENT_TYPE_LATEST", "PageMetrics"]
 
@@ -48,20 +49,23 @@ class _Snapshot:
 
 
 class PageMetrics:
-    def __init__(self) -> None:
+    def __init__(self, daemon: Daemon, alerts: FailureAlerts | None = None) -> None:
+        self.daemon = daemon
+        self.alerts = alerts
         self.registry = CollectorRegistry(auto_describe=False)
         self._snapshot = _Snapshot()
         self.registry.register(self._snapshot)
         self._lock = asyncio.Lock()
         self.last_sample_at: float | None = None
 
-    async def render(self, daemon: Daemon, alerts: FailureAlerts | None = None) -> bytes:
+    async def render(self) -> bytes:
         async with self._lock:
-            self._snapshot.families = await families(daemon, alerts)
+            self._snapshot.families = await families(self.daemon, self.alerts)
             return bytes(generate_latest(self.registry))
 
-    async def sample(self, daemon: Daemon) -> None:
+    async def sample(self, summary: RunSummary | None = None) -> None:
         """One queue-depth row per provider (an after-run hook)."""
+        daemon = self.daemon
         now = daemon.clock.now()
         if self.last_sample_at is not None and now - self.last_sample_at < SAMPLE_EVERY_S:
             return

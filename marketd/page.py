@@ -29,7 +29,6 @@ from marketd.clock import iso, parse_iso
 from marketd.errors import ValidationError
 from marketd.metrics import CONTENT_TYPE_LATEST, PageMetrics
 from marketd.models import JOB_STATUSES, PROVIDERS, Priority, normalize_provider, parse_job
-from marketd.scheduler import RunSummary
 from marketd.views import price_view, status_view
 from marketd.web import DAEMON, Handler
 from marketd.worker import Lane
@@ -68,7 +67,7 @@ _env.filters["ago"] = ago
 @dataclass
 class PageState:
     alerts: FailureAlerts
-    metrics: PageMetrics = field(default_factory=PageMetrics)
+    metrics: PageMetrics
     key: bytes = field(default_factory=lambda: secrets.token_bytes(32))
     signed_in: dict[str, float] = field(default_factory=dict)  # session token -> expiry
     flash: dict[str, str] = field(default_factory=dict)
@@ -82,13 +81,9 @@ PAGE: web.AppKey[PageState] = web.AppKey("page", PageState)
 
 def add_routes(app: web.Application) -> None:
     daemon = app[DAEMON]
-    state = PageState(FailureAlerts(daemon.config.alerts, daemon.clock, lambda: daemon.session))
-    app[PAGE] = state
-
-    async def sample(summary: RunSummary) -> None:
-        await state.metrics.sample(daemon)
-
-    daemon.scheduler.after_run.extend([sample, state.alerts.on_run])
+    alerts = FailureAlerts(daemon.config.alerts, daemon.clock, lambda: daemon.session)
+    app[PAGE] = state = PageState(alerts, PageMetrics(daemon, alerts))
+    daemon.scheduler.after_run.extend([state.metrics.sample, alerts.on_run])
     app.router.add_get("/", index)
     app.router.add_post("/signin", sign_in)
     app.router.add_post("/signout", sign_out)
@@ -257,6 +252,24 @@ def why_waiting(job: Mapping[str, Any], lane: Lane | None, now: float) -> str | 
     return "first in line: it goes at the next scheduler run"
 
 
+async def _count_ahead(request: web.Request, rows: list[dict[str, Any]], now: float) -> None:
+    """Set ``ahead`` on each pending row. A page is a slice of the queue order, so one count
+    per provider suffices: each later row of that provider has the earlier ones' due rows on
+    top (per-row counts made deep pages of a large queue cost minutes)."""
+    last: dict[str, dict[str, Any]] = {}
+    for r in (r for r in rows if r["status"] == "pending"):
+        prev = last.get(r["provider"])
+        if prev is None:
+            found = await request.app[DAEMON].store.execute_read("page_pending_ahead", {
+                **{k: r[k] for k in ("provider", "priority", "created_at", "row_id")},
+                "now": iso(now)})
+            r["ahead"] = int(found[0]["n"])
+        else:
+            due = (parse_iso(prev["next_attempt_at"]) or now) <= now
+            r["ahead"] = prev["ahead"] + int(due)
+        last[r["provider"]] = r
+
+
 async def page_data(request: web.Request, now: float) -> dict[str, Any]:
     daemon, q = request.app[DAEMON], request.query
     store = daemon.store
@@ -277,6 +290,7 @@ async def page_data(request: web.Request, now: float) -> dict[str, Any]:
                                "key": f"{r['provider']}|{r['sku']}|{r['size'] or ''}"}
               for r in await store.list_prices(limit=100)]
     filters = {k: v for k, v in (("provider", provider), ("status", view)) if v}
+    await _count_ahead(request, rows, now)
     return data | {
         "job_rows": [r | {"why": why_waiting(r, daemon.lanes.get(r["provider"]), now)}
                      for r in rows],
@@ -308,6 +322,5 @@ async def index(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    state = request.app[PAGE]
-    body = await state.metrics.render(request.app[DAEMON], state.alerts)
+    body = await request.app[PAGE].metrics.render()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

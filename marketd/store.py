@@ -141,15 +141,18 @@ class Store:
                 await conn.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
                 raise StoreError(f"database busy or unavailable: {exc}") from exc
+            except BaseException:
+                # cancelled while the driver's thread still runs BEGIN: undo it, or every
+                # later write fails with "cannot start a transaction within a transaction"
+                await _rollback(conn)
+                raise
             try:
                 yield conn
             except sqlite3.Error as exc:
-                with suppress(sqlite3.Error):
-                    await conn.execute("ROLLBACK")
+                await _rollback(conn)
                 raise StoreError(f"database write failed: {exc}") from exc
             except BaseException:
-                with suppress(sqlite3.Error):
-                    await conn.execute("ROLLBACK")
+                await _rollback(conn)
                 raise
             try:
                 await conn.execute("COMMIT")
@@ -314,11 +317,6 @@ class Store:
     async def count_due(self, provider: str, min_priority: int = 0) -> int:
         rows = await self._read(Q["count_pending_due"], {
             "provider": provider, "min_priority": min_priority, "now": self.now_iso()})
-        return int(rows[0][0])
-
-    async def pending_ahead(self, job: Job) -> int:
-        rows = await self._read(Q["pending_ahead"], {
-            "provider": job.provider, "priority": job.priority, "created_at": job.created_at})
         return int(rows[0][0])
 
     # ---- prices ------------------------------------------------------------------------------
@@ -509,6 +507,12 @@ def _statements(script: str) -> Iterable[str]:
             buf = ""
     if buf.strip():
         yield buf.strip()
+
+
+async def _rollback(conn: aiosqlite.Connection) -> None:
+    """Roll back, even from a cancelled task (the driver runs statements in order)."""
+    with suppress(sqlite3.Error, ValueError):
+        await asyncio.shield(conn.execute("ROLLBACK"))
 
 
 def _lock() -> asyncio.Lock:

@@ -2,19 +2,9 @@
 -- Loaded with queries.sql into one namespace: every name here starts with page_.
 
 -- name: page_jobs
--- one page of the job table; view 'active' is pending, running and failed. For a pending job,
--- ahead counts the due pending jobs of its provider that the scheduler selects before it
--- (select_pending's order: priority, then age, then rowid).
-SELECT j.*,
-       CASE WHEN j.status = 'pending' THEN (
-           SELECT count(*) FROM market_jobs a
-           WHERE a.status = 'pending' AND a.provider = j.provider
-             AND (a.next_attempt_at IS NULL OR a.next_attempt_at <= :now)
-             AND (a.priority > j.priority
-                  OR (a.priority = j.priority AND (a.created_at < j.created_at
-                      OR (a.created_at = j.created_at AND a.rowid < j.rowid))))
-       ) END AS ahead
-FROM market_jobs j
+-- one page of the job table; view 'active' is pending, running and failed. Pending jobs come in
+-- the scheduler's order (select_pending: priority, then age, then rowid).
+SELECT j.*, j.rowid AS row_id FROM market_jobs j
 WHERE (:view = 'all' OR (:view = 'active' AND j.status IN ('pending', 'running', 'failed'))
        OR j.status = :view)
   AND (:provider IS NULL OR j.provider = :provider)
@@ -22,6 +12,17 @@ ORDER BY CASE j.status WHEN 'running' THEN 0 WHEN 'pending' THEN 1 WHEN 'failed'
          ELSE 3 END,
          j.priority DESC, j.created_at, j.rowid
 LIMIT :limit OFFSET :offset;
+
+-- name: page_pending_ahead
+-- due pending jobs of one provider that the scheduler selects before the given one; two range
+-- scans of market_jobs_pending
+SELECT (SELECT count(*) FROM market_jobs
+        WHERE status = 'pending' AND provider = :provider AND priority > :priority
+          AND (next_attempt_at IS NULL OR next_attempt_at <= :now))
+     + (SELECT count(*) FROM market_jobs
+        WHERE status = 'pending' AND provider = :provider AND priority = :priority
+          AND (created_at < :created_at OR (created_at = :created_at AND rowid < :row_id))
+          AND (next_attempt_at IS NULL OR next_attempt_at <= :now)) AS n;
 
 -- name: page_jobs_count
 SELECT count(*) AS n FROM market_jobs j

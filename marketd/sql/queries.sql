@@ -240,9 +240,3 @@ INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?);
 SELECT count(*) FROM market_jobs
 WHERE status = 'pending' AND provider = :provider AND priority >= :min_priority
   AND (next_attempt_at IS NULL OR next_attempt_at <= :now);
-
--- name: pending_ahead
--- how many due pending jobs of one provider come before a given job
-SELECT count(*) FROM market_jobs
-WHERE status = 'pending' AND provider = :provider
-  AND (priority > :priority OR (priority = :priority AND created_at < :created_at));

@@ -89,6 +89,8 @@ async def test_page_in_chromium(browser_api: Any, running: tuple[Daemon, str, di
         browser = await pw.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
         try:
             page = await browser.new_page(viewport={"width": 1280, "height": 900})
+            requested: list[str] = []
+            page.on("request", lambda req: requested.append(req.url))
             expect = api.expect
             await page.goto(url)
             for name in ("stockx", "alias", "ebay"):
@@ -131,6 +133,8 @@ async def test_page_in_chromium(browser_api: Any, running: tuple[Daemon, str, di
             async with page.expect_event("load", timeout=15000):
                 pass
             await expect(page.locator("#flash")).to_have_count(0)
+            # no external assets: every request went to the daemon itself
+            assert requested and all(u.startswith(url) for u in requested), requested
         finally:
             await browser.close()
     shot = tmp_path / "status.png"

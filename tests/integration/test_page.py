@@ -17,7 +17,7 @@ from bs4 import BeautifulSoup, Tag
 
 from marketd.app import Daemon
 from marketd.clock import FakeClock, iso
-from marketd.errors import NotFound, RateLimited, TransientError
+from marketd.errors import AuthError, NotFound, RateLimited, TransientError
 from marketd.models import JobSpec
 from marketd.web import create_app
 from tests.support import ScriptedProvider, make_config, raising, scripted_factory
@@ -308,6 +308,30 @@ async def test_why_a_pending_job_is_not_running(make_page: MakePage, clock: Fake
     assert why["LOW-1"] == "behind 3 job(s) of higher priority or older"  # incl. RETRY-1, due
 
 
+async def test_paused_providers_say_why_and_until_when(make_page: MakePage,
+                                                       clock: FakeClock) -> None:
+    """A 429 and a refused credential show on the provider's card and on its jobs."""
+    p = await make_page(scheduler={"auth_pause_seconds": 300})
+    await p.daemon.enqueue([spec("A-1", "9", "alias"), spec("S-1")])
+    p.registry["alias"].script.append(raising(AuthError("alias", "HTTP 401",
+                                                        credential="ALIAS_API_TOKEN")))
+    p.registry["stockx"].script.append(raising(RateLimited("stockx", retry_after_s=90)))
+    await p.daemon.scheduler.run_once("test")
+    doc = await p.html()
+    alias = doc.select_one('#budgets [data-provider="alias"] .state')
+    stockx = doc.select_one('#budgets [data-provider="stockx"] .state')
+    assert alias is not None and stockx is not None
+    assert f"Paused until {iso(clock.now() + 300)}" in alias.get_text()
+    assert "credentials refused" in alias.get_text()
+    assert "(check ALIAS_API_TOKEN)" in alias.get_text()
+    assert f"Paused until {iso(clock.now() + 90)}: rate_limited" in stockx.get_text()
+    why = {r["sku"]: r["why"] for r in job_rows(doc)}
+    assert why["A-1"].endswith("; check ALIAS_API_TOKEN)")
+    clock.advance(301)
+    assert (await p.html()).select_one(
+        '#budgets [data-provider="alias"] .state .ok') is not None
+
+
 async def test_filters_and_pagination(make_page: MakePage) -> None:
     p = await make_page()
     await p.daemon.enqueue([spec(f"SKU-{i:03d}", "10", "ebay") for i in range(60)]
@@ -318,8 +342,13 @@ async def test_filters_and_pagination(make_page: MakePage) -> None:
     nxt = doc.select_one('a[rel="next"]')
     assert nxt is not None and doc.select_one('a[rel="prev"]') is None
     doc2 = await p.html(str(nxt["href"]))
-    assert len(job_rows(doc2)) == 10 and doc2.select_one('a[rel="next"]') is None
-    assert {r["sku"] for r in rows}.isdisjoint({r["sku"] for r in job_rows(doc2)})
+    rows2 = job_rows(doc2)
+    assert len(rows2) == 10 and doc2.select_one('a[rel="next"]') is None
+    assert rows[1]["why"] == "behind 1 job(s) of higher priority or older"
+    assert [r["why"] for r in (rows2[0], rows2[-1])] == [
+        "behind 50 job(s) of higher priority or older",
+        "behind 59 job(s) of higher priority or older"]
+    assert {r["sku"] for r in rows}.isdisjoint({r["sku"] for r in rows2})
     selected = doc2.select_one('#job-filter select[name="provider"] option[selected]')
     assert selected is not None and selected["value"] == "ebay"
     assert len(job_rows(await p.html("/?status=completed"))) == 0

@@ -440,12 +440,23 @@ async def test_prices_filters(api: Api) -> None:
 
 async def test_healthz_200_when_scheduler_started(api: Api) -> None:
     """GET /healthz answers 200 {"ok": true} when the scheduler runs and the database answers."""
-    api.daemon.scheduler.start()
+    scheduler = api.daemon.scheduler
+    scheduler.start()
     try:
         data = await api.get("/healthz", status=200)
         assert data["ok"] is True
     finally:
-        await api.daemon.scheduler.stop(0)
+        # with a grace period: the start-up run finishes instead of being cancelled mid-write
+        await scheduler.stop(api.daemon.config.scheduler.shutdown_grace_seconds)
+
+
+async def test_healthz_503_after_scheduler_stopped(api: Api) -> None:
+    """GET /healthz answers 503 once the scheduler has been stopped."""
+    scheduler = api.daemon.scheduler
+    scheduler.start()
+    await scheduler.stop(api.daemon.config.scheduler.shutdown_grace_seconds)
+    data = await api.get("/healthz", status=503)
+    assert data["ok"] is False
 
 
 async def test_healthz_503_when_scheduler_not_started(api: Api) -> None:

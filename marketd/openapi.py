@@ -1,0 +1,455 @@
+"""The OpenAPI 3 description of marketd's HTTP API (INTERFACE.md §4), as plain data.
+
+:func:`openapi_spec` builds it; the web app serves it at ``GET /openapi.json``. A test keeps it
+true: every route of :func:`marketd.web.create_app` is described here and nothing else is, and a
+schemathesis run against a live server finds no 5xx and no answer that breaks these schemas.
+Schemas say what a well-formed request looks like; anything else gets a ``400`` (or ``401``,
+``413``) with ``{"error", "field"}``, never a ``5xx``.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from marketd import __version__
+from marketd.models import JOB_STATUSES, MAX_BATCH_JOBS, MAX_PRIORITY, MIN_PRIORITY, PROVIDERS
+
+JSON = "application/json"
+FORM = "application/x-www-form-urlencoded"
+HTML = "text/html"
+
+Schema = dict[str, Any]
+
+
+def _ref(name: str) -> Schema:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _nullable(schema: Schema) -> Schema:
+    return {**schema, "nullable": True}
+
+
+_SKU: Schema = {
+    "type": "string", "minLength": 1, "maxLength": 64,
+    # at least one non-space; runs of spaces collapse, letters are upper-cased
+    "pattern": r"^ *[A-Za-z0-9._/-][A-Za-z0-9 ._/-]*$",
+    "description": "1-64 characters after trimming: letters, digits, space, - . / _ "
+                   "(stored upper-cased).",
+    "example": "DD1391-100",
+}
+_SIZE: Schema = {
+    "nullable": True,
+    "description": "A number in halves or thirds with an optional W, Y or C suffix; null or "
+                   "absent for a size-less product. UK unless size_system says otherwise.",
+    "oneOf": [
+        {"type": "string", "maxLength": 16,
+         "pattern": r"^[0-9]{1,2}(\.5|\.0| ?[12]/3)? ?[WYCwyc]?$", "example": "10.5"},
+        {"type": "number", "minimum": 0, "maximum": 99.5, "multipleOf": 0.5},
+    ],
+}
+_PROVIDER: Schema = {"type": "string", "enum": list(PROVIDERS),
+                     "description": "stockx, alias or ebay (any case)."}
+_SIZE_SYSTEM: Schema = {"type": "string", "enum": ["UK", "US", "EU", "uk", "us", "eu"],
+                        "default": "UK"}
+_PRIORITY: Schema = {
+    "description": "An integer 0-1000 or a name: manual 200, hot 150, background 100 (the "
+                   "default).",
+    "oneOf": [
+        {"type": "integer", "minimum": MIN_PRIORITY, "maximum": MAX_PRIORITY},
+        {"type": "string", "enum": ["manual", "hot", "background"]},
+    ],
+}
+_USER_ID: Schema = {"type": "string", "minLength": 1, "maxLength": 128, "nullable": True}
+
+
+def _job_props(size_keys: tuple[str, ...]) -> dict[str, Schema]:
+    props: dict[str, Schema] = {"provider": _PROVIDER, "sku": _SKU}
+    for key in size_keys:
+        props[key] = _SIZE
+    props.update({"size_system": _SIZE_SYSTEM, "priority": _PRIORITY, "user_id": _USER_ID})
+    return props
+
+
+def _batch(key: str, item: Schema, *, outer: dict[str, Schema], description: str) -> Schema:
+    return {
+        "type": "object",
+        "description": description,
+        "required": [key],
+        "additionalProperties": False,
+        "properties": {key: {"type": "array", "minItems": 1, "maxItems": MAX_BATCH_JOBS,
+                             "items": item}, **outer},
+    }
+
+
+def _error(description: str) -> Schema:
+    return {"description": description, "content": {JSON: {"schema": _ref("Error")}}}
+
+
+def _ok(description: str, schema: Schema) -> Schema:
+    return {"description": description, "content": {JSON: {"schema": schema}}}
+
+
+def _html(description: str) -> Schema:
+    return {"description": description, "content": {HTML: {"schema": {"type": "string"}}}}
+
+
+def _query(name: str, schema: Schema, description: str) -> Schema:
+    return {"name": name, "in": "query", "required": False, "schema": schema,
+            "description": description}
+
+
+_BAD = _error("bad input: `error` says what is wrong, `field` where (e.g. `jobs[3].size`); "
+              "nothing was changed")
+_UNAUTHORIZED = _error("a wrong or missing secret")
+_TOO_LARGE = _error("the body is over 1 MiB")
+_UNAVAILABLE = _error("the database did not answer; try again shortly")
+_CRON: list[dict[str, list[str]]] = [{"cronSecret": []}]
+
+_SCHEMAS: dict[str, Schema] = {
+    "Error": {
+        "type": "object", "required": ["error", "field"],
+        "properties": {"error": {"type": "string"},
+                       "field": {"type": "string", "nullable": True}},
+    },
+    "Job": {
+        "type": "object", "required": ["provider", "sku"], "additionalProperties": False,
+        "properties": _job_props(("size",)),
+    },
+    "Jobs": _batch("jobs", _ref("Job"), outer={},
+                   description=f"Up to {MAX_BATCH_JOBS} jobs, accepted whole or not at all."),
+    "Items": _batch(
+        "items",
+        {"type": "object", "required": ["sku"],
+         "description": "An inventory item; keys other than these are ignored.",
+         "properties": {k: v for k, v in _job_props(("size_uk", "size")).items()}},
+        outer={"provider": _PROVIDER, "priority": _PRIORITY, "user_id": _USER_ID,
+               "size_system": _SIZE_SYSTEM},
+        description="The seed's enqueueForItems: `provider` outside or in every item.",
+    ),
+    "Refresh": _batch(
+        "refresh",
+        {"type": "object", "required": ["sku"],
+         "description": "Keys other than these are ignored.",
+         "properties": {k: v for k, v in _job_props(("size", "size_uk")).items()
+                        if k != "priority"}},
+        outer={"provider": _PROVIDER, "user_id": _USER_ID, "size_system": _SIZE_SYSTEM},
+        description="The seed's enqueueRefresh: always manual priority (200).",
+    ),
+    "EnqueueResult": {
+        "type": "object",
+        "required": ["id", "dedupe_key", "status", "priority", "deduplicated"],
+        "properties": {
+            "id": {"type": "string", "nullable": True,
+                   "description": "null when status is fresh"},
+            "dedupe_key": {"type": "string", "example": "stockx|DD1391-100|10"},
+            "status": {"type": "string", "enum": ["pending", "running", "fresh"]},
+            "priority": {"type": "integer", "minimum": MIN_PRIORITY, "maximum": MAX_PRIORITY},
+            "deduplicated": {"type": "boolean"},
+        },
+    },
+    "StoredJob": {
+        "type": "object",
+        "required": ["id", "provider", "sku", "size", "priority", "status", "retry_count",
+                     "dedupe_key", "created_at"],
+        "properties": {
+            "id": {"type": "string"},
+            "user_id": _nullable({"type": "string"}),
+            "provider": {"type": "string"},
+            "sku": {"type": "string"},
+            "size": _nullable({"type": "string"}),
+            "size_system": {"type": "string"},
+            "priority": {"type": "integer"},
+            "status": {"type": "string", "enum": list(JOB_STATUSES)},
+            "error_message": _nullable({"type": "string"}),
+            "retry_count": {"type": "integer", "minimum": 0},
+            "started_at": _nullable({"type": "string"}),
+            "completed_at": _nullable({"type": "string"}),
+            "dedupe_key": {"type": "string"},
+            "created_at": {"type": "string"},
+            "next_attempt_at": _nullable({"type": "string"}),
+        },
+    },
+    "Price": {
+        "type": "object",
+        "required": ["provider", "sku", "size", "currency", "lowest_ask", "highest_bid",
+                     "last_sale", "fetched_at"],
+        "properties": {
+            "provider": {"type": "string"},
+            "sku": {"type": "string"},
+            "size": _nullable({"type": "string"}),
+            "currency": {"type": "string"},
+            **{k: _nullable({"type": "string", "pattern": r"^-?[0-9]+\.[0-9]{2}$",
+                             "description": "major units, e.g. \"96.00\""})
+               for k in ("lowest_ask", "highest_bid", "last_sale")},
+            "fetched_at": {"type": "string", "description": "ISO-8601 UTC"},
+        },
+    },
+    "RunSummary": {
+        "type": "object",
+        "required": ["run_id", "trigger", "started_at", "finished_at", "selected", "succeeded",
+                     "failed", "deferred", "outcome", "providers"],
+        "properties": {
+            "run_id": {"type": "integer"},
+            "trigger": {"type": "string"},
+            "started_at": {"type": "string"},
+            "finished_at": {"type": "string"},
+            "duration_ms": {"type": "integer"},
+            "rescued": {"type": "integer"},
+            "selected": {"type": "integer"},
+            "succeeded": {"type": "integer"},
+            "failed": {"type": "integer"},
+            "deferred": {"type": "integer"},
+            "calls": {"type": "integer"},
+            "outcome": {"type": "string", "enum": ["idle", "ok", "partial"]},
+            "providers": {"type": "object", "additionalProperties": {"type": "object"}},
+        },
+    },
+    "Budget": {
+        "type": "object",
+        "required": ["limits", "paused", "paused_until", "pause_reason", "check_credential"],
+        "properties": {
+            "hour_window": _nullable({"type": "string"}),
+            "rate_limit": {"type": "integer"},
+            "used": {"type": "integer"},
+            "limits": {"type": "array", "items": {
+                "type": "object", "required": ["limit", "window_s", "used", "remaining"],
+                "properties": {"limit": {"type": "string"}, "window_s": {"type": "number"},
+                               "used": {"type": "integer"},
+                               "remaining": {"type": "integer"}}}},
+            "next_free_at": {"type": "string"},
+            "paused": {"type": "boolean"},
+            "paused_until": _nullable({"type": "string"}),
+            "pause_reason": _nullable({"type": "string"}),
+            "check_credential": _nullable({"type": "string",
+                                           "description": "the credential to check"}),
+            "calls": {"type": "integer"},
+            "rate_limited": {"type": "integer"},
+        },
+    },
+    "Status": {
+        "type": "object",
+        "required": ["now", "budgets", "jobs", "recent_runs", "recent_batches"],
+        "properties": {
+            "now": {"type": "string"},
+            "budgets": {"type": "object", "additionalProperties": _ref("Budget")},
+            "jobs": {
+                "type": "object", "required": ["by_provider", "total"],
+                "properties": {
+                    "by_provider": {"type": "object",
+                                    "additionalProperties": _ref("StatusCounts")},
+                    "total": _ref("StatusCounts"),
+                },
+            },
+            "recent_runs": {"type": "array", "items": {"type": "object"}},
+            "recent_batches": {"type": "array", "items": {"type": "object"}},
+        },
+    },
+    "StatusCounts": {
+        "type": "object", "required": list(JOB_STATUSES),
+        "properties": {s: {"type": "integer", "minimum": 0} for s in JOB_STATUSES},
+    },
+    "Health": {
+        "type": "object", "required": ["ok", "database", "scheduler"],
+        "properties": {"ok": {"type": "boolean"}, "database": {"type": "boolean"},
+                       "scheduler": {"type": "boolean"}},
+    },
+    "PageForm": {
+        "type": "object",
+        "properties": {"csrf": {"type": "string",
+                                "description": "the form's CSRF token from the page"}},
+    },
+}
+
+_TRIGGER: Schema = {
+    "post": {
+        "summary": "One scheduler run now",
+        "operationId": "trigger",
+        "security": _CRON,
+        "responses": {"200": _ok("the run's summary", _ref("RunSummary")),
+                      "401": _UNAUTHORIZED, "413": _TOO_LARGE},
+    },
+}
+
+
+def _page_action(summary: str, operation_id: str, extra: dict[str, Schema] | None = None
+                 ) -> Schema:
+    props = {"csrf": {"type": "string"}, **(extra or {})}
+    return {"post": {
+        "summary": summary,
+        "operationId": operation_id,
+        "tags": ["page"],
+        "description": "A form post from the status page: needs the session cookie and its "
+                       "CSRF token; answers 303 to `/` (or 403 with a page saying why).",
+        "requestBody": {"required": False, "content": {
+            FORM: {"schema": {"type": "object", "properties": props}}}},
+        "responses": {"303": {"description": "back to the page with a one-time message"},
+                      "403": _html("CSRF token missing or wrong, or not signed in"),
+                      "413": _TOO_LARGE},
+    }}
+
+
+def _paths() -> dict[str, Schema]:
+    enqueue_body: Schema = {"oneOf": [_ref("Job"), _ref("Jobs"), _ref("Items"),
+                                      _ref("Refresh")]}
+    return {
+        "/enqueue": {"post": {
+            "summary": "Enqueue one job or many",
+            "operationId": "enqueue",
+            "description": "One job, `{\"jobs\": [...]}`, or the seed's `items` and `refresh` "
+                           "helpers. A duplicate of an active job returns that job and raises "
+                           "its priority.",
+            "security": [{"bearerAuth": []}, {}],
+            "requestBody": {"required": True, "content": {JSON: {"schema": enqueue_body}}},
+            "responses": {
+                "202": _ok("the jobs, in the order given", {
+                    "type": "object", "required": ["jobs"],
+                    "properties": {"jobs": {"type": "array",
+                                            "items": _ref("EnqueueResult")}}}),
+                "400": _BAD, "401": _UNAUTHORIZED, "413": _TOO_LARGE, "503": _UNAVAILABLE,
+            },
+        }},
+        "/trigger": _TRIGGER,
+        "/api/market/scheduler/run": {"post": {**_TRIGGER["post"],
+                                               "operationId": "trigger_seed_path",
+                                               "summary": "The seed's path for /trigger"}},
+        "/reset-failed": {"post": {
+            "summary": "Move failed jobs back to pending",
+            "operationId": "reset_failed",
+            "security": _CRON,
+            "requestBody": {"required": False, "content": {JSON: {"schema": {
+                "type": "object",
+                "properties": {"provider": _nullable(_PROVIDER)}}}}},
+            "responses": {
+                "200": _ok("how many jobs moved", {
+                    "type": "object", "required": ["reset", "provider"],
+                    "properties": {"reset": {"type": "integer", "minimum": 0},
+                                   "provider": _nullable({"type": "string"})}}),
+                "400": _BAD, "401": _UNAUTHORIZED, "413": _TOO_LARGE,
+            },
+        }},
+        "/status": {"get": {
+            "summary": "The status page's data",
+            "operationId": "status",
+            "responses": {"200": _ok("budgets, job counts, recent runs and batches",
+                                     _ref("Status"))},
+        }},
+        "/jobs": {"get": {
+            "summary": "Jobs, newest first",
+            "operationId": "jobs",
+            "parameters": [
+                _query("status", {"type": "string", "enum": list(JOB_STATUSES)},
+                       "only jobs in this status"),
+                _query("provider", _PROVIDER, "only this provider's jobs"),
+                _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000,
+                                 "default": 100}, "at most this many"),
+                _query("offset", {"type": "integer", "minimum": 0, "maximum": 10_000_000,
+                                  "default": 0}, "skip this many"),
+            ],
+            "responses": {
+                "200": _ok("the jobs", {"type": "object", "required": ["jobs"],
+                                        "properties": {"jobs": {
+                                            "type": "array", "items": _ref("StoredJob")}}}),
+                "400": _BAD,
+            },
+        }},
+        "/prices": {"get": {
+            "summary": "Latest prices",
+            "operationId": "prices",
+            "parameters": [
+                _query("provider", _PROVIDER, "only this provider"),
+                _query("sku", _SKU, "only this SKU"),
+                _query("size", {"type": "string", "maxLength": 16,
+                                "pattern": _SIZE["oneOf"][0]["pattern"]}, "only this size"),
+                _query("size_system", _SIZE_SYSTEM, "the system of `size`"),
+                _query("limit", {"type": "integer", "minimum": 1, "maximum": 10000,
+                                 "default": 1000}, "at most this many"),
+            ],
+            "responses": {
+                "200": _ok("the prices", {"type": "object", "required": ["prices"],
+                                          "properties": {"prices": {
+                                              "type": "array", "items": _ref("Price")}}}),
+                "400": _BAD,
+            },
+        }},
+        "/healthz": {"get": {
+            "summary": "Liveness: the database answers and the scheduler is alive",
+            "operationId": "healthz",
+            "responses": {"200": _ok("healthy", _ref("Health")),
+                          "503": _ok("the database or the scheduler is down", _ref("Health"))},
+        }},
+        "/metrics": {"get": {
+            "summary": "Prometheus metrics",
+            "operationId": "metrics",
+            "responses": {"200": {"description": "Prometheus text format",
+                                  "content": {"text/plain": {"schema": {"type": "string"}}}}},
+        }},
+        "/openapi.json": {"get": {
+            "summary": "This description",
+            "operationId": "openapi",
+            "responses": {"200": _ok("OpenAPI 3 document", {"type": "object"})},
+        }},
+        "/": {"get": {
+            "summary": "The HTML status page",
+            "operationId": "page",
+            "tags": ["page"],
+            "parameters": [
+                _query("status", {"type": "string"}, "which jobs to list (active, all, or a "
+                                                     "status)"),
+                _query("provider", {"type": "string"}, "only this provider's jobs"),
+                _query("page", {"type": "string"}, "page number, from 1"),
+            ],
+            "responses": {"200": _html("the page")},
+        }},
+        "/signin": {"post": {
+            "summary": "Sign in to the page's actions with the cron secret",
+            "operationId": "signin",
+            "tags": ["page"],
+            "requestBody": {"required": False, "content": {FORM: {"schema": {
+                "type": "object",
+                "properties": {"csrf": {"type": "string"}, "secret": {"type": "string"}}}}}},
+            "responses": {"303": {"description": "signed in (a new session cookie)"},
+                          "403": _html("CSRF token or secret refused"),
+                          "413": _TOO_LARGE},
+        }},
+        "/signout": _page_action("Sign out", "signout"),
+        "/actions/trigger": _page_action("One scheduler run now (page)", "page_trigger"),
+        "/actions/reset-failed": _page_action(
+            "Failed jobs back to pending (page)", "page_reset_failed",
+            {"provider": {"type": "string", "description": "a provider, or all"}}),
+        "/actions/refresh": _page_action(
+            "Re-enqueue ticked prices at manual priority (page)", "page_refresh",
+            {"price": {"type": "array", "maxItems": 500,
+                       "items": {"type": "string", "description": "provider|sku|size"}}}),
+    }
+
+
+def openapi_spec() -> dict[str, Any]:
+    """The OpenAPI 3.0 document of every route :func:`marketd.web.create_app` serves.
+
+    A fresh deep copy each call, so a caller may change it freely.
+    """
+    return copy.deepcopy({
+        "openapi": "3.0.3",
+        "info": {
+            "title": "marketd",
+            "version": __version__,
+            "description": "Rate-limit-aware market-data fetcher for StockX, Alias and eBay. "
+                           "Bad input gets 400 `{error, field}` and changes nothing; a body "
+                           "over 1 MiB gets 413; wrong or missing secrets get 401. No input "
+                           "ever gets a 500.",
+        },
+        "paths": _paths(),
+        "components": {
+            "schemas": _SCHEMAS,
+            "securitySchemes": {
+                "bearerAuth": {"type": "http", "scheme": "bearer",
+                               "description": "security.api_token, when it is set"},
+                "cronSecret": {"type": "apiKey", "in": "header", "name": "x-cron-secret",
+                               "description": "security.cron_secret, when it is set"},
+            },
+        },
+    })
+
+
+__all__ = ["openapi_spec"]
