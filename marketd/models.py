@@ -28,9 +28,10 @@ class Priority(enum.IntEnum):
     MANUAL = 200
 
 
-_SKU_RE = re.compile(r"^[A-Za-z0-9 ._/-]{1,64}$")
+_SKU_RE = re.compile(r"^[A-Za-z0-9 ._/-]{1,64}$", re.ASCII)
 # a whole or half number, or a whole number and a third (adidas EU 42 2/3), plus W/Y/C
-_SIZE_RE = re.compile(r"^(\d{1,2})(?:(\.5|\.0)|\s?([12])/3)?\s?([WYC])?$", re.IGNORECASE)
+_SIZE_RE = re.compile(r"^(\d{1,2})(?:(\.5|\.0)|\s?([12])/3)?\s?([WYC])?$",
+                      re.IGNORECASE | re.ASCII)
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +142,7 @@ def normalize_provider(value: Any, field: str = "provider") -> str:
 def normalize_sku(value: Any, field: str = "sku") -> str:
     if not isinstance(value, str):
         raise ValidationError("sku must be a string", field)
-    sku = " ".join(value.split()).upper()
+    sku = " ".join(value.split())
     if not sku:
         raise ValidationError("sku must not be empty", field)
     if len(sku) > 64:
@@ -150,7 +151,7 @@ def normalize_sku(value: Any, field: str = "sku") -> str:
         raise ValidationError(
             "sku may hold only letters, digits, space, '-', '.', '/' and '_'", field
         )
-    return sku
+    return sku.upper()
 
 
 def normalize_size(value: Any, field: str = "size") -> str | None:
@@ -201,7 +202,7 @@ def normalize_priority(value: Any, field: str = "priority") -> int:
         name = value.strip().upper()
         if name in Priority.__members__:
             return int(Priority[name])
-        if re.fullmatch(r"\d{1,4}", value.strip()):
+        if re.fullmatch(r"[0-9]{1,4}", value.strip()):
             value = int(value.strip())
         else:
             raise ValidationError(

@@ -85,6 +85,7 @@ class Scheduler:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._wake_handles: dict[str, asyncio.TimerHandle] = {}
         self._aps: AsyncIOScheduler | None = None
+        self._interval_task: asyncio.Task[Any] | None = None
         # called after every run (queue samples, failure-rate alerts); errors are logged only
         self.after_run: list[Callable[[RunSummary], Awaitable[None]]] = []
 
@@ -220,21 +221,22 @@ class Scheduler:
     def start(self) -> None:
         """Run every interval_seconds (the first run now), never two interval runs at once."""
         self._aps = AsyncIOScheduler(timezone="UTC")
-        self._aps.add_job(self._interval_run, IntervalTrigger(seconds=self.cfg.interval_seconds),
+        self._aps.add_job(self._interval_tick, IntervalTrigger(seconds=self.cfg.interval_seconds),
                           id="marketd-run", max_instances=1, coalesce=True,
                           misfire_grace_time=None,
                           next_run_time=datetime.fromtimestamp(self.clock.now(), UTC))
         self._aps.start()
 
-    async def _interval_run(self) -> None:
-        try:
-            await self.run_once("interval")
-        except asyncio.CancelledError:
-            # shutdown cut the run short; its jobs went back to pending. APScheduler would log
-            # this as a crash, so it ends here.
-            log.info("interval_run_cancelled")
-        except Exception:
-            log.exception("scheduler_run_crashed")
+    async def _interval_tick(self) -> None:
+        """APScheduler's job: start an interval run as our own task and return at once, so
+        shutdown drains it with the other runs (and APScheduler never holds a cancelled job).
+        A tick while the previous interval run is still going is skipped."""
+        if self.stopping:
+            return
+        if self._interval_task is not None and not self._interval_task.done():
+            log.info("interval_run_skipped", reason="previous run still going")
+            return
+        self._interval_task = self._spawn(self._run("interval", None))
 
     def alive(self) -> bool:
         return self._aps is not None and bool(self._aps.running) and not self.stopping
@@ -245,8 +247,14 @@ class Scheduler:
         for handle in self._wake_handles.values():
             handle.cancel()
         self._wake_handles.clear()
-        if self._aps is not None and self._aps.running:
-            self._aps.shutdown(wait=False)
+        if self._aps is not None:
+            aps, self._aps = self._aps, None
+            if aps.running:
+                # a tick already handed to the executor returns at once (stopping is set);
+                # let it, or the executor cancels it and logs that as an error
+                for _ in range(3):
+                    await asyncio.sleep(0)
+                aps.shutdown(wait=False)
         for lane in self.lanes.values():
             lane.stopping = True
         pending = [t for t in self._tasks if not t.done()]

@@ -69,7 +69,10 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return error(413, f"the body is larger than {MAX_BODY_BYTES} bytes")
     except web.HTTPException as exc:
         if exc.status >= 400 and exc.content_type != "application/json":
-            return error(exc.status, exc.reason)
+            resp = error(exc.status, exc.reason)
+            if "Allow" in exc.headers:  # 405 must say which methods are allowed
+                resp.headers["Allow"] = exc.headers["Allow"]
+            return resp
         raise
     except StoreError as exc:
         log.error("store_error", path=request.path, error=str(exc))
@@ -115,8 +118,8 @@ async def enqueue(request: web.Request) -> web.Response:
     daemon = request.app[DAEMON]
     token = daemon.config.security.api_token
     if token:
-        auth = request.headers.get("Authorization", "")
-        given = auth[7:] if auth.startswith("Bearer ") else None
+        scheme, _, given_token = request.headers.get("Authorization", "").partition(" ")
+        given = given_token.strip() if scheme.lower() == "bearer" else None
         if not _secret_ok(given, token):
             raise _unauthorized("missing or wrong Authorization: Bearer token")
     specs = parse_enqueue_body(await read_json(request))

@@ -47,7 +47,8 @@ class Api:
 
     async def enqueue(self, body: Any, *, status: int = 202) -> list[dict[str, Any]]:
         data = await self.post("/enqueue", body, status=status)
-        return data["jobs"] if status == 202 else data
+        jobs: list[dict[str, Any]] = data["jobs"]
+        return jobs
 
     async def total_jobs(self) -> int:
         counts = await self.daemon.store.job_counts()
@@ -250,11 +251,12 @@ async def test_enqueue_without_right_bearer_is_401(make_api: MakeApi, auth: str 
     assert await api.total_jobs() == 0
 
 
-async def test_enqueue_with_right_bearer_is_202(make_api: MakeApi) -> None:
-    """With api_token set, the right Bearer token gets 202."""
+@pytest.mark.parametrize("scheme", ["Bearer", "bearer", "BEARER"])
+async def test_enqueue_with_right_bearer_is_202(make_api: MakeApi, scheme: str) -> None:
+    """With api_token set, the right Bearer token gets 202 (the scheme is case-insensitive)."""
     api = await make_api(security={"api_token": API_TOKEN})
     data = await api.post("/enqueue", {"provider": "stockx", "sku": "DD1391-100"}, status=202,
-                          headers={"Authorization": f"Bearer {API_TOKEN}"})
+                          headers={"Authorization": f"{scheme} {API_TOKEN}"})
     assert data["jobs"][0]["status"] == "pending"
     assert await api.total_jobs() == 1
 
@@ -405,7 +407,8 @@ async def test_prices_shape_and_formats(api: Api) -> None:
     alias = by_provider["alias"]
     assert (alias["lowest_ask"], alias["highest_bid"], alias["last_sale"]) == (None, None, None)
     fetched = datetime.fromisoformat(stockx["fetched_at"].replace("Z", "+00:00"))
-    assert fetched.utcoffset() is not None and fetched.utcoffset().total_seconds() == 0
+    offset = fetched.utcoffset()
+    assert offset is not None and offset.total_seconds() == 0
     assert fetched == datetime.fromtimestamp(api.clock.now(), UTC)
 
 
@@ -491,5 +494,6 @@ async def test_wrong_method_is_405_json(api: Api) -> None:
                          ("POST", "/status"), ("GET", "/reset-failed")):
         resp = await api.client.request(method, path)
         assert resp.status == 405, (method, path)
+        assert resp.headers.get("Allow"), (method, path)  # HTTP requires it on 405
         assert resp.content_type == "application/json"
         assert "error" in await resp.json()

@@ -95,3 +95,12 @@ def test_format_minor() -> None:
     """Minor units print as decimal strings in major units."""
     assert [format_minor(v) for v in (9600, 5, 0, None, -250)] == \
         ["96.00", "0.05", "0.00", None, "-2.50"]
+
+
+@pytest.mark.parametrize("raw", ["straße", "ı", "١٠"])
+def test_non_ascii_never_sneaks_in(raw: str) -> None:
+    """Letters and digits are ASCII: no Unicode case-folding or digits turn into a valid key."""
+    with pytest.raises(ValidationError):
+        normalize_sku(raw)
+    with pytest.raises(ValidationError):
+        normalize_size(raw)
