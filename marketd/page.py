@@ -10,18 +10,14 @@ actions are open, but the CSRF token is still required.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import re
 import secrets
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import Any
 
-import jinja2
 import structlog
 from aiohttp import web
-from multidict import MultiDictProxy
 
 from marketd.alerts import FailureAlerts
 from marketd.charts import budget_chart, queue_chart
@@ -29,54 +25,33 @@ from marketd.clock import iso, parse_iso
 from marketd.errors import ValidationError
 from marketd.metrics import CONTENT_TYPE_LATEST, PageMetrics
 from marketd.models import JOB_STATUSES, PROVIDERS, Priority, normalize_provider, parse_job
+from marketd.page_forms import (
+    COOKIE,
+    MAX_SESSIONS,
+    PAGE,
+    SESSION_TTL_S,
+    Form,
+    PageState,
+    can_act,
+    is_signed_in,
+    message_page,
+    posted,
+    redirect_back,
+    security_headers,
+    session_token,
+    templates,
+)
 from marketd.views import price_view, status_view
-from marketd.web import DAEMON, Handler
+from marketd.web import DAEMON
 from marketd.worker import Lane
 
 log = structlog.get_logger(__name__)
 
-COOKIE = "marketd_session"
-SESSION_TTL_S = 12 * 3600
-MAX_SESSIONS = 200
 PAGE_SIZE = 50
 REFRESH_S = 5
 MAX_REFRESH = 500
 VIEWS = ("active", "all", *JOB_STATUSES)
-_TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{20,64}$")
 _PAGE_RE = re.compile(r"^[0-9]{1,6}$")  # ASCII digits only: '²'.isdigit() is true
-
-_env = jinja2.Environment(
-    loader=jinja2.PackageLoader("marketd", "templates"),
-    autoescape=jinja2.select_autoescape(default=True, default_for_string=True),
-    undefined=jinja2.StrictUndefined,
-)
-
-
-def ago(seconds: float) -> str:
-    s = max(0, int(seconds))
-    for unit, size, sub, subsize in (("d", 86400, "h", 3600), ("h", 3600, "m", 60),
-                                     ("m", 60, "s", 1)):
-        if s >= size:
-            return f"{s // size}{unit} {s % size // subsize}{sub}"
-    return f"{s}s"
-
-
-_env.filters["ago"] = ago
-
-
-@dataclass
-class PageState:
-    alerts: FailureAlerts
-    metrics: PageMetrics
-    key: bytes = field(default_factory=lambda: secrets.token_bytes(32))
-    signed_in: dict[str, float] = field(default_factory=dict)  # session token -> expiry
-    flash: dict[str, str] = field(default_factory=dict)
-
-    def csrf(self, token: str) -> str:
-        return hmac.new(self.key, b"csrf:" + token.encode(), hashlib.sha256).hexdigest()
-
-
-PAGE: web.AppKey[PageState] = web.AppKey("page", PageState)
 
 
 def add_routes(app: web.Application) -> None:
@@ -93,80 +68,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/metrics", metrics)
 
 
-# ---- sessions ----------------------------------------------------------------------------------
-
-
-def _token(request: web.Request) -> str | None:
-    value = request.cookies.get(COOKIE)
-    return value if value and _TOKEN_RE.match(value) else None
-
-
-def _signed_in(request: web.Request, token: str | None) -> bool:
-    expiry = request.app[PAGE].signed_in.get(token or "")
-    return expiry is not None and expiry > request.app[DAEMON].clock.now()
-
-
-def _can_act(request: web.Request, token: str | None) -> bool:
-    return not request.app[DAEMON].config.security.cron_secret or _signed_in(request, token)
-
-
-def _headers(nonce: str = "") -> dict[str, str]:
-    src = f"'nonce-{nonce}'" if nonce else "'none'"
-    return {"Content-Security-Policy": (
-                f"default-src 'none'; style-src {src}; script-src {src}; img-src data:; "
-                "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"),
-            "X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY",
-            "Referrer-Policy": "no-referrer", "Cache-Control": "no-store"}
-
-
-def _page(status: int, title: str, text: str) -> web.Response:
-    html = _env.get_template("message.html").render(title=title, text=text)
-    return web.Response(status=status, text=html, content_type="text/html", headers=_headers())
-
-
-def _back(request: web.Request, token: str, flash: str, max_age: int | None = None
-          ) -> web.Response:
-    """303 to the page (post/redirect/get) with a one-time message for this session."""
-    state = request.app[PAGE]
-    if len(state.flash) >= MAX_SESSIONS:
-        state.flash.clear()
-    state.flash[token] = flash
-    resp = web.Response(status=303, headers={"Location": "/", **_headers()})
-    resp.set_cookie(COOKIE, token, httponly=True, samesite="Strict", path="/",
-                    secure=request.secure, max_age=max_age)
-    return resp
-
-
-Form = MultiDictProxy[Any]
-FormHandler = Callable[[web.Request, str, Form], Awaitable[web.Response | str]]
-
-
-def _posted(*, action: bool) -> Callable[[FormHandler], Handler]:
-    """A form handler behind the CSRF check (and, for actions, the sign-in check); a string
-    it returns is shown once on the page it redirects to."""
-
-    def wrap(fn: FormHandler) -> Handler:
-        async def handler(request: web.Request) -> web.Response:
-            token = _token(request)
-            form = await request.post()
-            given, expected = form.get("csrf"), request.app[PAGE].csrf(token or "")
-            if not token or not isinstance(given, str) or \
-                    not hmac.compare_digest(given, expected):
-                log.warning("page_csrf_refused", path=request.path)
-                return _page(403, "Form refused", "The form's CSRF token is missing or does "
-                             "not match your session. Reload the page and try again.")
-            if action and not _can_act(request, token):
-                return _page(403, "Sign in first", "Actions need the cron secret: sign in on "
-                             "the status page first.")
-            out = await fn(request, token, form)
-            return out if isinstance(out, web.Response) else _back(request, token, out)
-
-        return handler
-
-    return wrap
-
-
-@_posted(action=False)
+@posted(action=False)
 async def sign_in(request: web.Request, token: str, form: Form) -> web.Response | str:
     daemon, state = request.app[DAEMON], request.app[PAGE]
     secret = daemon.config.security.cron_secret
@@ -175,7 +77,7 @@ async def sign_in(request: web.Request, token: str, form: Form) -> web.Response 
     given = form.get("secret")
     if not isinstance(given, str) or not hmac.compare_digest(given.encode(), secret.encode()):
         log.warning("page_sign_in_refused", remote=request.remote)
-        return _page(403, "Sign-in refused", "That is not the cron secret.")
+        return message_page(403, "Sign-in refused", "That is not the cron secret.")
     now = daemon.clock.now()
     state.signed_in = {t: e for t, e in state.signed_in.items() if e > now and t != token}
     while len(state.signed_in) >= MAX_SESSIONS:
@@ -183,23 +85,23 @@ async def sign_in(request: web.Request, token: str, form: Form) -> web.Response 
     fresh = secrets.token_urlsafe(32)  # a new token on sign-in: no session fixation
     state.signed_in[fresh] = now + SESSION_TTL_S
     log.info("page_signed_in", remote=request.remote)
-    return _back(request, fresh, "Signed in.", max_age=SESSION_TTL_S)
+    return redirect_back(request, fresh, "Signed in.", max_age=SESSION_TTL_S)
 
 
-@_posted(action=False)
+@posted(action=False)
 async def sign_out(request: web.Request, token: str, form: Form) -> web.Response | str:
     request.app[PAGE].signed_in.pop(token, None)
-    return _back(request, secrets.token_urlsafe(32), "Signed out.")
+    return redirect_back(request, secrets.token_urlsafe(32), "Signed out.")
 
 
-@_posted(action=True)
+@posted(action=True)
 async def act_trigger(request: web.Request, token: str, form: Form) -> str:
     s = (await request.app[DAEMON].scheduler.run_once("page")).as_dict()
     return (f"Scheduler run {s['run_id']}: {s['selected']} selected, {s['succeeded']} "
             f"succeeded, {s['failed']} failed, {s['deferred']} deferred.")
 
 
-@_posted(action=True)
+@posted(action=True)
 async def act_reset_failed(request: web.Request, token: str, form: Form) -> str:
     raw = form.get("provider")
     try:
@@ -210,7 +112,7 @@ async def act_reset_failed(request: web.Request, token: str, form: Form) -> str:
     return f"Reset Failed: {n} job(s) of {provider or 'every provider'} back to pending."
 
 
-@_posted(action=True)
+@posted(action=True)
 async def act_refresh(request: web.Request, token: str, form: Form) -> str:
     """Re-enqueue the ticked prices (``provider|sku|size key``) at manual priority."""
     specs, bad = [], 0
@@ -304,17 +206,17 @@ async def page_data(request: web.Request, now: float) -> dict[str, Any]:
 
 async def index(request: web.Request) -> web.Response:
     daemon, state = request.app[DAEMON], request.app[PAGE]
-    token = _token(request)
+    token = session_token(request)
     fresh = token is None
     token = token or secrets.token_urlsafe(32)
     now = daemon.clock.now()
     data = await page_data(request, now)
     nonce = secrets.token_urlsafe(16)
-    html = _env.get_template("status.html").render(
+    html = templates.get_template("status.html").render(
         **data, csrf=state.csrf(token), nonce=nonce, refresh_ms=REFRESH_S * 1000,
-        flash=state.flash.pop(token, None), signed_in=_signed_in(request, token),
-        can_act=_can_act(request, token), secret_set=bool(daemon.config.security.cron_secret))
-    resp = web.Response(text=html, content_type="text/html", headers=_headers(nonce))
+        flash=state.flash.pop(token, None), signed_in=is_signed_in(request, token),
+        can_act=can_act(request, token), secret_set=bool(daemon.config.security.cron_secret))
+    resp = web.Response(text=html, content_type="text/html", headers=security_headers(nonce))
     if fresh:
         resp.set_cookie(COOKIE, token, httponly=True, samesite="Strict", path="/",
                         secure=request.secure)
