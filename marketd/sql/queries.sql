@@ -55,16 +55,18 @@ ORDER BY priority DESC, created_at, rowid
 LIMIT :limit;
 
 -- name: claim_jobs
+-- "+status" keeps the planner on the primary key: the status index would walk every pending job
 UPDATE market_jobs SET status = 'running', started_at = :now, updated_at = :now
-WHERE id IN (SELECT value FROM json_each(:ids)) AND status = 'pending'
+WHERE id IN (SELECT value FROM json_each(:ids)) AND +status = 'pending'
 RETURNING *;
 
 -- name: complete_answered
 -- pending jobs whose price a fetch of the same product has just stored are done too
-UPDATE market_jobs
+UPDATE market_jobs INDEXED BY market_jobs_active_key
 SET status = 'completed', completed_at = :now, updated_at = :now,
     error_message = 'answered by a fetch of the same product'
-WHERE status = 'pending' AND dedupe_key IN (SELECT value FROM json_each(:keys));
+WHERE dedupe_key IN (SELECT value FROM json_each(:keys))
+  AND status IN ('pending', 'running') AND +status = 'pending';
 
 -- name: job_by_id
 SELECT * FROM market_jobs WHERE id = ?;
