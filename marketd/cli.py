@@ -12,7 +12,7 @@ import contextlib
 import json
 import sys
 from collections.abc import Callable, Coroutine, Sequence
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from marketd import __version__
 from marketd.clock import Clock
@@ -29,13 +29,20 @@ class UsageError(Exception):
     """Bad flags or arguments (exit 2)."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with usage errors as one line (subcommand parsers inherit this class)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: error: {message} (see '{self.prog} --help')")
+
+
 def _add_config(p: argparse.ArgumentParser) -> None:
     p.add_argument("-c", "--config", metavar="FILE",
                    help="config file (default: $MARKETD_CONFIG, else built-in defaults)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="marketd",
         description="Rate-limit-aware market-data fetcher for StockX, Alias and eBay.",
         epilog="Run 'marketd demo' to try it with the built-in provider simulator.",
@@ -112,8 +119,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-    except SystemExit as exc:  # argparse: --help (0) or bad usage (2)
+    except SystemExit as exc:  # --help and --version
         return int(exc.code or 0)
+    except UsageError as exc:
+        print(f"{exc}", file=sys.stderr)
+        return EXIT_USAGE
     handler = COMMANDS[args.command]
     try:
         return handler(args)

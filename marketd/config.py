@@ -32,17 +32,17 @@ class DatabaseConfig:
 
 @dataclass(frozen=True)
 class SchedulerConfig:
-    interval_seconds: float = 900
+    interval_seconds: float = 900.0
     max_batch_size: int = 50
-    stuck_after_seconds: float = 600
+    stuck_after_seconds: float = 600.0
     max_retries: int = 3
-    retry_base_seconds: float = 30
-    retry_max_seconds: float = 3600
-    auth_pause_seconds: float = 300
-    shutdown_grace_seconds: float = 10
-    fresh_for_seconds: float = 3600
-    limit_margin_ms: float = 250
-    manual_wake_ms: float = 200
+    retry_base_seconds: float = 30.0
+    retry_max_seconds: float = 3600.0
+    auth_pause_seconds: float = 300.0
+    shutdown_grace_seconds: float = 10.0
+    fresh_for_seconds: float = 3600.0
+    limit_margin_ms: float = 250.0
+    manual_wake_ms: float = 200.0
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ class SecurityConfig:
 @dataclass(frozen=True)
 class AlertsConfig:
     failure_rate_threshold: float = 0.5
-    window_seconds: float = 900
+    window_seconds: float = 900.0
     min_jobs: int = 10
     webhook_url: str = ""
 
@@ -70,8 +70,8 @@ class ProviderConfig:
     name: str = ""
     enabled: bool = True
     limits: tuple[Limit, ...] = ()
-    delay_ms: float = 0
-    timeout_s: float = 30
+    delay_ms: float = 0.0
+    timeout_s: float = 30.0
     base_url: str = ""
     # provider-specific settings and secrets, by key (see PROVIDER_DEFAULTS)
     options: Mapping[str, Any] = field(default_factory=dict)
@@ -97,11 +97,11 @@ class Config:
 
 # Common provider keys and their defaults, then each provider's own.
 PROVIDER_COMMON: dict[str, dict[str, Any]] = {
-    "stockx": {"limits": ["100/hour"], "delay_ms": 0, "timeout_s": 30,
+    "stockx": {"limits": ["100/hour"], "delay_ms": 0.0, "timeout_s": 30.0,
                "base_url": "https://api.stockx.com"},
-    "alias": {"limits": ["200/hour"], "delay_ms": 0, "timeout_s": 60,
+    "alias": {"limits": ["200/hour"], "delay_ms": 0.0, "timeout_s": 60.0,
               "base_url": "https://api.alias.org"},
-    "ebay": {"limits": ["150/hour"], "delay_ms": 0, "timeout_s": 30,
+    "ebay": {"limits": ["150/hour"], "delay_ms": 0.0, "timeout_s": 30.0,
              "base_url": "https://api.ebay.com"},
 }
 PROVIDER_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -302,6 +302,8 @@ def parse_config(
     sched: SchedulerConfig = sections["scheduler"]
     if sched.retry_max_seconds < sched.retry_base_seconds:
         problems.add("scheduler.retry_max_seconds", "must not be less than retry_base_seconds")
+    if not sections["database"].path.strip():
+        problems.add("database.path", "must name a file, e.g. /var/lib/marketd/marketd.db")
     server: ServerConfig = sections["server"]
     security: SecurityConfig = sections["security"]
     if not _is_loopback(server.host) and not (security.cron_secret and security.api_token):

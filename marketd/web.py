@@ -49,6 +49,7 @@ def create_app(daemon: Daemon) -> web.Application:
     app.router.add_get("/jobs", jobs)
     app.router.add_get("/prices", prices)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/openapi.json", openapi)
     from marketd import page
 
     page.add_routes(app)
@@ -61,6 +62,8 @@ def error(status: int, message: str, field: str | None = None) -> web.Response:
 
 @web.middleware
 async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if (request.content_length or 0) > MAX_BODY_BYTES:  # refuse before reading a byte of it
+        return error(413, f"the body is larger than {MAX_BODY_BYTES} bytes")
     try:
         return await handler(request)
     except ValidationError as exc:
@@ -194,6 +197,12 @@ async def prices(request: web.Request) -> web.Response:
     limit = _int_param(request, "limit", 1000, 1, 10000)
     rows = await daemon.store.list_prices(provider=provider, sku=sku, size=size, limit=limit)
     return web.json_response({"prices": [price_view(r) for r in rows]})
+
+
+async def openapi(request: web.Request) -> web.Response:
+    from marketd.openapi import openapi_spec
+
+    return web.json_response(openapi_spec())
 
 
 async def healthz(request: web.Request) -> web.Response:
