@@ -1,0 +1,1 @@
+"""marketd benchmarks: ``python -m bench`` runs them all (see bench/README.md)."""

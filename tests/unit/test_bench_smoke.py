@@ -1,0 +1,49 @@
+"""Each benchmark's main entry runs with --quick in a few seconds and writes its JSON.
+
+Speed is measured by ``python -m bench``, never here: this only keeps the scripts working.
+Skips when the ``bench`` extra (huey, matplotlib, pyinstrument) is not installed, unless
+MARKETD_REQUIRE_SERVICES=1, where a missing extra fails.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+BENCHES = ("enqueue_batch", "enqueue_single", "selection", "end_to_end", "startup_rss",
+           "freshness")
+EXTRA = ("huey", "matplotlib", "pyinstrument")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _bench_extra() -> None:
+    missing = [m for m in EXTRA if importlib.util.find_spec(m) is None]
+    if missing:
+        reason = f"the bench extra is not installed (missing {', '.join(missing)})"
+        if os.environ.get("MARKETD_REQUIRE_SERVICES") == "1":
+            pytest.fail(reason + " (MARKETD_REQUIRE_SERVICES=1): pip install '.[bench]'")
+        pytest.skip(reason + ": pip install '.[bench]'")
+
+
+@pytest.mark.parametrize("name", BENCHES)
+def test_bench_quick(name: str, tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.run([sys.executable, "-m", f"bench.{name}", "--quick", "--out",
+                           str(tmp_path)], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    data = json.loads((tmp_path / f"{name}.json").read_text())
+    assert data["bench"] == name and data["quick"] is True
+    assert data["goals"], "every benchmark judges at least one goal"
+    for goal in data["goals"]:
+        assert goal["measured"] == goal["measured"], f"{goal['name']} is NaN"
+    assert "holds?" in proc.stdout
+    if name == "freshness":
+        assert (tmp_path / "freshness.png").stat().st_size > 0
