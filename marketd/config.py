@@ -43,6 +43,8 @@ class SchedulerConfig:
     fresh_for_seconds: float = 3600.0
     limit_margin_ms: float = 250.0
     manual_wake_ms: float = 200.0
+    pacing: bool = True
+    manual_reserve: float = 0.05
 
 
 @dataclass(frozen=True)
@@ -144,6 +146,7 @@ _BOUNDS: dict[str, tuple[float | None, float | None]] = {
     "scheduler.fresh_for_seconds": (0, None),
     "scheduler.limit_margin_ms": (0, 60000),
     "scheduler.manual_wake_ms": (0, 60000),
+    "scheduler.manual_reserve": (0, 0.5),
     "alerts.failure_rate_threshold": (0, 1),
     "alerts.window_seconds": (1, None),
     "alerts.min_jobs": (1, None),

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import re
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -90,6 +90,21 @@ class SlidingLog:
     def count_in(self, window_s: float, now: float) -> int:
         """Calls sent in ``(now - window_s - margin, now]``."""
         return len(self._times) - bisect_right(self._times, now - window_s - self.margin_s)
+
+    def count_since(self, since: float) -> int:
+        """Calls sent at or after ``since`` (e.g. the start of the clock hour)."""
+        return len(self._times) - bisect_left(self._times, since)
+
+    def frees_at(self, now: float) -> float | None:
+        """When the oldest call inside the longest window leaves it (capacity grows then)."""
+        longest = max((lim for lim in self.limits if not lim.paced),
+                      key=lambda lim: lim.window_s, default=None)
+        if longest is None:
+            return None
+        start = bisect_right(self._times, now - longest.window_s - self.margin_s)
+        if start >= len(self._times):
+            return None
+        return self._times[start] + longest.window_s + self.margin_s
 
     def remaining(self, limit: Limit, now: float) -> int:
         return max(0, limit.count - self.count_in(limit.window_s, now))

@@ -26,10 +26,13 @@ from apscheduler.triggers.interval import IntervalTrigger
 from marketd.clock import Clock, iso
 from marketd.config import Config
 from marketd.models import Priority
+from marketd.policy import run_allowance
 from marketd.store import Store
 from marketd.worker import BatchStats, Lane, Worker
 
 log = structlog.get_logger(__name__)
+
+JOBS_PER_SKU_CAP = 20  # a run takes at most this many queued sizes per SKU it calls for
 
 
 @dataclass
@@ -157,12 +160,22 @@ class Scheduler:
                 summary.providers[lane.name] = {"skipped": "budget", "next_free_at": iso(at)}
                 self._wake_later(lane.name, at)
                 return
-            # one call per SKU where the provider coalesces, one per job otherwise
-            if lane.coalesces:
-                jobs = await self.store.claim(lane.name, self.cfg.max_batch_size,
-                                              max_skus=capacity)
+            allow = run_allowance(
+                now=now, capacity=capacity, hourly_limit=lane.budget.rate_limit,
+                used_this_hour=lane.budget.log.count_since(now - now % 3600),
+                interval_s=self.cfg.interval_seconds, max_batch=self.cfg.max_batch_size,
+                manual_reserve=self.cfg.manual_reserve, pacing=self.cfg.pacing)
+            if allow.capped_by_window:
+                # the rolling window cut this run short: run again when its oldest call leaves
+                frees = lane.budget.log.frees_at(now)
+                if frees is not None:
+                    self._wake_later(lane.name, frees + 0.001)
+            min_priority = int(Priority.MANUAL) if allow.manual_only else 0
+            if lane.coalesces:  # one call per SKU: count SKUs, take every size queued
+                jobs = await self.store.claim(lane.name, allow.calls * JOBS_PER_SKU_CAP,
+                                              max_skus=allow.calls, min_priority=min_priority)
             else:
-                jobs = await self.store.claim(lane.name, min(self.cfg.max_batch_size, capacity))
+                jobs = await self.store.claim(lane.name, allow.calls, min_priority=min_priority)
             if not jobs:
                 summary.providers[lane.name] = {"batch_size": 0}
                 return
@@ -179,7 +192,7 @@ class Scheduler:
 
     async def _rewake_if_manual(self, lane: Lane) -> None:
         """Manual jobs that arrived after the batch's last look get a run of their own."""
-        if lane.manual_waiting or await self.store.count_due(lane.name, int(Priority.MANUAL)):
+        if lane.manual_waiting or await self.store.any_due(lane.name, int(Priority.MANUAL)):
             lane.manual_waiting = False
             at = lane.budget.next_free(self.clock.now())
             self._wake_later(lane.name, at)

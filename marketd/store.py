@@ -11,7 +11,6 @@ import asyncio
 import json
 import os
 import sqlite3
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
@@ -207,8 +206,9 @@ class Store:
     async def enqueue(self, specs: Sequence[JobSpec], fresh_for_s: float) -> list[EnqueueResult]:
         """Enqueue many jobs in one transaction, in order; all or nothing."""
         now = self.clock.now()
+        ids = _new_ids(len(specs))
         rows = [
-            (i, str(uuid.uuid4()), s.user_id, s.provider, s.sku, s.size, s.size_system,
+            (i, ids[i], s.user_id, s.provider, s.sku, s.size, s.size_system,
              s.priority, s.dedupe_key, s.size_key)
             for i, s in enumerate(specs)
         ]
@@ -272,16 +272,20 @@ class Store:
                 keys = [dedupe_key(p.provider, p.sku, p.size) for p in outcomes.prices]
                 await conn.execute(Q["complete_answered"], {"now": now,
                                                             "keys": json.dumps(keys)})
-            await conn.executemany(Q["complete_job"],
-                                   [{"id": i, "now": now} for i in outcomes.completed])
-            await conn.executemany(Q["fail_job"], [
-                {"id": i, "now": now, "error": e[:1000]} for i, e in outcomes.failed])
-            await conn.executemany(Q["retry_job"], [
-                {"id": r.job_id, "now": now, "error": r.error[:1000],
-                 "next_attempt_at": iso(r.next_attempt_at)} for r in outcomes.retried])
-            await conn.executemany(Q["defer_job"], [
-                {"id": d.job_id, "now": now, "error": d.error,
-                 "next_attempt_at": iso(d.next_attempt_at)} for d in outcomes.deferred])
+            writes = (
+                ("complete_job", [{"id": i, "now": now} for i in outcomes.completed]),
+                ("fail_job", [{"id": i, "now": now, "error": e[:1000]}
+                              for i, e in outcomes.failed]),
+                ("retry_job", [{"id": r.job_id, "now": now, "error": r.error[:1000],
+                                "next_attempt_at": iso(r.next_attempt_at)}
+                               for r in outcomes.retried]),
+                ("defer_job", [{"id": d.job_id, "now": now, "error": d.error,
+                                "next_attempt_at": iso(d.next_attempt_at)}
+                               for d in outcomes.deferred]),
+            )
+            for name, params in writes:
+                if params:  # each await is a trip to the driver's thread: skip empty ones
+                    await conn.executemany(Q[name], params)
 
     async def rescue_stuck(self, stuck_after_s: float) -> int:
         """Running jobs older than ``stuck_after_s`` (or all, with 0) go back to pending."""
@@ -314,10 +318,10 @@ class Store:
             out.setdefault(r["provider"], {})[r["status"]] = r["n"]
         return out
 
-    async def count_due(self, provider: str, min_priority: int = 0) -> int:
-        rows = await self._read(Q["count_pending_due"], {
+    async def any_due(self, provider: str, min_priority: int = 0) -> bool:
+        rows = await self._read(Q["any_pending_due"], {
             "provider": provider, "min_priority": min_priority, "now": self.now_iso()})
-        return int(rows[0][0])
+        return bool(rows[0][0])
 
     # ---- prices ------------------------------------------------------------------------------
 
@@ -513,6 +517,18 @@ async def _rollback(conn: aiosqlite.Connection) -> None:
     """Roll back, even from a cancelled task (the driver runs statements in order)."""
     with suppress(sqlite3.Error, ValueError):
         await asyncio.shield(conn.execute("ROLLBACK"))
+
+
+def _new_ids(n: int) -> list[str]:
+    """n random UUIDv4 strings from one read of the OS's random source (uuid4() reads it once
+    per id)."""
+    raw = os.urandom(16 * n).hex()
+    out = []
+    for k in range(0, 32 * n, 32):
+        h = raw[k:k + 32]
+        out.append(f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-"
+                   f"{h[20:]}")
+    return out
 
 
 def _lock() -> asyncio.Lock:

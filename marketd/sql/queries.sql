@@ -238,7 +238,8 @@ SELECT version FROM schema_migrations ORDER BY version;
 -- name: record_migration
 INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?);
 
--- name: count_pending_due
-SELECT count(*) FROM market_jobs
-WHERE status = 'pending' AND provider = :provider AND priority >= :min_priority
-  AND (next_attempt_at IS NULL OR next_attempt_at <= :now);
+-- name: any_pending_due
+-- a yes/no question: stops at the first due job instead of counting the backlog
+SELECT EXISTS (SELECT 1 FROM market_jobs
+               WHERE status = 'pending' AND provider = :provider AND priority >= :min_priority
+                 AND (next_attempt_at IS NULL OR next_attempt_at <= :now));

@@ -30,7 +30,9 @@ async def setup(tmp_path: Path, clock: FakeClock) -> AsyncIterator[tuple[Daemon,
                  "ebay": {"limits": ["100/hour"]}}
     config = make_config(tmp_path, providers=providers,
                          scheduler={"max_batch_size": 50, "max_retries": 2,
-                                    "retry_base_seconds": 10, "retry_max_seconds": 100})
+                                    "retry_base_seconds": 10, "retry_max_seconds": 100,
+                                    # pacing and the manual reserve have tests of their own
+                                    "pacing": False, "manual_reserve": 0})
     registry: dict[str, ScriptedProvider] = {}
     factory = scripted_factory(registry)
     daemon = await Daemon.create(config, clock=clock,
@@ -290,3 +292,46 @@ async def test_selection_counts_skus_not_jobs_when_coalescing(setup: Any) -> Non
     summary = (await daemon.scheduler.run_once("test")).as_dict()
     assert summary["succeeded"] == 20
     assert daemon.lanes["stockx"].budget.calls == 10
+
+
+@pytest.fixture
+async def paced(tmp_path: Path, clock: FakeClock) -> AsyncIterator[tuple[Daemon, Any]]:
+    """StockX at 100/hour with the default policy: pacing on, 5% kept for manual jobs."""
+    config = make_config(tmp_path, providers={"stockx": {"limits": ["100/hour"]},
+                                              "alias": {"enabled": False},
+                                              "ebay": {"enabled": False}})
+    registry: dict[str, ScriptedProvider] = {}
+    daemon = await Daemon.create(config, clock=clock,
+                                 clients={"stockx": scripted_factory(registry)})
+    yield daemon, registry
+    await daemon.close()
+
+
+async def test_pacing_spreads_the_hour(paced: Any, clock: FakeClock) -> None:
+    """100/hour with 15-minute runs: 25 calls a run, unused calls carry to the next run."""
+    daemon, _ = paced
+    await daemon.enqueue([spec(f"SKU-{i}") for i in range(200)])
+    first = (await daemon.scheduler.run_once("interval")).as_dict()
+    assert first["calls"] == 25
+    clock.advance(900)
+    second = (await daemon.scheduler.run_once("interval")).as_dict()
+    assert second["calls"] == 25
+    clock.advance(1800)  # the third slot was missed: the fourth may spend what is left
+    fourth = (await daemon.scheduler.run_once("interval")).as_dict()
+    assert fourth["calls"] == 95 - 50  # 5 calls stay reserved for manual jobs
+
+
+async def test_manual_jobs_use_the_reserve(paced: Any, clock: FakeClock) -> None:
+    """When background work has spent its share, a manual job still runs (from the reserve)."""
+    daemon, registry = paced
+    await daemon.enqueue([spec(f"SKU-{i}") for i in range(200)])
+    clock.advance(3 * 900)  # the last slot of the hour: background may spend 95
+    summary = (await daemon.scheduler.run_once("interval")).as_dict()
+    assert summary["calls"] == 50  # max_batch_size counts calls
+    summary = (await daemon.scheduler.run_once("interval")).as_dict()
+    assert summary["calls"] == 45
+    await daemon.enqueue([spec("MANUAL-1", priority=200)])
+    await daemon.enqueue([spec(f"MORE-{i}") for i in range(5)])
+    manual = (await daemon.scheduler.run_once("manual", ["stockx"])).as_dict()
+    assert manual["calls"] == 1
+    assert registry["stockx"].seen[-1][0] == "MANUAL-1"

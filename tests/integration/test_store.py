@@ -201,3 +201,12 @@ async def test_stored_price_answers_pending_jobs_of_that_key(store: Store,
     assert await store.job_counts() == {"stockx": {"completed": 2}}
     [answered] = [j for j in await store.list_jobs() if j.size == "10"]
     assert answered.error_message == "answered by a fetch of the same product"
+
+
+async def test_job_ids_are_uuid4(store: Store) -> None:
+    """Job ids are distinct RFC 4122 version-4 UUIDs."""
+    import uuid
+
+    results = await store.enqueue([spec(f"U-{i}") for i in range(50)], 0)
+    ids = [uuid.UUID(r.id or "") for r in results]
+    assert len(set(ids)) == 50 and all(u.version == 4 for u in ids)
