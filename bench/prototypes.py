@@ -67,7 +67,7 @@ class GroupCommitStore(Store):
             return
         combined = [s for specs, _, _ in group for s in specs]
         try:
-            results = await Store.enqueue(self, combined, group[0][1])
+            results = await Store._enqueue_tx(self, combined, group[0][1])
         except Exception:
             for specs, fresh, fut in group:
                 await self._write_one(specs, fresh, fut)
@@ -82,7 +82,7 @@ class GroupCommitStore(Store):
     async def _write_one(self, specs: Sequence[JobSpec], fresh: float,
                          fut: asyncio.Future[list[EnqueueResult]]) -> None:
         try:
-            result = await Store.enqueue(self, specs, fresh)
+            result = await Store._enqueue_tx(self, specs, fresh)
         except Exception as exc:
             if not fut.done():
                 fut.set_exception(exc)

@@ -60,6 +60,15 @@ class ProviderState:
     credential: str | None
 
 
+_Queued = tuple[Sequence[JobSpec], float, "asyncio.Future[list[EnqueueResult]]"]
+
+
+def _consume(fut: asyncio.Future[list[EnqueueResult]]) -> None:
+    """Retrieve the outcome of a caller's future even if the caller went away."""
+    if not fut.cancelled():
+        fut.exception()
+
+
 def _job(row: sqlite3.Row | Mapping[str, Any]) -> Job:
     return Job(
         id=row["id"], user_id=row["user_id"], provider=row["provider"], sku=row["sku"],
@@ -83,6 +92,8 @@ class Store:
         self._w: aiosqlite.Connection | None = None
         self._r: aiosqlite.Connection | None = None
         self._lock = _lock()
+        self._queued: list[_Queued] = []
+        self._writer: asyncio.Task[None] | None = None
 
     # ---- life cycle ---------------------------------------------------------------------------
 
@@ -113,6 +124,9 @@ class Store:
         return conn
 
     async def close(self) -> None:
+        if self._writer is not None and not self._writer.done():
+            with suppress(Exception):
+                await self._writer  # enqueues already accepted are written first
         for conn in (self._w, self._r):
             if conn is not None:
                 with suppress(sqlite3.Error, ValueError):
@@ -204,7 +218,59 @@ class Store:
     # ---- the queue ---------------------------------------------------------------------------
 
     async def enqueue(self, specs: Sequence[JobSpec], fresh_for_s: float) -> list[EnqueueResult]:
-        """Enqueue many jobs in one transaction, in order; all or nothing."""
+        """Enqueue many jobs in one transaction, in order; all or nothing.
+
+        Group commit: concurrent callers share one transaction (one staging fill, one upsert,
+        one COMMIT), written by a writer task of the store's own, so a caller that goes away
+        cannot strand the others. Each caller gets its own results in its own order, only
+        after the COMMIT that made them durable; if a shared transaction fails, each caller's
+        jobs are written alone, so one caller's failure is never another's.
+        """
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[list[EnqueueResult]] = loop.create_future()
+        fut.add_done_callback(_consume)
+        self._queued.append((specs, fresh_for_s, fut))
+        if self._writer is None or self._writer.done():
+            self._writer = loop.create_task(self._drain())
+        return await asyncio.shield(fut)
+
+    async def _drain(self) -> None:
+        await asyncio.sleep(0)  # one loop turn: requests parsed meanwhile join this group
+        while self._queued:
+            group, self._queued = self._queued, []
+            by_fresh: dict[float, list[_Queued]] = {}
+            for item in group:
+                by_fresh.setdefault(item[1], []).append(item)
+            for fresh, items in by_fresh.items():
+                await self._write_group(items, fresh)
+
+    async def _write_group(self, items: list[_Queued], fresh_for_s: float) -> None:
+        if len(items) > 1:
+            try:
+                results = await self._enqueue_tx([s for specs, _, _ in items for s in specs],
+                                                 fresh_for_s)
+            except Exception:  # noqa: S110 - each caller is retried alone just below
+                pass
+            else:
+                at = 0
+                for specs, _, fut in items:
+                    if not fut.done():
+                        fut.set_result(results[at:at + len(specs)])
+                    at += len(specs)
+                return
+        for specs, _, fut in items:
+            try:
+                result = await self._enqueue_tx(specs, fresh_for_s)
+            except Exception as exc:
+                if not fut.done():
+                    fut.set_exception(exc)
+            else:
+                if not fut.done():
+                    fut.set_result(result)
+
+    async def _enqueue_tx(self, specs: Sequence[JobSpec],
+                          fresh_for_s: float) -> list[EnqueueResult]:
+        """One enqueue transaction."""
         now = self.clock.now()
         ids = _new_ids(len(specs))
         rows = [

@@ -210,3 +210,21 @@ async def test_job_ids_are_uuid4(store: Store) -> None:
     results = await store.enqueue([spec(f"U-{i}") for i in range(50)], 0)
     ids = [uuid.UUID(r.id or "") for r in results]
     assert len(set(ids)) == 50 and all(u.version == 4 for u in ids)
+
+
+async def test_concurrent_enqueues_share_commits_but_not_failures(store: Store) -> None:
+    """Concurrent callers are grouped, each gets its own answers, and one caller's failing
+    batch fails only that caller."""
+    import asyncio
+
+    calls = [store.enqueue([spec(f"G-{i}", "9")], 0) for i in range(40)]
+    calls.append(store.enqueue([spec("G-0", "9", priority=200)], 0))  # a duplicate of call 0
+    calls.append(store.enqueue([spec("OK-1"), JobSpec("nosuch", "X", None)], 0))
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    assert all(not isinstance(r, BaseException) for r in results[:41])
+    assert [r[0].dedupe_key for r in results[:40]] == [  # type: ignore[index]
+        f"stockx|G-{i}|9" for i in range(40)]
+    dup = results[40][0]  # type: ignore[index]
+    assert dup.deduplicated and dup.id == results[0][0].id and dup.priority == 200  # type: ignore[index]
+    assert isinstance(results[41], StoreError)
+    assert (await store.job_counts())["stockx"] == {"pending": 40}
