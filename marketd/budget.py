@@ -32,6 +32,8 @@ class ProviderBudget:
         self.clock = clock
         self.log = SlidingLog(config.limits, margin_s)
         self.rate_limit = hourly_rate_limit(config.limits)
+        # what runs pace themselves by: the long windows only (short ones pace each call)
+        self.pacing_limit = hourly_rate_limit([lim for lim in config.limits if not lim.paced])
         paced = [lim.window_s + margin_s for lim in config.limits if lim.paced]
         # wait for a paced window or the delay gap, never for a long window
         self.max_wait_s = max_wait_s if max_wait_s is not None else max(

@@ -45,7 +45,7 @@ def demo_config(db: str, port: int, sim_url: str) -> Config:
     return parse_config({
         "server": {"host": "127.0.0.1", "port": port},
         "database": {"path": db},
-        "scheduler": {"interval_seconds": 60, "fresh_for_seconds": 300,
+        "scheduler": {"interval_seconds": 60, "fresh_for_seconds": 300, "pacing": False,
                       "retry_base_seconds": 5},
         "security": {"cron_secret": DEMO_SECRET},
         "logging": {"level": "info"},

@@ -27,9 +27,15 @@ class Allowance:
 def run_allowance(*, now: float, capacity: int, hourly_limit: int, used_this_hour: int,
                   interval_s: float, max_batch: int, manual_reserve: float,
                   pacing: bool) -> Allowance:
-    """The calls a run may spend, given the budget's ``capacity`` over the run's horizon."""
+    """The calls a run may spend, given the budget's ``capacity`` over the run's horizon.
+
+    ``hourly_limit`` is what the provider's long-window limits (over a minute) allow in a clock
+    hour; 0 when it has only short ones, which pace every call and need no run-level policy.
+    """
     if capacity <= 0:
         return Allowance(0, False, True)
+    if hourly_limit <= 0:  # only short (paced) limits: each call waits its turn instead
+        return Allowance(min(capacity, max_batch), False, False)
     reserve = math.floor(hourly_limit * manual_reserve)  # tiny limits keep no reserve
     if pacing:
         share = math.ceil(hourly_limit * min(interval_s, 3600.0) / 3600.0)

@@ -58,7 +58,8 @@ def parse_limit(text: str) -> Limit:
 
 
 def hourly_rate_limit(limits: Sequence[Limit]) -> int:
-    """What market_budgets.rate_limit shows: the most calls any clock hour can hold."""
+    """What market_budgets.rate_limit shows: the most calls any clock hour can hold (0 for no
+    limits)."""
     return min(limit.per_hour() for limit in limits) if limits else 0
 
 

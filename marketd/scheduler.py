@@ -161,7 +161,7 @@ class Scheduler:
                 self._wake_later(lane.name, at)
                 return
             allow = run_allowance(
-                now=now, capacity=capacity, hourly_limit=lane.budget.rate_limit,
+                now=now, capacity=capacity, hourly_limit=lane.budget.pacing_limit,
                 used_this_hour=lane.budget.log.count_since(now - now % 3600),
                 interval_s=self.cfg.interval_seconds, max_batch=self.cfg.max_batch_size,
                 manual_reserve=self.cfg.manual_reserve, pacing=self.cfg.pacing)

@@ -214,3 +214,26 @@ enabled = false
     finally:
         stop(proc)
         sock.close()
+
+
+def test_demo_prices_all_three_providers_and_stops_cleanly(tmp_path: Path) -> None:
+    """`marketd demo`: no keys, prices from all three simulated providers within seconds,
+    Ctrl-C (SIGINT) exits 0 without a traceback."""
+    port = free_port()
+    proc = start("demo", "--port", str(port), "--db", str(tmp_path / "demo.db"))
+    try:
+        url = f"http://127.0.0.1:{port}"
+
+        def priced() -> bool:
+            prices = http("GET", f"{url}/prices")[1]["prices"]
+            return {p["provider"] for p in prices} == {"stockx", "alias", "ebay"}
+
+        wait_until(priced, timeout=60, what="prices from all three providers")
+        assert http("GET", f"{url}/")[0] == 200
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(20) == 0
+        out = (proc.stdout.read() if proc.stdout else "") + (
+            proc.stderr.read() if proc.stderr else "")
+        assert "Traceback" not in out and f"{url}/" in out
+    finally:
+        stop(proc)

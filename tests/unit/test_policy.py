@@ -43,3 +43,8 @@ def test_nothing_left() -> None:
 def test_long_intervals_pace_by_the_hour() -> None:
     """An interval of an hour or more gets the whole hour's share each run."""
     assert allow(interval_s=7200, manual_reserve=0) == (50, False, False)
+
+
+def test_short_limits_only_need_no_run_policy() -> None:
+    """A provider with only short limits (20/10s) is paced per call: no run pacing, no reserve."""
+    assert allow(hourly_limit=0, capacity=23) == (23, False, False)
