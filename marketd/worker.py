@@ -117,6 +117,7 @@ class Worker:
         stats = BatchStats(lane.name, batch_size=len(jobs))
         calls_before = lane.budget.calls
         queue = group_by_sku(jobs, lane.coalesces)
+        current: list[Job] = []  # the group in flight, until its outcomes are recorded
         try:
             while queue:
                 stop = stats.stopped_by or self._stop_reason(lane)
@@ -127,12 +128,13 @@ class Worker:
                     break
                 if lane.manual_waiting:
                     queue = await self._take_manual(lane, queue, stats)
-                group = queue.pop(0)
-                outcomes = await self._run_group(lane, group, stats)
+                current = queue.pop(0)
+                outcomes = await self._run_group(lane, current, stats)
                 await asyncio.shield(self.store.record(outcomes))
+                current = []
         except asyncio.CancelledError:
             # shutdown ran out of grace: whatever is still claimed goes back to pending
-            left = [j for g in queue for j in g]
+            left = current + [j for g in queue for j in g]
             await asyncio.shield(self.store.record(Outcomes(
                 deferred=[Defer(j.id, None, None) for j in left])))
             stats.deferred += len(left)

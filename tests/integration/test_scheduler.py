@@ -335,3 +335,23 @@ async def test_manual_jobs_use_the_reserve(paced: Any, clock: FakeClock) -> None
     manual = (await daemon.scheduler.run_once("manual", ["stockx"])).as_dict()
     assert manual["calls"] == 1
     assert registry["stockx"].seen[-1][0] == "MANUAL-1"
+
+
+async def test_shutdown_past_grace_returns_in_flight_jobs(setup: Any) -> None:
+    """A batch cut short by the grace bound leaves no job running: the group in flight and
+    the rest go back to pending, without a retry spent."""
+    import asyncio
+    import contextlib
+
+    daemon, registry = setup
+    gate = asyncio.Event()  # never set: the provider hangs
+    registry["stockx"].hook = gate.wait
+    await daemon.enqueue([spec("A-1"), spec("B-1")])
+    run = asyncio.create_task(daemon.scheduler.run_once("test"))
+    while not registry["stockx"].seen:
+        await asyncio.sleep(0)
+    await daemon.scheduler.stop(0.05)
+    with contextlib.suppress(asyncio.CancelledError):
+        await run
+    jobs = await daemon.store.list_jobs()
+    assert [(j.status, j.retry_count) for j in jobs] == [("pending", 0), ("pending", 0)]
