@@ -204,10 +204,6 @@ class Store:
                     applied.append(version)
             return applied
 
-    async def integrity_check(self) -> str:
-        rows = await self._read("PRAGMA integrity_check")
-        return str(rows[0][0])
-
     async def ping(self) -> bool:
         try:
             await self._read("SELECT 1")
@@ -441,10 +437,6 @@ class Store:
                 "rate_limit": rate_limit})
             rows.append((call_id, now))
             return True, now, rows
-
-    async def max_call_id(self) -> int:
-        rows = await self._read(Q["max_call_id"])
-        return int(rows[0][0])
 
     async def prune_calls(self, before: float) -> int:
         async with self.tx() as conn:

@@ -145,9 +145,6 @@ SELECT id, sent_at FROM market_calls
 WHERE provider = :provider AND id > :after_id AND sent_at > :since
 ORDER BY id;
 
--- name: max_call_id
-SELECT coalesce(max(id), 0) FROM market_calls;
-
 -- name: prune_calls
 DELETE FROM market_calls WHERE sent_at < :before;
 
