@@ -285,7 +285,7 @@ def build_jobs_db(path: Path, n: int, **kw: Any) -> float:
     conn.execute("PRAGMA cache_size = -262144")  # 256 MiB while building
     conn.execute("BEGIN")
     # executescript would commit mid-way; the indexes are built after the rows (faster)
-    statements = list(_statements(sql.schema()))
+    statements = list(sql.statements(sql.schema()))
     indexes = [s for s in statements if s.upper().startswith("CREATE") and " INDEX " in s.upper()]
     for stmt in statements:
         if stmt not in indexes:
@@ -300,19 +300,6 @@ def build_jobs_db(path: Path, n: int, **kw: Any) -> float:
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     conn.close()
     return time.perf_counter() - t0
-
-
-def _statements(script: str) -> Iterator[str]:
-    buf = ""
-    for line in script.splitlines(keepends=True):
-        if line.lstrip().startswith("--") and not buf.strip():
-            continue
-        buf += line
-        if sqlite3.complete_statement(buf):
-            yield buf.strip()
-            buf = ""
-    if buf.strip():
-        yield buf.strip()
 
 
 def rss_kb(pid: int) -> dict[str, int]:

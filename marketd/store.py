@@ -11,7 +11,7 @@ import asyncio
 import json
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -554,21 +554,8 @@ class Store:
 
 async def _executescript(conn: aiosqlite.Connection, script: str) -> None:
     # executescript would COMMIT our transaction; run statement by statement instead
-    for statement in _statements(script):
+    for statement in sql.statements(script):
         await conn.execute(statement)
-
-
-def _statements(script: str) -> Iterable[str]:
-    buf = ""
-    for line in script.splitlines(keepends=True):
-        if line.lstrip().startswith("--") and not buf.strip():
-            continue
-        buf += line
-        if sqlite3.complete_statement(buf):
-            yield buf.strip()
-            buf = ""
-    if buf.strip():
-        yield buf.strip()
 
 
 async def _rollback(conn: aiosqlite.Connection) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import sqlite3
+from collections.abc import Iterator
 from functools import cache
 from importlib import resources
 
@@ -45,3 +47,18 @@ def migrations() -> list[tuple[int, str, str]]:
         if m:
             out.append((int(m.group(1)), m.group(2), entry.read_text("utf-8")))
     return sorted(out)
+
+
+def statements(script: str) -> Iterator[str]:
+    """A script's statements one by one (``executescript`` would commit the caller's
+    transaction); comment lines before a statement are dropped."""
+    buf = ""
+    for line in script.splitlines(keepends=True):
+        if line.lstrip().startswith("--") and not buf.strip():
+            continue
+        buf += line
+        if sqlite3.complete_statement(buf):
+            yield buf.strip()
+            buf = ""
+    if buf.strip():
+        yield buf.strip()
