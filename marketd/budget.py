@@ -48,14 +48,14 @@ class ProviderBudget:
         now = self.clock.now()
         rows = await self.store.load_calls(self.provider, now - self.log.horizon_s)
         self._absorb(rows)
-        if rows:
-            self._last_sent = rows[-1][1]
 
     def _absorb(self, rows: list[tuple[int, float]]) -> None:
-        fresh = [t for i, t in rows if i > self._last_id]
-        if fresh:
-            self.log.load(fresh)
-            self._last_id = max(i for i, _ in rows)
+        """Calls recorded (by any process) after the last one this log has seen."""
+        for call_id, sent_at in rows:
+            if call_id > self._last_id:
+                self.log.record(sent_at)
+                self._last_id = call_id
+                self._last_sent = max(self._last_sent, sent_at)  # delay_ms holds across processes
 
     def next_free(self, now: float) -> float:
         return max(self.log.next_free(now), self._last_sent + self.delay_s)
@@ -83,7 +83,10 @@ class ProviderBudget:
                     self.provider, self.rate_limit, self._last_id,
                     now - self.log.horizon_s, decide)
                 if allowed:
-                    self._absorb(rows)
+                    # our own call, whatever its id: counted here, never filtered out
+                    call_id, _ = rows[-1]
+                    self.log.record(sent_at)
+                    self._last_id = max(self._last_id, call_id)
                     self._last_sent = sent_at
                     self.calls += 1
                     return

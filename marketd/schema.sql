@@ -1,4 +1,4 @@
--- marketd: the whole schema (version 1). Timestamps are ISO-8601 UTC text with milliseconds
+-- marketd: the whole schema (version 2). Timestamps are ISO-8601 UTC text with milliseconds
 -- ('2026-11-28T15:00:00.000Z'), so they sort as text and the seed's queries translate directly.
 -- Fresh databases get this file; older ones get sql/migrations/*.sql (a test keeps them equal).
 
@@ -50,7 +50,7 @@ CREATE TABLE IF NOT EXISTS market_budgets (
 
 -- every HTTP request to a provider's API, recorded durably before it is sent
 CREATE TABLE IF NOT EXISTS market_calls (
-    id       INTEGER PRIMARY KEY,
+    id       INTEGER PRIMARY KEY AUTOINCREMENT,    -- never reused, even after a prune
     provider TEXT NOT NULL,
     sent_at  REAL NOT NULL                     -- epoch seconds (rate-limit arithmetic)
 );

@@ -117,3 +117,26 @@ async def test_rolling_window_not_clock_hour(store: Store, clock: FakeClock) -> 
     assert await spend_until_refused(budget) == 0
     rows = await store.budgets(since=clock.now() - 7200)
     assert [r["used"] for r in rows] == [10]
+
+
+async def test_limit_holds_after_an_idle_prune(store: Store, clock: FakeClock) -> None:
+    """After a day idle and the call log pruned empty, the limit still counts every call."""
+    budget = ProviderBudget(pc("3/hour"), store, clock, margin_s=0)
+    assert await spend_until_refused(budget) == 3
+    clock.advance(26 * 3600)
+    await store.prune_calls(clock.now() - 3600)
+    assert await spend_until_refused(budget) == 3
+
+
+async def test_delay_ms_holds_across_processes(tmp_path: Path, clock: FakeClock) -> None:
+    """delay_ms spaces calls even when they come from two processes on one database."""
+    path = str(tmp_path / "m.db")
+    s1, s2 = await Store.open(path, clock), await Store.open(path, clock)
+    b1 = ProviderBudget(pc("100/hour", delay_ms=1000), s1, clock, margin_s=0)
+    b2 = ProviderBudget(pc("100/hour", delay_ms=1000), s2, clock, margin_s=0)
+    await b1.spend()
+    start = clock.now()
+    await b2.spend()
+    assert clock.now() - start == pytest.approx(1.0)
+    await s1.close()
+    await s2.close()
