@@ -25,7 +25,7 @@ from marketd.clock import Clock
 from marketd.config import Config
 from marketd.models import EnqueueResult, JobSpec, Priority
 from marketd.providers import client_class
-from marketd.providers.base import Provider, ProviderContext
+from marketd.providers.base import Provider, ProviderContext, new_session
 from marketd.scheduler import Scheduler
 from marketd.store import Store
 from marketd.worker import Lane
@@ -52,7 +52,7 @@ class Daemon:
         """Open the store and build the lanes; nothing runs until :meth:`start`."""
         clock = clock or Clock()
         store = await Store.open(config.database.path, clock)
-        session = aiohttp.ClientSession(headers={"User-Agent": f"marketd/{__version__}"})
+        session = new_session(f"marketd/{__version__}")
         try:
             rescued = await store.rescue_stuck(0)
             if rescued:

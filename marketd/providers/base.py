@@ -15,8 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar, Protocol
 
 import aiohttp
@@ -125,19 +128,37 @@ class Provider:
                 from None
 
 
-def retry_after_seconds(headers: Mapping[str, str], default: float | None = None) -> float | None:
-    """Retry-After as seconds (delta-seconds form; an HTTP date falls back to ``default``)."""
+def new_session(user_agent: str) -> aiohttp.ClientSession:
+    """The HTTP session every provider client shares.
+
+    aiohttp silently re-sends an idempotent request (GET) when a kept-alive connection drops
+    after the request went out. That second request was never recorded in the budget, so it is
+    turned off: a dropped request becomes a TransientError and its retry spends a token.
+    """
+    session = aiohttp.ClientSession(headers={"User-Agent": user_agent})
+    if hasattr(session, "_retry_connection"):  # aiohttp >= 3.10; private, as in its test_utils
+        session._retry_connection = False
+    return session
+
+
+MAX_RETRY_AFTER_S = 86400.0  # a provider asking for more than a day is capped at a day
+
+
+def retry_after_seconds(headers: Mapping[str, str], default: float | None = None, *,
+                        now: float | None = None) -> float | None:
+    """Retry-After as seconds, finite and at most a day (delta-seconds or an HTTP date;
+    anything else gives ``default``). ``now`` is the caller's clock, for the date form."""
     value = next((v for k, v in headers.items() if k.lower() == "retry-after"), None)
     if value is None:
         return default
     try:
-        return max(0.0, float(value.strip()))
+        seconds = float(value.strip())
     except ValueError:
-        from email.utils import parsedate_to_datetime
-
         try:
-            import time
-
-            return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-        except (TypeError, ValueError):
+            when = parsedate_to_datetime(value).timestamp()
+        except (TypeError, ValueError, IndexError, OverflowError):
             return default
+        seconds = when - (now if now is not None else time.time())
+    if not math.isfinite(seconds):
+        return default
+    return min(max(0.0, seconds), MAX_RETRY_AFTER_S)
