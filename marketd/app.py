@@ -9,6 +9,7 @@ then the interval job. Shutdown (SIGTERM/SIGINT): stop taking work, give in-flig
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import signal
 import socket
@@ -23,6 +24,7 @@ from marketd import __version__
 from marketd.budget import ProviderBudget
 from marketd.clock import Clock
 from marketd.config import Config
+from marketd.errors import MarketdError
 from marketd.models import EnqueueResult, JobSpec, Priority
 from marketd.providers import client_class
 from marketd.providers.base import Provider, ProviderContext, new_session
@@ -135,7 +137,13 @@ async def serve(config: Config, *, clock: Clock | None = None,
     try:
         await runner.setup()
         site = web.TCPSite(runner, config.server.host, config.server.port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            hint = ("another marketd may be running; change server.port"
+                    if exc.errno == errno.EADDRINUSE else "check server.host and server.port")
+            raise MarketdError(f"cannot listen on {config.server.host}:{config.server.port}: "
+                               f"{exc.strerror or exc} ({hint})") from None
         url = _url(runner, config.server.host)
         daemon.scheduler.start()
         log.info("marketd_ready", url=url, database=config.database.path,

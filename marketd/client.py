@@ -43,10 +43,11 @@ async def enqueue(config: Config, spec: JobSpec) -> dict[str, Any]:
     if config.security.api_token:
         headers["Authorization"] = f"Bearer {config.security.api_token}"
     try:
+        url = f"{daemon_url(config)}/enqueue"
         async with aiohttp.ClientSession() as session, session.post(
-                f"{daemon_url(config)}/enqueue", json=body, headers=headers,
+                url, json=body, headers=headers,
                 timeout=aiohttp.ClientTimeout(total=10)) as resp:
-            data = await resp.json(content_type=None)
+            data = await _json(resp, url)
             if resp.status != 202:
                 raise MarketdError(f"the daemon refused the job: {data.get('error')}")
             return dict(data["jobs"][0]) | {"via": "daemon"}
@@ -63,7 +64,7 @@ async def trigger(config: Config) -> dict[str, Any]:
     try:
         async with aiohttp.ClientSession() as session, session.post(
                 url, headers=headers, timeout=aiohttp.ClientTimeout(total=600)) as resp:
-            data: dict[str, Any] = await resp.json(content_type=None)
+            data = await _json(resp, url)
             if resp.status != 200:
                 raise MarketdError(f"the daemon answered {resp.status}: {data.get('error')}"
                                    " (check security.cron_secret or CRON_SECRET)")
@@ -89,6 +90,17 @@ async def reset_failed(config: Config, provider: str | None) -> int:
 async def prices(config: Config, provider: str | None, sku: str | None) -> list[dict[str, Any]]:
     async with _store(config) as store:
         return [price_view(r) for r in await store.list_prices(provider=provider, sku=sku)]
+
+
+async def _json(resp: aiohttp.ClientResponse, url: str) -> dict[str, Any]:
+    try:
+        data = await resp.json(content_type=None)
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        raise MarketdError(f"{url} answered HTTP {resp.status} with something that is not "
+                           "marketd: check server.host and server.port")
+    return data
 
 
 def format_status(data: dict[str, Any]) -> str:

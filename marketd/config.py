@@ -7,6 +7,7 @@ environment, and reports every problem at once, each with its dotted key.
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -176,6 +177,9 @@ def _check_value(key: str, bound_key: str, default: Any, value: Any, problems: _
     if isinstance(default, int | float):
         if isinstance(value, bool) or not isinstance(value, int | float):
             problems.add(key, f"must be a number, not {value!r}")
+            return default
+        if not math.isfinite(value):
+            problems.add(key, f"must be a finite number, not {value!r}")
             return default
         if isinstance(default, int) and not isinstance(default, bool) and isinstance(value, float) \
                 and not value.is_integer():

@@ -8,7 +8,6 @@ printed. Ctrl-C stops everything cleanly.
 from __future__ import annotations
 
 import asyncio
-import errno
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -83,11 +82,8 @@ async def run_demo(*, port: int = 8787, db: str | None = None, sim_port: int = 0
 
             try:
                 return await serve(config, on_ready=ready)
-            except OSError as exc:
-                if exc.errno == errno.EADDRINUSE:
-                    raise MarketdError(f"port {port} is in use: try marketd demo --port "
-                                       f"{port + 1}") from None
-                raise
+            except MarketdError as exc:
+                raise MarketdError(f"{exc}; or try marketd demo --port {port + 1}") from None
     finally:
         await sim_runner.cleanup()
 

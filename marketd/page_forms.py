@@ -125,7 +125,7 @@ def posted(*, action: bool) -> Callable[[FormHandler], Handler]:
             form = await request.post()
             given, expected = form.get("csrf"), request.app[PAGE].csrf(token or "")
             if not token or not isinstance(given, str) or \
-                    not hmac.compare_digest(given, expected):
+                    not hmac.compare_digest(given.encode(), expected.encode()):
                 log.warning("page_csrf_refused", path=request.path)
                 return message_page(403, "Form refused", "The form's CSRF token is missing or does "
                              "not match your session. Reload the page and try again.")

@@ -115,7 +115,11 @@ class Scheduler:
                 log.warning("stuck_jobs_rescued", jobs=summary.rescued)
             batches = [self._provider_batch(self.lanes[n], summary)
                        for n in sorted(wanted) if n in self.lanes]
-            await asyncio.gather(*batches)
+            # one provider's failure must not leave the others' batches untracked
+            for outcome in await asyncio.gather(*batches, return_exceptions=True):
+                if isinstance(outcome, BaseException):
+                    log.error("provider_batch_failed",
+                              error=f"{type(outcome).__name__}: {outcome}")
         finally:
             summary.finished_at = self.clock.now()
             self.last_run_at = summary.finished_at
@@ -178,6 +182,8 @@ class Scheduler:
                 jobs = await self.store.claim(lane.name, allow.calls, min_priority=min_priority)
             if not jobs:
                 summary.providers[lane.name] = {"batch_size": 0}
+                # a manual job enqueued while this claim ran found the lane busy: run for it
+                await self._rewake_if_manual(lane)
                 return
             log.info("batch_started", provider=lane.name, jobs=len(jobs), capacity=capacity)
             stats: BatchStats = await self.worker.run_batch(lane, jobs)
@@ -187,7 +193,11 @@ class Scheduler:
                 succeeded=stats.succeeded, failed=stats.failed, deferred=stats.deferred,
                 calls=stats.calls, rate_limited=stats.rate_limited,
                 duration_ms=stats.duration_ms))
-            if stats.stopped_by in ("budget", None) and not self.stopping:
+            if self.is_stopping():  # (a method: mypy narrows the attribute across awaits)
+                return
+            if stats.stopped_by in ("paused", "auth") and lane.paused_until is not None:
+                self._wake_later(lane.name, lane.paused_until)  # the rest runs when it ends
+            else:
                 await self._rewake_if_manual(lane)
 
     async def _rewake_if_manual(self, lane: Lane) -> None:
@@ -250,6 +260,9 @@ class Scheduler:
             log.info("interval_run_skipped", reason="previous run still going")
             return
         self._interval_task = self._spawn(self._run("interval", None))
+
+    def is_stopping(self) -> bool:
+        return self.stopping
 
     def alive(self) -> bool:
         return self._aps is not None and bool(self._aps.running) and not self.stopping

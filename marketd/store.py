@@ -170,6 +170,7 @@ class Store:
             try:
                 await conn.execute("COMMIT")
             except sqlite3.Error as exc:
+                await _rollback(conn)  # or every later BEGIN fails inside this transaction
                 raise StoreError(f"commit failed: {exc}") from exc
 
     async def _read(self, query: str, params: Any = ()) -> list[aiosqlite.Row]:

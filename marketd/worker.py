@@ -9,6 +9,7 @@ arrived meanwhile, so a manual refresh does not wait for a long background batch
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from collections.abc import Sequence
@@ -132,13 +133,15 @@ class Worker:
                 outcomes = await self._run_group(lane, current, stats)
                 await asyncio.shield(self.store.record(outcomes))
                 current = []
-        except asyncio.CancelledError:
-            # shutdown ran out of grace: whatever is still claimed goes back to pending
+        except BaseException as exc:
+            # shutdown ran out of grace, or the database failed mid-batch: whatever is still
+            # claimed goes back to pending now, not after stuck_after_seconds
             left = current + [j for g in queue for j in g]
-            await asyncio.shield(self.store.record(Outcomes(
-                deferred=[Defer(j.id, None, None) for j in left])))
-            stats.deferred += len(left)
-            stats.stopped_by = "shutdown"
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self.store.record(Outcomes(
+                    deferred=[Defer(j.id, None, None) for j in left])))
+                stats.deferred += len(left)
+            stats.stopped_by = "shutdown" if isinstance(exc, asyncio.CancelledError) else "error"
             raise
         finally:
             stats.calls = lane.budget.calls - calls_before

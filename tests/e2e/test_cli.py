@@ -111,3 +111,20 @@ def test_unwritable_database_is_a_clear_error(tmp_path: Path) -> None:
     out = marketd("status", "-c", str(c))
     assert out.returncode == 1 and "cannot open database" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_serve_on_a_busy_port_is_one_line(tmp_path: Path) -> None:
+    """serve on a port something else holds: one line naming the address, exit 1."""
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        c = write_config(tmp_path / "c.toml", f'[database]\npath = "{tmp_path / "m.db"}"\n'
+                                              f"[server]\nport = {port}\n")
+        out = marketd("serve", "-c", str(c))
+    assert out.returncode == 1
+    errors = [line for line in out.stderr.splitlines() if line.startswith("marketd:")]
+    assert len(errors) == 1 and f"127.0.0.1:{port}" in errors[0]
+    assert "Traceback" not in out.stderr

@@ -216,6 +216,7 @@ async def test_posts_without_a_valid_csrf_token_are_refused(make_page: MakePage)
                  "/signout"):
         await p.post(path, {"secret": SECRET}, status=403)
         await p.post(path, {"csrf": token[:-1] + "0", "secret": SECRET}, status=403)
+        await p.post(path, {"csrf": "ünïcode", "secret": SECRET}, status=403)  # not a 500
     # another visitor's token (their own cookie jar) does not fit this session
     jar = aiohttp.CookieJar(unsafe=True)
     async with aiohttp.ClientSession(cookie_jar=jar) as other, \

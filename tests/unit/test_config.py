@@ -100,3 +100,10 @@ def test_marketd_config_env_names_the_file(tmp_path: Path) -> None:
     f = tmp_path / "c.toml"
     f.write_text("[server]\nport = 9999\n")
     assert load_config(None, env={"MARKETD_CONFIG": str(f)}).server.port == 9999
+
+
+def test_nan_and_inf_are_refused() -> None:
+    """Numbers must be finite: nan and inf are named, not accepted."""
+    p = problems({"scheduler": {"retry_base_seconds": float("nan"),
+                                "fresh_for_seconds": float("inf")}})
+    assert set(p) == {"scheduler.retry_base_seconds", "scheduler.fresh_for_seconds"}
