@@ -159,6 +159,10 @@ class InlineConnection:
     def executemany(self, sql: str, parameters: Any) -> _Call:
         return _Call(lambda: self._conn.executemany(sql, parameters))
 
+    async def _execute(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """aiosqlite runs ``fn`` in its thread (Store._write); here, on the loop."""
+        return fn(*args)
+
     async def close(self) -> None:
         self._conn.close()
 

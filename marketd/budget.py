@@ -10,6 +10,7 @@ a crash right after it can only under-use the budget, never overspend it.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import structlog
 
@@ -63,6 +64,23 @@ class ProviderBudget:
     def capacity(self, now: float, horizon_s: float) -> int:
         return self.log.capacity(now, horizon_s)
 
+    def _decider(self) -> Callable[[list[tuple[int, float]], float], bool]:
+        """The check ``reserve_call`` runs in the database's thread, on a copy of the log:
+        would one more call now break a limit or the delay, counting calls other processes
+        recorded meanwhile?"""
+        probe = self.log.copy()
+        last_id, last_sent = self._last_id, self._last_sent
+
+        def decide(rows: list[tuple[int, float]], t: float) -> bool:
+            sent = last_sent
+            for call_id, sent_at in rows:
+                if call_id > last_id:
+                    probe.record(sent_at)
+                    sent = max(sent, sent_at)
+            return max(probe.next_free(t), sent + self.delay_s) <= t
+
+        return decide
+
     async def spend(self) -> None:
         async with self._lock:
             while True:
@@ -75,13 +93,10 @@ class ProviderBudget:
                     await self.clock.sleep(at - now)
                     continue
 
-                def decide(rows: list[tuple[int, float]], t: float) -> bool:
-                    self._absorb(rows)
-                    return self.next_free(t) <= t
-
                 allowed, sent_at, rows = await self.store.reserve_call(
                     self.provider, self.rate_limit, self._last_id,
-                    now - self.log.horizon_s, decide)
+                    now - self.log.horizon_s, self._decider())
+                self._absorb(rows[:-1] if allowed else rows)
                 if allowed:
                     # our own call, whatever its id: counted here, never filtered out
                     call_id, _ = rows[-1]

@@ -72,6 +72,11 @@ class SlidingLog:
         self.horizon_s = max((lim.window_s for lim in self.limits), default=0.0) + margin_s
         self._times: list[float] = []
 
+    def copy(self) -> SlidingLog:
+        twin = SlidingLog(self.limits, self.margin_s)
+        twin._times = list(self._times)
+        return twin
+
     def load(self, times: Iterable[float]) -> None:
         """Add send times (from the database), keeping the log sorted."""
         self._times.extend(times)
