@@ -35,7 +35,7 @@ from marketd.errors import (
     TransientError,
 )
 from marketd.models import Job, Price
-from marketd.providers.base import FetchResult, Provider, Response, retry_after_seconds
+from marketd.providers.base import FetchResult, Provider, Response, error_for_status
 from marketd.providers.sizes import (
     choose,
     format_size,
@@ -54,7 +54,6 @@ GOOD_BOX = "PACKAGING_CONDITION_GOOD_CONDITION"
 # observed ids (providers.md §2); "GLOBAL" (or "") sends no region_id
 REGION_IDS = {"US": "1", "EU": "2", "UK": "3", "AU": "4", "CA": "5", "JP": "6"}
 CATALOG_PAGE = 20
-_TRANSIENT = {408, 500, 502, 503, 504}
 # after one of these, further calls of the same group would fare no better: stop calling
 _STOP = (RateLimited, AuthError, BudgetExhausted, TransientError)
 
@@ -327,20 +326,11 @@ class AliasClient(Provider):
         log.warning("alias_request_failed", path=path, status=status, code=code,
                     message=message, request_id=request_id)
         detail = f"HTTP {status}" + (f": {message}" if message else "")
-        if status == 400:
-            return PermanentError(self.name, f"request refused ({detail})", status=status)
-        if status in (401, 403):
-            why = "refused the API token" if status == 401 else "API token lacks the scope"
-            return AuthError(self.name, f"alias {why} ({detail})", credential=CREDENTIAL,
-                             status=status)
-        if status == 404:
-            return NotFound(self.name, f"not found on alias ({detail})", status=status)
-        if status == 429:
-            return RateLimited(self.name, f"rate limited ({detail})",
-                               retry_after_s=retry_after_seconds(resp.headers))
-        if status in _TRANSIENT or status >= 500:
-            return TransientError(self.name, f"alias unavailable ({detail})", status=status)
-        return PermanentError(self.name, f"request refused ({detail})", status=status)
+        if status == 403:
+            return AuthError(self.name, f"alias API token lacks the scope ({detail})",
+                             credential=CREDENTIAL, status=status)
+        return error_for_status(self.name, status, detail, headers=resp.headers,
+                                credential=CREDENTIAL)
 
 
 # ---- helpers -----------------------------------------------------------------------------------

@@ -26,7 +26,15 @@ import aiohttp
 
 from marketd.clock import Clock
 from marketd.config import ProviderConfig
-from marketd.errors import MarketdError, TransientError
+from marketd.errors import (
+    AuthError,
+    MarketdError,
+    NotFound,
+    PermanentError,
+    ProviderError,
+    RateLimited,
+    TransientError,
+)
 from marketd.models import Job, Price
 
 
@@ -139,6 +147,30 @@ def new_session(user_agent: str) -> aiohttp.ClientSession:
     if hasattr(session, "_retry_connection"):  # aiohttp >= 3.10; private, as in its test_utils
         session._retry_connection = False
     return session
+
+
+TRANSIENT_STATUSES = frozenset({408, 500, 502, 503, 504})
+
+
+def error_for_status(provider: str, status: int, detail: str, *, headers: Mapping[str, str],
+                     credential: str, subject: str = "") -> ProviderError:
+    """The typed error of a non-2xx answer, as INTERFACE §6 maps them. Clients handle their
+    own special cases first (eBay's daily quota, a token renewal on 401, Alias's 403 scope).
+    ``detail`` is what the answer said (``HTTP 404: ...``); ``subject`` what was looked for."""
+    if status == 429:
+        return RateLimited(provider, f"rate limited ({detail})",
+                           retry_after_s=retry_after_seconds(headers))
+    if status in (401, 403):
+        return AuthError(provider, f"credentials refused ({detail})", credential=credential,
+                         status=status)
+    if status == 404:
+        where = f"not found on {provider}" + (f": {subject}" if subject else "")
+        return NotFound(provider, f"{where} ({detail})", status=status)
+    if status in TRANSIENT_STATUSES or status >= 500:
+        return TransientError(provider, f"{provider} unavailable ({detail})", status=status)
+    if 400 <= status < 500:
+        return PermanentError(provider, f"request refused ({detail})", status=status)
+    return TransientError(provider, f"unexpected answer ({detail})", status=status)
 
 
 MAX_RETRY_AFTER_S = 86400.0  # a provider asking for more than a day is capped at a day

@@ -31,8 +31,6 @@ import structlog
 from marketd.errors import (
     AuthError,
     BudgetExhausted,
-    NotFound,
-    PermanentError,
     ProviderError,
     QuotaExhausted,
     RateLimited,
@@ -44,7 +42,7 @@ from marketd.providers.base import (
     Provider,
     ProviderContext,
     Response,
-    retry_after_seconds,
+    error_for_status,
 )
 from marketd.providers.sizes import split_suffix
 
@@ -64,7 +62,6 @@ MARKETPLACE_CURRENCY = {
     "EBAY_AU": "AUD", "EBAY_CA": "CAD", "EBAY_CH": "CHF", "EBAY_PL": "PLN", "EBAY_HK": "HKD",
     "EBAY_SG": "SGD",
 }
-_TRANSIENT = {408, 500, 502, 503, 504}
 # after one of these, the group's next calls would fare no better: stop calling
 _STOP = (RateLimited, AuthError, BudgetExhausted, TransientError)
 
@@ -217,21 +214,15 @@ class EbayClient(Provider):
         error_id, message = self._log_failure(resp, path)
         detail = f"HTTP {status}" + (f", errorId {error_id}" if error_id is not None else "") \
             + (f": {message}" if message else "")
-        if status == 429:
-            if error_id == QUOTA_ERROR_ID:
-                wait = seconds_until_quota_reset(self.ctx.clock.now())
-                return QuotaExhausted(self.name, f"daily quota spent ({detail})",
-                                      retry_after_s=wait)
-            return RateLimited(self.name, f"rate limited ({detail})",
-                               retry_after_s=retry_after_seconds(resp.headers))
+        if status == 429 and error_id == QUOTA_ERROR_ID:
+            wait = seconds_until_quota_reset(self.ctx.clock.now())
+            return QuotaExhausted(self.name, f"daily quota spent ({detail})",
+                                  retry_after_s=wait)
         if status in (401, 403):
             return AuthError(self.name, f"eBay refused the application token ({detail})",
                              credential=CREDENTIAL, status=status)
-        if status == 404:
-            return NotFound(self.name, f"not found on ebay ({detail})", status=status)
-        if status in _TRANSIENT or status >= 500:
-            return TransientError(self.name, f"ebay unavailable ({detail})", status=status)
-        return PermanentError(self.name, f"request refused ({detail})", status=status)
+        return error_for_status(self.name, status, detail, headers=resp.headers,
+                                credential=CREDENTIAL)
 
     def _log_failure(self, resp: Response, path: str) -> tuple[int | None, str]:
         error_id, message = _error_body(resp)

@@ -24,17 +24,18 @@ from marketd.clock import parse_iso
 from marketd.errors import (
     AuthError,
     NotFound,
-    PermanentError,
     ProviderError,
     RateLimited,
     TransientError,
 )
 from marketd.models import Job, Price
 from marketd.providers.base import (
+    TRANSIENT_STATUSES,
     FetchResult,
     Provider,
     ProviderContext,
     Response,
+    error_for_status,
     retry_after_seconds,
 )
 from marketd.providers.stockx_catalog import (
@@ -54,7 +55,6 @@ DEFAULT_TOKEN_LIFETIME_S = 43200.0  # [OBS] 12 h; only used when expires_in is m
 TOKEN_REFRESH_MARGIN_S = 300.0  # refresh this long before the access token expires
 SEARCH_PAGE_SIZE = "50"  # [DOC] the default pageSize is 1 and the maximum 50
 CATALOG_TTL_S = 7 * 86400.0  # [INF] look a SKU up again weekly, in case variants were added
-TRANSIENT_STATUSES = frozenset({408, 500, 502, 503, 504})
 
 ENV_NAMES = {"api_key": "STOCKX_API_KEY", "client_id": "STOCKX_CLIENT_ID",
              "client_secret": "STOCKX_CLIENT_SECRET", "refresh_token": "STOCKX_REFRESH_TOKEN"}
@@ -251,20 +251,9 @@ class StockXClient(Provider):
         detail = error_detail(resp)
         tail = f"HTTP {status} on {what}" + (f": {detail}" if detail else "")
         log.info("stockx_http_error", status=status, endpoint=what, detail=detail)
-        if status == 429:
-            # [?] StockX documents no Retry-After; None lets the worker pick its pause
-            raise RateLimited(self.name, f"rate limited ({tail})",
-                              retry_after_s=retry_after_seconds(resp.headers))
-        if status == 404:
-            raise NotFound(self.name, f"not found on stockx: {sku} ({tail})", status=status)
-        if status in (401, 403):
-            raise AuthError(self.name, f"credentials refused after renewing the token ({tail})",
-                            credential=API_CREDENTIAL, status=status)
-        if status in TRANSIENT_STATUSES or status >= 500:
-            raise TransientError(self.name, tail, status=status)
-        if 400 <= status < 500:
-            raise PermanentError(self.name, tail, status=status)
-        raise TransientError(self.name, f"unexpected answer ({tail})", status=status)
+        # [?] StockX documents no Retry-After on 429; None lets the worker pick its pause
+        raise error_for_status(self.name, status, tail, headers=resp.headers,
+                               credential=API_CREDENTIAL, subject=sku)
 
     # ---- catalog ----
 
