@@ -104,13 +104,13 @@ class Scheduler:
         wanted = set(providers) if providers is not None else set(self.lanes)
         now = self.clock.now()
         self.runs_started += 1
-        run_id = await self.store.start_run(trigger)
-        summary = RunSummary(run_id, trigger, now)
+        # calls no limit window can see any more go (kept a day at least, for the page)
+        keep = max([ln.budget.log.horizon_s for ln in self.lanes.values()] + [86400.0])
+        run_id, rescued = await self.store.begin_run(
+            trigger, {n: ln.budget.rate_limit for n, ln in self.lanes.items()},
+            self.cfg.stuck_after_seconds, now - keep - 3600)
+        summary = RunSummary(run_id, trigger, now, rescued=rescued)
         try:
-            await self.store.ensure_budgets({n: ln.budget.rate_limit
-                                             for n, ln in self.lanes.items()})
-            summary.rescued = await self.store.rescue_stuck(self.cfg.stuck_after_seconds)
-            await self._prune_call_log(now)
             if summary.rescued:
                 log.warning("stuck_jobs_rescued", jobs=summary.rescued)
             batches = [self._provider_batch(self.lanes[n], summary)
@@ -136,11 +136,6 @@ class Scheduler:
             except Exception:
                 log.exception("after_run_hook_failed")
         return summary
-
-    async def _prune_call_log(self, now: float) -> None:
-        """Drop calls no limit window can see any more (kept a day at least, for the page)."""
-        keep = max([ln.budget.log.horizon_s for ln in self.lanes.values()] + [86400.0])
-        await self.store.prune_calls(now - keep - 3600)
 
     async def _provider_batch(self, lane: Lane, summary: RunSummary) -> None:
         now = self.clock.now()

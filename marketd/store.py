@@ -480,11 +480,27 @@ class Store:
 
     # ---- runs and metrics --------------------------------------------------------------------
 
-    async def start_run(self, trigger: str) -> int:
-        async with self.tx() as conn:
-            cur = await conn.execute(Q["insert_run"], {"started_at": self.now_iso(),
-                                                       "trigger": trigger})
-            return cur.lastrowid or 0
+    async def begin_run(self, trigger: str, rate_limits: Mapping[str, int],
+                        stuck_after_s: float, prune_before: float) -> tuple[int, int]:
+        """A run's opening bookkeeping in one transaction: record the run, ensure this hour's
+        budget rows, return stuck jobs to pending, prune the call log. Returns (run id,
+        jobs rescued)."""
+        now = self.clock.now()
+        hw = iso(hour_window(now))
+        before = iso(now - stuck_after_s) if stuck_after_s > 0 else "9999"
+
+        def work(conn: sqlite3.Connection) -> tuple[int, int]:
+            run_id = conn.execute(Q["insert_run"], {"started_at": iso(now),
+                                                    "trigger": trigger}).lastrowid or 0
+            conn.executemany(Q["ensure_budget"], [
+                {"provider": p, "hour_window": hw, "rate_limit": n}
+                for p, n in rate_limits.items()])
+            rescued = conn.execute(Q["rescue_stuck"], {"now": iso(now),
+                                                       "before": before}).rowcount
+            conn.execute(Q["prune_calls"], {"before": prune_before})
+            return run_id, rescued
+
+        return await self._write(work)
 
     async def finish_run(self, run_id: int, **summary: Any) -> None:
         async with self.tx() as conn:
