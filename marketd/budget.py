@@ -17,7 +17,7 @@ import structlog
 from marketd.clock import Clock
 from marketd.config import ProviderConfig
 from marketd.errors import BudgetExhausted
-from marketd.ratelimit import SlidingLog, hourly_rate_limit
+from marketd.ratelimit import SlidingLog, hourly_pace, hourly_rate_limit
 from marketd.store import Store
 
 log = structlog.get_logger(__name__)
@@ -33,8 +33,9 @@ class ProviderBudget:
         self.clock = clock
         self.log = SlidingLog(config.limits, margin_s)
         self.rate_limit = hourly_rate_limit(config.limits)
-        # what runs pace themselves by: the long windows only (short ones pace each call)
-        self.pacing_limit = hourly_rate_limit([lim for lim in config.limits if not lim.paced])
+        # what runs pace themselves by: each long window spread evenly over its own length
+        # (a 25000/day limit is about 1042 an hour, not 25000 in the first hours)
+        self.pacing_limit = hourly_pace(config.limits)
         paced = [lim.window_s + margin_s for lim in config.limits if lim.paced]
         # wait for a paced window or the delay gap, never for a long window
         self.max_wait_s = max_wait_s if max_wait_s is not None else max(

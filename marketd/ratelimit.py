@@ -63,6 +63,14 @@ def hourly_rate_limit(limits: Sequence[Limit]) -> int:
     return min(limit.per_hour() for limit in limits) if limits else 0
 
 
+def hourly_pace(limits: Sequence[Limit]) -> int:
+    """The calls per clock hour that spend every long limit (over a minute) evenly across its
+    own window: ``100/hour`` is 100, ``24000/day`` 1000, ``30/600s`` 180. 0 when there
+    is no long limit (short ones pace every call by themselves)."""
+    shares = [math.ceil(lim.count * 3600 / lim.window_s) for lim in limits if not lim.paced]
+    return min(shares) if shares else 0
+
+
 class SlidingLog:
     """Send times of one provider's calls over its longest window."""
 

@@ -355,3 +355,21 @@ async def test_shutdown_past_grace_returns_in_flight_jobs(setup: Any) -> None:
         await run
     jobs = await daemon.store.list_jobs()
     assert [(j.status, j.retry_count) for j in jobs] == [("pending", 0), ("pending", 0)]
+
+
+async def test_a_daily_limit_is_paced_across_the_day(tmp_path: Path, clock: FakeClock) -> None:
+    """With 1/second and 24000/day, a 15-minute run spends a quarter of 1000 (the day's limit
+    per hour), not as much as the per-second pace allows."""
+    config = make_config(tmp_path, providers={"stockx": {"limits": ["1/second", "24000/day"]},
+                                              "alias": {"enabled": False},
+                                              "ebay": {"enabled": False}},
+                         scheduler={"max_batch_size": 1000})
+    registry: dict[str, ScriptedProvider] = {}
+    daemon = await Daemon.create(config, clock=clock,
+                                 clients={"stockx": scripted_factory(registry)})
+    try:
+        await daemon.enqueue([spec(f"SKU-{i}") for i in range(400)])
+        summary = (await daemon.scheduler.run_once("interval")).as_dict()
+        assert summary["calls"] == 250
+    finally:
+        await daemon.close()

@@ -108,3 +108,13 @@ def test_prune_keeps_the_horizon() -> None:
         log.record(t)
     log.prune(21.0)
     assert log.times == (20.0,)
+
+
+def test_hourly_pace_spreads_each_long_window_over_its_length() -> None:
+    """Runs pace by the tightest long limit spread over its own window; short limits don't."""
+    from marketd.ratelimit import hourly_pace
+
+    assert hourly_pace([parse_limit("100/hour")]) == 100
+    assert hourly_pace([parse_limit("1/second"), parse_limit("24000/day")]) == 1000
+    assert hourly_pace([parse_limit("30/600s"), parse_limit("5000/day")]) == 180
+    assert hourly_pace([parse_limit("20/10s")]) == 0
