@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 
 import aiosqlite
+import structlog
 
 from marketd import sql
 from marketd.clock import Clock, hour_window, iso
@@ -25,6 +26,13 @@ from marketd.errors import StoreError
 from marketd.models import EnqueueResult, Job, JobSpec, Price, Priority, dedupe_key
 
 Q = sql.queries()
+log = structlog.get_logger(__name__)
+
+# WAL checkpoints run on a connection and thread of their own, never inside a write: the write
+# connection's automatic checkpoint is off, and one PASSIVE checkpoint starts in the background
+# once this many rows have changed since the last (a checkpoint copies pages; it would put the
+# copy of a thousand pages on whichever claim or enqueue happened to cross the limit)
+CHECKPOINT_AFTER_CHANGES = 5000
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +102,11 @@ class Store:
         self._lock = _lock()
         self._queued: list[_Queued] = []
         self._writer: asyncio.Task[None] | None = None
+        self._ck: aiosqlite.Connection | None = None
+        self._ck_task: asyncio.Task[None] | None = None
+        self._changes_at_ck = 0
+        self.checkpoints = 0  # background checkpoints completed (for tests and /metrics)
+        self.checkpoint_after_changes = CHECKPOINT_AFTER_CHANGES
 
     # ---- life cycle ---------------------------------------------------------------------------
 
@@ -109,7 +122,9 @@ class Store:
         try:
             _create_private(Path(self.path), exclusive=False)
             self._w = await self._connection()
+            await self._w.execute("PRAGMA wal_autocheckpoint = 0")
             self._r = await self._connection()
+            self._ck = await self._connection()
         except (OSError, sqlite3.Error) as exc:
             await self.close()
             raise StoreError(f"cannot open database {self.path}: {exc}") from exc
@@ -127,11 +142,12 @@ class Store:
         if self._writer is not None and not self._writer.done():
             with suppress(Exception):
                 await self._writer  # enqueues already accepted are written first
-        for conn in (self._w, self._r):
+        await self.wait_checkpoint()
+        for conn in (self._w, self._r, self._ck):
             if conn is not None:
                 with suppress(sqlite3.Error, ValueError):
                     await conn.close()
-        self._w = self._r = None
+        self._w = self._r = self._ck = None
 
     @property
     def w(self) -> aiosqlite.Connection:
@@ -172,6 +188,7 @@ class Store:
             except sqlite3.Error as exc:
                 await _rollback(conn)  # or every later BEGIN fails inside this transaction
                 raise StoreError(f"commit failed: {exc}") from exc
+            self._maybe_checkpoint(conn)
 
     async def _write(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``work`` as one write transaction inside the driver's thread.
@@ -187,9 +204,35 @@ class Store:
                 # two names are its internals (pinned in pyproject.toml)
                 done = await conn._execute(  # type: ignore[no-untyped-call]
                     _transaction, conn._conn, work)
-                return cast(T, done)
             except sqlite3.Error as exc:
                 raise StoreError(f"database write failed: {exc}") from exc
+            self._maybe_checkpoint(conn)
+            return cast(T, done)
+
+    def _maybe_checkpoint(self, conn: aiosqlite.Connection) -> None:
+        """Start a background checkpoint once enough rows changed (called with the write lock
+        held, after a commit: the driver's thread is idle, so reading its counter is safe)."""
+        changes = conn._conn.total_changes
+        if changes - self._changes_at_ck < self.checkpoint_after_changes:
+            return
+        if self._ck is None or (self._ck_task is not None and not self._ck_task.done()):
+            return
+        self._changes_at_ck = changes
+        self._ck_task = asyncio.get_running_loop().create_task(self._checkpoint(self._ck))
+
+    async def wait_checkpoint(self) -> None:
+        """Wait for a background checkpoint in progress, if any."""
+        if self._ck_task is not None:
+            with suppress(Exception):
+                await self._ck_task
+
+    async def _checkpoint(self, conn: aiosqlite.Connection) -> None:
+        try:
+            await conn.execute(Q["wal_checkpoint"])
+        except (sqlite3.Error, ValueError) as exc:  # the next one tries again
+            log.warning("wal_checkpoint_failed", error=str(exc))
+        else:
+            self.checkpoints += 1
 
     async def _read(self, query: str, params: Any = ()) -> list[aiosqlite.Row]:
         try:
@@ -453,7 +496,7 @@ class Store:
         """
         def work(conn: sqlite3.Connection) -> tuple[bool, float, list[tuple[int, float]]]:
             now = self.clock.now()
-            rows = [(r[0], r[1]) for r in conn.execute(Q["calls_since"], {
+            rows = [(r[0], r[1]) for r in conn.execute(Q["calls_after"], {
                 "provider": provider, "after_id": after_id, "since": since}).fetchall()]
             if not decide(rows, now):
                 return False, now, rows

@@ -141,9 +141,20 @@ ON CONFLICT (provider, hour_window) DO UPDATE SET used = used + 1;
 INSERT INTO market_calls (provider, sent_at) VALUES (:provider, :sent_at);
 
 -- name: calls_since
+-- start-up: every call of a provider inside its longest window (walks the provider's index)
 SELECT id, sent_at FROM market_calls
 WHERE provider = :provider AND id > :after_id AND sent_at > :since
 ORDER BY id;
+
+-- name: calls_after
+-- before every call: what other processes recorded since this one last looked. Walks the
+-- rowid range after :after_id (usually empty), not every call in the window
+SELECT id, sent_at FROM market_calls NOT INDEXED
+WHERE id > :after_id AND provider = :provider AND sent_at > :since
+ORDER BY id;
+
+-- name: wal_checkpoint
+PRAGMA wal_checkpoint(PASSIVE);
 
 -- name: prune_calls
 DELETE FROM market_calls WHERE sent_at < :before;

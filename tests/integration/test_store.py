@@ -230,3 +230,45 @@ async def test_concurrent_enqueues_share_commits_but_not_failures(store: Store) 
     assert dup.deduplicated and dup.id == results[0][0].id and dup.priority == 200  # type: ignore[index]
     assert isinstance(results[41], StoreError)
     assert (await store.job_counts())["stockx"] == {"pending": 40}
+
+
+async def test_checkpoints_run_beside_writes_not_inside_them(store: Store) -> None:
+    """The write connection never checkpoints on commit; a background checkpoint on a
+    connection of its own copies the WAL back once enough rows changed."""
+    auto = await store.w.execute("PRAGMA wal_autocheckpoint")
+    assert (await auto.fetchone())[0] == 0
+    store.checkpoint_after_changes = 200
+    await store.enqueue([spec(f"SKU-{i}") for i in range(50)], 0)
+    await store.wait_checkpoint()
+    assert store.checkpoints == 0  # 50 jobs: not enough changes yet
+    await store.enqueue([spec(f"SKU-{i}") for i in range(50, 400)], 0)
+    await store.wait_checkpoint()
+    assert store.checkpoints == 1
+    # everything committed so far is in the main file: a new checkpoint finds nothing to copy
+    con = sqlite3.connect(store.path)
+    try:
+        busy, frames, copied = con.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    finally:
+        con.close()
+    assert busy == 0 and frames == copied
+
+
+async def test_reserve_reads_only_calls_it_has_not_seen(store: Store) -> None:
+    """Before each call the store reads calls recorded after the last one it saw by id, not
+    every call in the window (a 25000/day limit keeps a day of calls)."""
+    plan = sqlite3.connect(":memory:")
+    try:
+        plan.executescript(sql.schema())
+        detail = " ".join(r[3] for r in plan.execute(
+            "EXPLAIN QUERY PLAN " + sql.queries()["calls_after"],
+            {"after_id": 1, "provider": "stockx", "since": 0.0}))
+    finally:
+        plan.close()
+    assert "INTEGER PRIMARY KEY (rowid>?)" in detail
+    first = await store.reserve_call("stockx", 100, 0, 0.0, lambda rows, now: True)
+    assert first[0] and len(first[2]) == 1
+    seen = first[2][-1][0]
+    other = await store.reserve_call("stockx", 100, 0, 0.0, lambda rows, now: True)
+    mine = await store.reserve_call("stockx", 100, seen, 0.0, lambda rows, now: True)
+    # the other caller's call (id after `seen`) and this one's own
+    assert [r[0] for r in mine[2]] == [other[2][-1][0], mine[2][-1][0]]
