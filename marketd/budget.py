@@ -66,16 +66,20 @@ class ProviderBudget:
         return self.log.capacity(now, horizon_s)
 
     def _decider(self) -> Callable[[list[tuple[int, float]], float], bool]:
-        """The check ``reserve_call`` runs in the database's thread, on a copy of the log:
-        would one more call now break a limit or the delay, counting calls other processes
-        recorded meanwhile?"""
-        probe = self.log.copy()
-        last_id, last_sent = self._last_id, self._last_sent
+        """The check ``reserve_call`` runs in the database's thread: would one more call now
+        break a limit or the delay, counting calls other processes recorded meanwhile?
+
+        It reads this budget's log in place (``spend`` holds the lock, so nothing changes it
+        meanwhile) and copies it only when another process's calls must be added.
+        """
+        log_, last_id, last_sent = self.log, self._last_id, self._last_sent
 
         def decide(rows: list[tuple[int, float]], t: float) -> bool:
-            sent = last_sent
-            for call_id, sent_at in rows:
-                if call_id > last_id:
+            new = [(call_id, sent_at) for call_id, sent_at in rows if call_id > last_id]
+            probe, sent = log_, last_sent
+            if new:
+                probe = log_.copy()
+                for _, sent_at in new:
                     probe.record(sent_at)
                     sent = max(sent, sent_at)
             return max(probe.next_free(t), sent + self.delay_s) <= t

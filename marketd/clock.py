@@ -40,12 +40,34 @@ class FakeClock(Clock):
         await asyncio.sleep(0)
 
 
+# the text of the last whole second iso() formatted: consecutive timestamps mostly share it,
+# and strftime is most of iso()'s cost (one tuple, replaced whole: safe across threads)
+_last_second: tuple[int, str] = (-1, "")
+
+
 def iso(ts: float | None) -> str | None:
-    """Epoch seconds to ISO-8601 UTC text with millisecond precision (``...Z``)."""
+    """Epoch seconds to ISO-8601 UTC text with millisecond precision (``...Z``).
+
+    The same text as ``datetime.fromtimestamp(ts, UTC)`` gives (microseconds rounded half to
+    even, then truncated to milliseconds), with the date and time of day formatted once per
+    second.
+    """
+    global _last_second
     if ts is None:
         return None
-    dt = datetime.fromtimestamp(ts, tz=UTC)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+    if ts < 0 or ts != ts or ts in (float("inf"), float("-inf")):
+        dt = datetime.fromtimestamp(ts, tz=UTC)
+        return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+    sec = int(ts)
+    us = round((ts - sec) * 1e6)  # ts - sec is exact: the same fraction datetime rounds
+    if us >= 1_000_000:
+        sec += 1
+        us -= 1_000_000
+    cached_sec, text = _last_second
+    if cached_sec != sec:
+        text = datetime.fromtimestamp(sec, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.")
+        _last_second = (sec, text)
+    return f"{text}{us // 1000:03d}Z"
 
 
 def parse_iso(text: str | None) -> float | None:

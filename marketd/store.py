@@ -88,6 +88,34 @@ def _job(row: sqlite3.Row | Mapping[str, Any]) -> Job:
     )
 
 
+def _outcome_writes(outcomes: Outcomes, now: str) -> Callable[[sqlite3.Connection], None]:
+    """The statements that store one group's results, to run inside a write transaction."""
+    prices = [_price_row(p) for p in outcomes.prices]
+    keys = json.dumps([dedupe_key(p.provider, p.sku, p.size) for p in outcomes.prices])
+    writes = [(name, params) for name, params in (
+        ("complete_job", [{"id": i, "now": now} for i in outcomes.completed]),
+        ("fail_job", [{"id": i, "now": now, "error": e[:1000]} for i, e in outcomes.failed]),
+        ("retry_job", [{"id": r.job_id, "now": now, "error": r.error[:1000],
+                        "next_attempt_at": iso(r.next_attempt_at)} for r in outcomes.retried]),
+        ("defer_job", [{"id": d.job_id, "now": now, "error": d.error,
+                        "next_attempt_at": iso(d.next_attempt_at)} for d in outcomes.deferred]),
+    ) if params]
+
+    def work(conn: sqlite3.Connection) -> None:
+        if prices:
+            conn.executemany(Q["upsert_price"], prices)
+            conn.executemany(Q["insert_price_history"], prices)
+            conn.execute(Q["complete_answered"], {"now": now, "keys": keys})
+        for name, params in writes:
+            conn.executemany(Q[name], params)
+
+    return work
+
+
+def _nothing(conn: sqlite3.Connection) -> None:
+    """A transaction's own work when it only writes queued results (``Store.flush``)."""
+
+
 def _price_row(p: Price) -> tuple[Any, ...]:
     return (p.provider, p.sku, p.size or "", p.currency, p.lowest_ask, p.highest_bid,
             p.last_sale, iso(p.fetched_at))
@@ -101,6 +129,8 @@ class Store:
         self._r: aiosqlite.Connection | None = None
         self._lock = _lock()
         self._queued: list[_Queued] = []
+        # results of groups waiting for the next write transaction (record_soon)
+        self._unrecorded: list[Callable[[sqlite3.Connection], None]] = []
         self._writer: asyncio.Task[None] | None = None
         self._ck: aiosqlite.Connection | None = None
         self._ck_task: asyncio.Task[None] | None = None
@@ -142,6 +172,9 @@ class Store:
         if self._writer is not None and not self._writer.done():
             with suppress(Exception):
                 await self._writer  # enqueues already accepted are written first
+        if self._w is not None:
+            with suppress(Exception):
+                await self.flush()  # and results waiting for a transaction
         await self.wait_checkpoint()
         for conn in (self._w, self._r, self._ck):
             if conn is not None:
@@ -199,12 +232,14 @@ class Store:
         """
         async with self._lock:
             conn = self.w
+            queued, self._unrecorded = self._unrecorded, []
             try:
                 # aiosqlite runs queued functions in its connection's thread, in order; these
                 # two names are its internals (pinned in pyproject.toml)
                 done = await conn._execute(  # type: ignore[no-untyped-call]
-                    _transaction, conn._conn, work)
+                    _transaction, conn._conn, work, queued)
             except sqlite3.Error as exc:
+                self._unrecorded[:0] = queued  # rolled back: they go with the next write
                 raise StoreError(f"database write failed: {exc}") from exc
             self._maybe_checkpoint(conn)
             return cast(T, done)
@@ -392,32 +427,25 @@ class Store:
         return sorted((_job(r) for r in claimed), key=lambda j: order[j.id])
 
     async def record(self, outcomes: Outcomes) -> None:
-        """Write one group's results (jobs and prices) in one transaction."""
-        now = iso(self.clock.now())
-        prices = [_price_row(p) for p in outcomes.prices]
-        keys = json.dumps([dedupe_key(p.provider, p.sku, p.size) for p in outcomes.prices])
-        writes = (
-            ("complete_job", [{"id": i, "now": now} for i in outcomes.completed]),
-            ("fail_job", [{"id": i, "now": now, "error": e[:1000]}
-                          for i, e in outcomes.failed]),
-            ("retry_job", [{"id": r.job_id, "now": now, "error": r.error[:1000],
-                            "next_attempt_at": iso(r.next_attempt_at)}
-                           for r in outcomes.retried]),
-            ("defer_job", [{"id": d.job_id, "now": now, "error": d.error,
-                            "next_attempt_at": iso(d.next_attempt_at)}
-                           for d in outcomes.deferred]),
-        )
+        """Write one group's results (jobs and prices) now, in one transaction, with any
+        results :meth:`record_soon` queued before."""
+        self.record_soon(outcomes)
+        await self.flush()
 
-        def work(conn: sqlite3.Connection) -> None:
-            if prices:
-                conn.executemany(Q["upsert_price"], prices)
-                conn.executemany(Q["insert_price_history"], prices)
-                conn.execute(Q["complete_answered"], {"now": now, "keys": keys})
-            for name, params in writes:
-                if params:
-                    conn.executemany(Q[name], params)
+    def record_soon(self, outcomes: Outcomes) -> None:
+        """Queue one group's results for the next write transaction.
 
-        await self._write(work)
+        The worker records each group this way, so a group's results share the commit of the
+        next group's call reservation (one commit per call instead of two). Until then the
+        jobs stay 'running': a crash in between costs that call's answer, and start-up returns
+        the jobs to pending, as after a crash mid-call. :meth:`flush` writes them now.
+        """
+        self._unrecorded.append(_outcome_writes(outcomes, self.now_iso()))
+
+    async def flush(self) -> None:
+        """Write the results :meth:`record_soon` queued, if any."""
+        if self._unrecorded:
+            await self._write(_nothing)
 
     async def rescue_stuck(self, stuck_after_s: float) -> int:
         """Running jobs older than ``stuck_after_s`` (or all, with 0) go back to pending."""
@@ -546,13 +574,12 @@ class Store:
         return await self._write(work)
 
     async def finish_run(self, run_id: int, **summary: Any) -> None:
-        async with self.tx() as conn:
-            await conn.execute(Q["finish_run"], {"id": run_id, "finished_at": self.now_iso(),
-                                                 **summary})
+        params = {"id": run_id, "finished_at": self.now_iso(), **summary}
+        await self._write(lambda conn: conn.execute(Q["finish_run"], params).close())
 
     async def insert_metrics(self, **metrics: Any) -> None:
-        async with self.tx() as conn:
-            await conn.execute(Q["insert_metrics"], {"created_at": self.now_iso(), **metrics})
+        params = {"created_at": self.now_iso(), **metrics}
+        await self._write(lambda conn: conn.execute(Q["insert_metrics"], params).close())
 
     async def recent_runs(self, limit: int = 20) -> list[dict[str, Any]]:
         return [dict(r) for r in await self._read(Q["recent_runs"], {"limit": limit})]
@@ -648,10 +675,14 @@ async def _executescript(conn: aiosqlite.Connection, script: str) -> None:
 T = TypeVar("T")
 
 
-def _transaction(conn: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T:
-    """BEGIN IMMEDIATE, ``work``, COMMIT (ROLLBACK on any failure), in the driver's thread."""
+def _transaction(conn: sqlite3.Connection, work: Callable[[sqlite3.Connection], T],
+                 queued: Sequence[Callable[[sqlite3.Connection], None]] = ()) -> T:
+    """BEGIN IMMEDIATE, the queued results, ``work``, COMMIT (ROLLBACK on any failure), in the
+    driver's thread."""
     conn.execute("BEGIN IMMEDIATE")
     try:
+        for write in queued:
+            write(conn)
         out = work(conn)
     except BaseException:
         with suppress(sqlite3.Error):

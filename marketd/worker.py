@@ -1,5 +1,6 @@
 """One batch for one provider: group by SKU, call the client, decide each job's fate by the
-type of its outcome, and write every group's results in one transaction.
+type of its outcome, and write every group's results in one transaction (the one that reserves
+the next group's call, or the batch's last).
 
 A :class:`Lane` is a provider's runtime state: its client, budget, pause and counters. Only one
 batch runs in a lane at a time (its lock); between groups the lane takes in manual jobs that
@@ -131,11 +132,14 @@ class Worker:
                     queue = await self._take_manual(lane, queue, stats)
                 current = queue.pop(0)
                 outcomes = await self._run_group(lane, current, stats)
-                await asyncio.shield(self.store.record(outcomes))
+                # written with the next group's call reservation, or by the flush below
+                self.store.record_soon(outcomes)
                 current = []
+            await asyncio.shield(self.store.flush())
         except BaseException as exc:
             # shutdown ran out of grace, or the database failed mid-batch: whatever is still
-            # claimed goes back to pending now, not after stuck_after_seconds
+            # claimed goes back to pending now, not after stuck_after_seconds (in the same
+            # transaction as the results of the groups already answered)
             left = current + [j for g in queue for j in g]
             with contextlib.suppress(Exception):
                 await asyncio.shield(self.store.record(Outcomes(
@@ -147,6 +151,7 @@ class Worker:
             stats.calls = lane.budget.calls - calls_before
             lane.counters.calls += stats.calls
             stats.duration_ms = int((time.perf_counter() - started) * 1000)
+            log.info("batch_finished", provider=lane.name, **stats.as_dict())
         return stats
 
     def _stop_reason(self, lane: Lane) -> str | None:
@@ -243,9 +248,9 @@ class Worker:
         for r in retried:
             log.info("job_retry_scheduled", provider=lane.name, job_id=r.job_id, error=r.error,
                      next_attempt_at=r.next_attempt_at)
-        if completed:
-            log.info("jobs_completed", provider=lane.name, sku=group[0].sku, jobs=len(completed),
-                     prices=len(unique))
+        if completed:  # (one info line per batch: batch_finished)
+            log.debug("jobs_completed", provider=lane.name, sku=group[0].sku,
+                      jobs=len(completed), prices=len(unique))
         return Outcomes(completed=completed, failed=failed, retried=retried, deferred=deferred,
                         prices=list(unique.values()))
 
