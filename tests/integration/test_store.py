@@ -272,3 +272,50 @@ async def test_reserve_reads_only_calls_it_has_not_seen(store: Store) -> None:
     mine = await store.reserve_call("stockx", 100, seen, 0.0, lambda rows, now: True)
     # the other caller's call (id after `seen`) and this one's own
     assert [r[0] for r in mine[2]] == [other[2][-1][0], mine[2][-1][0]]
+
+
+async def test_queued_results_share_the_next_calls_commit(store: Store, clock: FakeClock) -> None:
+    """record_soon writes nothing by itself; the next write transaction (here a call's
+    reservation) commits the results with it."""
+    await store.enqueue([spec("A-1")], 0)
+    [job] = await store.claim("stockx", 10)
+    store.record_soon(Outcomes(completed=[job.id], prices=[
+        Price("stockx", "A-1", "10", "GBP", 100, 90, 95, clock.now())]))
+    assert (await store.get_job(job.id)).status == "running"  # type: ignore[union-attr]
+    assert await store.list_prices() == []
+    allowed, _, _ = await store.reserve_call("stockx", 100, 0, 0.0, lambda rows, now: True)
+    assert allowed
+    assert (await store.get_job(job.id)).status == "completed"  # type: ignore[union-attr]
+    assert [p["lowest_ask"] for p in await store.list_prices()] == [100]
+
+
+async def test_queued_results_survive_a_failed_transaction(store: Store) -> None:
+    """When the transaction carrying queued results fails, they are rolled back with it and
+    written by the next one, not lost."""
+    await store.enqueue([spec("A-1")], 0)
+    [job] = await store.claim("stockx", 10)
+    store.record_soon(Outcomes(completed=[job.id]))
+
+    def broken(rows: list[tuple[int, float]], now: float) -> bool:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    with pytest.raises(StoreError):
+        await store.reserve_call("stockx", 100, 0, 0.0, broken)
+    assert (await store.get_job(job.id)).status == "running"  # type: ignore[union-attr]
+    await store.flush()
+    assert (await store.get_job(job.id)).status == "completed"  # type: ignore[union-attr]
+    assert await store.load_calls("stockx", 0.0) == []  # the failed reservation left nothing
+
+
+async def test_close_writes_queued_results(tmp_path: Path, clock: FakeClock) -> None:
+    path = str(tmp_path / "m.db")
+    store = await Store.open(path, clock)
+    await store.enqueue([spec("A-1")], 0)
+    [job] = await store.claim("stockx", 10)
+    store.record_soon(Outcomes(completed=[job.id]))
+    await store.close()
+    again = await Store.open(path, clock)
+    try:
+        assert (await again.get_job(job.id)).status == "completed"  # type: ignore[union-attr]
+    finally:
+        await again.close()
