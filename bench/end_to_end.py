@@ -13,8 +13,11 @@ worker does without its polling sleeps: ``dequeue()`` + ``execute()`` until the 
 Each task writes its price row (the same upsert into a market_prices table, plus a history
 row, one transaction) on a plain sqlite3 connection.
 
-Prototype (reported, not judged): marketd on bench/prototypes.py's InlineStore (the same store
-code without a thread hop per statement).
+Reported, not judged: marketd on bench/prototypes.py's InlineStore (the same store code
+without a thread hop per transaction), and the SQL floor: marketd's own statements for the same
+work on a plain sqlite3 connection with no Python around them, one transaction per call (as
+marketd commits) and one reservation plus one write per 50-call run (the least any design that
+records calls before sending them could do).
 
 Two mixes: "portfolio" (3-4 sizes per SKU, as 500 items over 150 SKUs: marketd makes one call
 per SKU) and "one size per SKU" (one call per job). Goal (on the portfolio mix): >= 3x.
@@ -111,6 +114,94 @@ async def run_marketd(tmp: Path, jobs: list[tuple[str, str, str]],
             "calls": calls}
 
 
+# ---- the SQL floor ---------------------------------------------------------------------------
+
+
+def run_sql_floor(tmp: Path, jobs: list[tuple[str, str, str]], shape: str) -> dict[str, Any]:
+    """marketd's own statements (marketd/sql/queries.sql, schema.sql) for the same work on one
+    plain sqlite3 connection, with no Python around them: what the schema and the durability
+    rules cost at the least. ``per_call``: as marketd does, one transaction per call (the
+    previous group's results and this call's reservation); ``per_run``: every call of a
+    50-SKU run reserved in one transaction and every result written in one more (what
+    reserving a batch of calls ahead would allow at best)."""
+    import json
+
+    from marketd import sql
+    from marketd.clock import iso
+
+    q = sql.queries()
+    conn = sqlite3.connect(tmp / f"floor-{shape}.db", isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = NORMAL")
+    for stmt in sql.statements(sql.schema()):
+        conn.execute(stmt)
+
+    def tx(work: Any) -> Any:
+        conn.execute("BEGIN IMMEDIATE")
+        out = work()
+        conn.execute("COMMIT")
+        return out
+
+    def reserve(n: int) -> None:
+        conn.execute(q["calls_after"], {"provider": "stockx", "after_id": 1 << 62,
+                                        "since": 0.0}).fetchall()
+        conn.execute(q["insert_calls"], {"provider": "stockx", "sent_at": time.time(),
+                                         "n": n}).fetchall()
+        conn.execute(q["spend_budget"], {"provider": "stockx", "hour_window": now,
+                                         "rate_limit": 1_000_000, "n": n})
+
+    def record(group: list[Any]) -> None:
+        prices = [("stockx", r[3], r[4], "GBP", 9600, 9100, 9400, now) for r in group]
+        conn.executemany(q["upsert_price"], prices)
+        conn.executemany(q["insert_price_history"], prices)
+        conn.execute(q["complete_answered"], {"now": now, "keys": json.dumps(
+            [f"stockx|{r[3]}|{r[4]}" for r in group])})
+        conn.executemany(q["complete_job"], [{"id": r[0], "now": now} for r in group])
+
+    def claim() -> list[Any]:
+        rows = conn.execute(q["select_pending"], {"provider": "stockx", "now": now,
+                                                  "limit": 1000, "min_priority": 0}).fetchall()
+        ids: list[str] = []
+        skus: set[str] = set()
+        for job_id, sku in rows:
+            if sku in skus or len(skus) < 50:
+                skus.add(sku)
+                ids.append(job_id)
+        return conn.execute(q["claim_jobs"], {"ids": json.dumps(ids), "now": now}).fetchall()
+
+    now = iso(time.time())
+    t0 = time.perf_counter()
+    for i in range(0, len(jobs), 1000):
+        tx(lambda i=i: conn.executemany(
+            "INSERT INTO market_jobs (id, provider, sku, size, priority, dedupe_key, created_at) "
+            "VALUES (?, ?, ?, ?, 100, ?, ?)",
+            [(f"j{i + k}", p, sku, size, f"{p}|{sku}|{size}", now)
+             for k, (p, sku, size) in enumerate(jobs[i:i + 1000])]))
+    t1 = time.perf_counter()
+    while True:
+        claimed = tx(claim)
+        if not claimed:
+            break
+        groups: dict[str, list[Any]] = {}
+        for r in claimed:
+            groups.setdefault(r[3], []).append(r)
+        if shape == "per_run":
+            tx(lambda: reserve(len(groups)))
+            tx(lambda: [record(g) for g in groups.values()])
+            continue
+        previous: list[Any] | None = None
+        for group in groups.values():
+            tx(lambda: (record(previous) if previous else None, reserve(1)))
+            previous = group
+        tx(lambda: record(previous) if previous else None)
+    t2 = time.perf_counter()
+    done = conn.execute("SELECT count(*) FROM market_jobs WHERE status = 'completed'").fetchone()
+    conn.close()
+    if done[0] != len(jobs):
+        raise RuntimeError(f"SQL floor completed {done[0]} of {len(jobs)}")
+    return {"enqueue_s": t1 - t0, "process_s": t2 - t1, "total_s": t2 - t0}
+
+
 # ---- huey --------------------------------------------------------------------------------------
 
 
@@ -191,6 +282,8 @@ async def run(args: Any) -> Report:
             r_h: list[float] = []
             p_m: list[float] = []
             p_h: list[float] = []
+            f_c: list[float] = []
+            f_r: list[float] = []
             for r in range(rounds):
                 sub = Path(tmpdir) / f"{mix}{r}"
                 sub.mkdir()
@@ -201,6 +294,8 @@ async def run(args: Any) -> Report:
                 sub2.mkdir()
                 pm = await run_marketd(sub2, workload(n, mix, f"F{r}"),
                                        store_cls=prototypes.InlineStore)
+                f_c.append(n / run_sql_floor(sub, workload(n, mix, "C"), "per_call")["total_s"])
+                f_r.append(n / run_sql_floor(sub, workload(n, mix, "R"), "per_run")["total_s"])
                 r_m.append(n / m["total_s"])
                 r_pm.append(n / pm["total_s"])
                 r_h.append(n / h["total_s"])
@@ -210,15 +305,19 @@ async def run(args: Any) -> Report:
                            ratio=r_m[-1] / r_h[-1], marketd_process_jobs_s=p_m[-1],
                            huey_process_jobs_s=p_h[-1], process_ratio=p_m[-1] / p_h[-1],
                            marketd_calls=m["calls"], marketd_runs=m["runs"],
-                           proto_inline_jobs_s=r_pm[-1], proto_ratio=r_pm[-1] / r_h[-1])
+                           proto_inline_jobs_s=r_pm[-1], proto_ratio=r_pm[-1] / r_h[-1],
+                           floor_per_call_ratio=f_c[-1] / r_h[-1],
+                           floor_per_run_ratio=f_r[-1] / r_h[-1])
             rates[mix] = {"marketd": r_m, "huey": r_h, "marketd_p": p_m, "huey_p": p_h,
-                          "proto": r_pm}
+                          "proto": r_pm, "floor_call": f_c, "floor_run": f_r}
             report.add(mix=mix, round="median", marketd_jobs_s=median(r_m),
                        huey_jobs_s=median(r_h), ratio=median(r_m) / median(r_h),
                        marketd_process_jobs_s=median(p_m), huey_process_jobs_s=median(p_h),
                        process_ratio=median(p_m) / median(p_h),
                        proto_inline_jobs_s=median(r_pm),
-                       proto_ratio=median(r_pm) / median(r_h))
+                       proto_ratio=median(r_pm) / median(r_h),
+                       floor_per_call_ratio=median(f_c) / median(r_h),
+                       floor_per_run_ratio=median(f_r) / median(r_h))
         if args.profile:
             args.out.mkdir(parents=True, exist_ok=True)
             sub = Path(tmpdir) / "profile"
@@ -240,6 +339,16 @@ async def run(args: Any) -> Report:
               report.extra["prototype_inline_store"]["portfolio_ratio_vs_huey"],
               report.extra["prototype_inline_store"]["portfolio_speedup_vs_marketd"],
               report.extra["prototype_inline_store"]["single_ratio_vs_huey"]))
+    report.extra["sql_floor"] = {
+        "what": "marketd's own SQL for the same work on plain sqlite3, no Python around it",
+        "per_call_ratio_vs_huey": median(port["floor_call"]) / median(port["huey"]),
+        "per_run_ratio_vs_huey": median(port["floor_run"]) / median(port["huey"]),
+        "marketd_share_of_per_call_floor": median(port["marketd"]) / median(port["floor_call"])}
+    print("SQL floor (marketd's statements alone): one transaction per call {:.2f}x huey "
+          "(marketd reaches {:.0%} of it); one reservation and one write per run {:.2f}x "
+          "huey".format(report.extra["sql_floor"]["per_call_ratio_vs_huey"],
+                        report.extra["sql_floor"]["marketd_share_of_per_call_floor"],
+                        report.extra["sql_floor"]["per_run_ratio_vs_huey"]))
     report.extra["one_size_per_sku_ratio"] = median(single["marketd"]) / median(single["huey"])
     print(f"\none size per SKU (a call per job): marketd/huey = "
           f"{report.extra['one_size_per_sku_ratio']:.2f}x (reported, not judged)")

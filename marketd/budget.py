@@ -5,6 +5,16 @@ for a paced window (``1/second``) or the provider's ``delay_ms`` gap, and raises
 :class:`~marketd.errors.BudgetExhausted` when the next free slot is further away than that.
 The call is committed to SQLite (market_calls and market_budgets) before ``spend`` returns, so
 a crash right after it can only under-use the budget, never overspend it.
+
+**Reserving ahead.** When the worker says how many calls its batch will make (:attr:`ahead`)
+and the provider has only long limits (no ``1/second``, no ``delay_ms``), one transaction
+reserves up to that many calls, each recorded with the send time ``now + RESERVE_LEASE_S``;
+``spend`` then hands them out without a database trip until the lease ends. Recording a later
+time than the real send is the safe side: a reserved call counts in every window from the
+moment it is reserved until its window has passed after the lease's end, so no window the
+provider sees ever holds more than the limit (the proof is in ``_reserve``). Calls not sent
+when the batch ends or the lease runs out are deleted again (:meth:`release`); after a crash
+they stay, counted and unsent, until their windows pass: under-use, never overspend.
 """
 
 from __future__ import annotations
@@ -21,6 +31,10 @@ from marketd.ratelimit import SlidingLog, hourly_pace, hourly_rate_limit
 from marketd.store import Store
 
 log = structlog.get_logger(__name__)
+
+RESERVE_LEASE_S = 10.0  # reserved calls must be sent within this (they are recorded as at its end)
+RESERVE_MAX = 50  # calls reserved in one transaction at most
+RESERVE_GUARD_S = 1.0  # hand none out this close to the lease's end (time to send it)
 
 
 class ProviderBudget:
@@ -44,6 +58,13 @@ class ProviderBudget:
         self._last_id = 0
         self._last_sent = float("-inf")
         self._lock = asyncio.Lock()
+        # reserving ahead: only where no short window or delay needs the real send time
+        self.reserves_ahead = bool(config.limits) and self.delay_s == 0 and not any(
+            lim.paced for lim in config.limits)
+        self.ahead = 0  # calls the current batch still expects to make (set by the worker)
+        self._reserved: list[int] = []  # ids of calls reserved ahead, not yet handed out
+        self._reserved_at = 0.0  # when they were reserved (their hour's budget row)
+        self._lease_end = 0.0  # their recorded send time: hand none out at or after it
 
     async def load(self) -> None:
         """Rebuild the sliding log from the durable call log (start-up)."""
@@ -88,6 +109,8 @@ class ProviderBudget:
 
     async def spend(self) -> None:
         async with self._lock:
+            if self._take_reserved():
+                return
             while True:
                 now = self.clock.now()
                 self.log.prune(now)
@@ -96,6 +119,10 @@ class ProviderBudget:
                     if at - now > self.max_wait_s:
                         raise BudgetExhausted(self.provider, at)
                     await self.clock.sleep(at - now)
+                    continue
+                if self.reserves_ahead and self.ahead > 1:
+                    if await self._reserve(min(self.ahead, RESERVE_MAX)):
+                        return
                     continue
 
                 allowed, sent_at, rows = await self.store.reserve_call(
@@ -108,5 +135,69 @@ class ProviderBudget:
                     self.log.record(sent_at)
                     self._last_id = max(self._last_id, call_id)
                     self._last_sent = sent_at
-                    self.calls += 1
+                    self._sent()
                     return
+
+    def _sent(self) -> None:
+        self.calls += 1
+        self.ahead = max(0, self.ahead - 1)
+
+    def _take_reserved(self) -> bool:
+        """Hand out a call reserved ahead, if one is left and its lease has not ended."""
+        if not self._reserved:
+            return False
+        if self.clock.now() >= self._lease_end - RESERVE_GUARD_S:
+            self.release()
+            return False
+        self._reserved.pop()
+        self._sent()
+        return True
+
+    async def _reserve(self, want: int) -> bool:
+        """Reserve up to ``want`` calls in one transaction and hand out the first.
+
+        Why it is safe: the calls are recorded at ``L = now + RESERVE_LEASE_S`` and sent at
+        some ``s`` in ``[now, L)``. A limit allows them only while ``room(now)`` holds them,
+        and ``room`` counts every call recorded after the window's start at ``now``,
+        later-recorded ones included; at any later check that count can only shrink as old
+        calls leave, so the provider's window ending at any instant from ``now`` on sees at
+        most the limit. And the log keeps each reserved call until ``L + window + margin``,
+        past ``s + window`` when the provider lets it go.
+        """
+        log_, last_id = self.log, self._last_id
+
+        def decide(rows: list[tuple[int, float]], t: float) -> tuple[int, float]:
+            new = [sent_at for call_id, sent_at in rows if call_id > last_id]
+            probe = log_
+            if new:
+                probe = log_.copy()
+                for sent_at in new:
+                    probe.record(sent_at)
+            return min(want, probe.room(t)), t + RESERVE_LEASE_S
+
+        now = self.clock.now()
+        reserved, t, rows = await self.store.reserve_calls(
+            self.provider, self.rate_limit, self._last_id, now - self.log.horizon_s, decide)
+        self._absorb(rows)
+        if not reserved:
+            return False
+        for call_id, sent_at in reserved:
+            self.log.record(sent_at)
+            self._last_id = max(self._last_id, call_id)
+        self._reserved = [call_id for call_id, _ in reversed(reserved)]
+        self._reserved_at = t
+        self._lease_end = reserved[0][1]
+        log.debug("calls_reserved_ahead", provider=self.provider, calls=len(reserved))
+        self._reserved.pop()
+        self._sent()
+        return True
+
+    def release(self) -> None:
+        """Give back the calls reserved ahead and not sent: they leave the log now and the
+        database with the store's next write (``Store.flush``)."""
+        self.ahead = 0
+        if not self._reserved:
+            return
+        self.log.remove(self._lease_end, len(self._reserved))
+        self.store.release_soon(self.provider, self._reserved, self._reserved_at)
+        self._reserved = []

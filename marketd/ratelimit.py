@@ -96,6 +96,18 @@ class SlidingLog:
         else:
             self._times.append(ts)
 
+    def remove(self, ts: float, n: int) -> None:
+        """Forget ``n`` calls recorded at ``ts`` (calls reserved ahead and never sent)."""
+        for _ in range(n):
+            i = bisect_left(self._times, ts)
+            if i < len(self._times) and self._times[i] == ts:
+                del self._times[i]
+
+    def room(self, now: float) -> int:
+        """How many calls could be sent at ``now`` at once, by every limit's count of the
+        calls recorded after its window's start (calls recorded for later included)."""
+        return min((self.remaining(lim, now) for lim in self.limits), default=0)
+
     def prune(self, now: float) -> None:
         cut = bisect_right(self._times, now - self.horizon_s)
         if cut:

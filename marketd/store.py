@@ -514,28 +514,61 @@ class Store:
         since: float,
         decide: Callable[[list[tuple[int, float]], float], bool],
     ) -> tuple[bool, float, list[tuple[int, float]]]:
-        """Record one call durably if ``decide`` allows it.
+        """Record one call, sent now, if ``decide`` allows it (see :meth:`reserve_calls`).
+        Returns ``(allowed, now, rows)`` where rows are the calls read plus, when allowed,
+        the new one."""
+        reserved, now, rows = await self.reserve_calls(
+            provider, rate_limit, after_id, since,
+            lambda rows, t: (1, t) if decide(rows, t) else (0, t))
+        return bool(reserved), now, rows + reserved
 
-        Inside one ``BEGIN IMMEDIATE`` transaction: read calls other processes recorded after
-        ``after_id``, hand them and ``now`` to ``decide``; when it says yes, insert the call and
-        count it in this hour's market_budgets row. Returns ``(allowed, now, rows)`` where rows
-        are the calls read plus, when allowed, the new one. ``decide`` runs in the database's
+    async def reserve_calls(
+        self,
+        provider: str,
+        rate_limit: int,
+        after_id: int,
+        since: float,
+        decide: Callable[[list[tuple[int, float]], float], tuple[int, float]],
+    ) -> tuple[list[tuple[int, float]], float, list[tuple[int, float]]]:
+        """Record calls durably, before they are sent, as many as ``decide`` allows.
+
+        Inside one ``BEGIN IMMEDIATE`` transaction: read the calls recorded (by any process)
+        after ``after_id``, hand them and ``now`` to ``decide``, which answers ``(n, at)``:
+        record ``n`` calls (0: none) with send time ``at``, and count them in this hour's
+        market_budgets row. Returns ``(reserved, now, rows)``: the new calls' ``(id, at)``,
+        the transaction's ``now`` and the calls read. ``decide`` runs in the database's
         thread: it must only read what it was given.
         """
-        def work(conn: sqlite3.Connection) -> tuple[bool, float, list[tuple[int, float]]]:
+        def work(conn: sqlite3.Connection) -> tuple[list[tuple[int, float]], float,
+                                                     list[tuple[int, float]]]:
             now = self.clock.now()
             rows = [(r[0], r[1]) for r in conn.execute(Q["calls_after"], {
                 "provider": provider, "after_id": after_id, "since": since}).fetchall()]
-            if not decide(rows, now):
-                return False, now, rows
-            cur = conn.execute(Q["insert_call"], {"provider": provider, "sent_at": now})
+            n, at = decide(rows, now)
+            if n <= 0:
+                return [], now, rows
+            ids = sorted(r[0] for r in conn.execute(Q["insert_calls"], {
+                "provider": provider, "sent_at": at, "n": n}).fetchall())
             conn.execute(Q["spend_budget"], {"provider": provider,
                                              "hour_window": iso(hour_window(now)),
-                                             "rate_limit": rate_limit})
-            rows.append((cur.lastrowid or 0, now))
-            return True, now, rows
+                                             "rate_limit": rate_limit, "n": n})
+            return [(i, at) for i in ids], now, rows
 
         return await self._write(work)
+
+    def release_soon(self, provider: str, call_ids: Sequence[int], reserved_at: float) -> None:
+        """Queue the removal of calls reserved at ``reserved_at`` and never sent, for the
+        next write transaction (:meth:`flush` writes it now). Until then they only count
+        against the budget, which is the safe side."""
+        ids = json.dumps(list(call_ids))
+        budget = {"provider": provider, "hour_window": iso(hour_window(reserved_at)),
+                  "n": len(call_ids)}
+
+        def work(conn: sqlite3.Connection) -> None:
+            conn.execute(Q["release_calls"], {"ids": ids})
+            conn.execute(Q["unspend_budget"], budget)
+
+        self._unrecorded.append(work)
 
     async def prune_calls(self, before: float) -> int:
         async with self.tx() as conn:

@@ -40,6 +40,7 @@ from marketd.store import Defer, Outcomes, Retry, Store
 log = structlog.get_logger(__name__)
 
 DEFAULT_429_PAUSE_S = 60.0
+RESULTS_FLUSH_S = 1.0  # results wait at most this long for a transaction to carry them
 
 
 @dataclass
@@ -120,26 +121,35 @@ class Worker:
         calls_before = lane.budget.calls
         queue = group_by_sku(jobs, lane.coalesces)
         current: list[Job] = []  # the group in flight, until its outcomes are recorded
+        flushed = time.monotonic()
         try:
             while queue:
                 stop = stats.stopped_by or self._stop_reason(lane)
                 if stop:
                     stats.stopped_by = stop
+                    lane.budget.release()
                     await self._defer_all([j for g in queue for j in g], stats, None)
                     queue = []
                     break
                 if lane.manual_waiting:
                     queue = await self._take_manual(lane, queue, stats)
                 current = queue.pop(0)
+                lane.budget.ahead = len(queue) + 1  # calls it may reserve in one transaction
                 outcomes = await self._run_group(lane, current, stats)
-                # written with the next group's call reservation, or by the flush below
+                # written with the next call's reservation, or by a flush: at the latest a
+                # second later (a crash loses no more answers than that)
                 self.store.record_soon(outcomes)
                 current = []
+                if time.monotonic() - flushed >= RESULTS_FLUSH_S:
+                    await asyncio.shield(self.store.flush())
+                    flushed = time.monotonic()
+            lane.budget.release()
             await asyncio.shield(self.store.flush())
         except BaseException as exc:
             # shutdown ran out of grace, or the database failed mid-batch: whatever is still
             # claimed goes back to pending now, not after stuck_after_seconds (in the same
             # transaction as the results of the groups already answered)
+            lane.budget.release()
             left = current + [j for g in queue for j in g]
             with contextlib.suppress(Exception):
                 await asyncio.shield(self.store.record(Outcomes(

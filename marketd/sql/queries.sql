@@ -134,11 +134,22 @@ ON CONFLICT (provider, hour_window) DO UPDATE SET rate_limit = excluded.rate_lim
 
 -- name: spend_budget
 INSERT INTO market_budgets (provider, hour_window, rate_limit, used)
-VALUES (:provider, :hour_window, :rate_limit, 1)
-ON CONFLICT (provider, hour_window) DO UPDATE SET used = used + 1;
+VALUES (:provider, :hour_window, :rate_limit, :n)
+ON CONFLICT (provider, hour_window) DO UPDATE SET used = used + :n;
 
--- name: insert_call
-INSERT INTO market_calls (provider, sent_at) VALUES (:provider, :sent_at);
+-- name: insert_calls
+-- :n calls at once (a batch's calls reserved ahead), each with an id of its own
+WITH RECURSIVE k (i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM k WHERE i < :n)
+INSERT INTO market_calls (provider, sent_at) SELECT :provider, :sent_at FROM k
+RETURNING id;
+
+-- name: release_calls
+-- calls reserved ahead and never sent: they leave the log and the hour's count
+DELETE FROM market_calls WHERE id IN (SELECT value FROM json_each(:ids));
+
+-- name: unspend_budget
+UPDATE market_budgets SET used = max(0, used - :n)
+WHERE provider = :provider AND hour_window = :hour_window;
 
 -- name: calls_since
 -- start-up: every call of a provider inside its longest window (walks the provider's index)
