@@ -136,9 +136,9 @@ def run_sql_floor(tmp: Path, jobs: list[tuple[str, str, str]], shape: str) -> di
     for stmt in sql.statements(sql.schema()):
         conn.execute(stmt)
 
-    def tx(work: Any) -> Any:
+    def tx(work: Any, *args: Any) -> Any:
         conn.execute("BEGIN IMMEDIATE")
-        out = work()
+        out = work(*args)
         conn.execute("COMMIT")
         return out
 
@@ -150,7 +150,13 @@ def run_sql_floor(tmp: Path, jobs: list[tuple[str, str, str]], shape: str) -> di
         conn.execute(q["spend_budget"], {"provider": "stockx", "hour_window": now,
                                          "rate_limit": 1_000_000, "n": n})
 
-    def record(group: list[Any]) -> None:
+    def record(groups: list[list[Any]], reserve_n: int = 0) -> None:
+        for group in groups:
+            record_one(group)
+        if reserve_n:
+            reserve(reserve_n)
+
+    def record_one(group: list[Any]) -> None:
         prices = [("stockx", r[3], r[4], "GBP", 9600, 9100, 9400, now) for r in group]
         conn.executemany(q["upsert_price"], prices)
         conn.executemany(q["insert_price_history"], prices)
@@ -172,11 +178,11 @@ def run_sql_floor(tmp: Path, jobs: list[tuple[str, str, str]], shape: str) -> di
     now = iso(time.time())
     t0 = time.perf_counter()
     for i in range(0, len(jobs), 1000):
-        tx(lambda i=i: conn.executemany(
+        tx(lambda i: conn.executemany(
             "INSERT INTO market_jobs (id, provider, sku, size, priority, dedupe_key, created_at) "
             "VALUES (?, ?, ?, ?, 100, ?, ?)",
             [(f"j{i + k}", p, sku, size, f"{p}|{sku}|{size}", now)
-             for k, (p, sku, size) in enumerate(jobs[i:i + 1000])]))
+             for k, (p, sku, size) in enumerate(jobs[i:i + 1000])]), i)
     t1 = time.perf_counter()
     while True:
         claimed = tx(claim)
@@ -186,14 +192,14 @@ def run_sql_floor(tmp: Path, jobs: list[tuple[str, str, str]], shape: str) -> di
         for r in claimed:
             groups.setdefault(r[3], []).append(r)
         if shape == "per_run":
-            tx(lambda: reserve(len(groups)))
-            tx(lambda: [record(g) for g in groups.values()])
+            tx(reserve, len(groups))
+            tx(record, list(groups.values()))
             continue
-        previous: list[Any] | None = None
+        previous: list[list[Any]] = []
         for group in groups.values():
-            tx(lambda: (record(previous) if previous else None, reserve(1)))
-            previous = group
-        tx(lambda: record(previous) if previous else None)
+            tx(record, previous, 1)
+            previous = [group]
+        tx(record, previous)
     t2 = time.perf_counter()
     done = conn.execute("SELECT count(*) FROM market_jobs WHERE status = 'completed'").fetchone()
     conn.close()

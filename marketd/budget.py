@@ -81,6 +81,8 @@ class ProviderBudget:
                 self._last_sent = max(self._last_sent, sent_at)  # delay_ms holds across processes
 
     def next_free(self, now: float) -> float:
+        if not self.delay_s:  # (calls reserved ahead carry a later send time: no gap to keep)
+            return self.log.next_free(now)
         return max(self.log.next_free(now), self._last_sent + self.delay_s)
 
     def capacity(self, now: float, horizon_s: float) -> int:
@@ -103,7 +105,8 @@ class ProviderBudget:
                 for _, sent_at in new:
                     probe.record(sent_at)
                     sent = max(sent, sent_at)
-            return max(probe.next_free(t), sent + self.delay_s) <= t
+            gap = sent + self.delay_s if self.delay_s else t
+            return max(probe.next_free(t), gap) <= t
 
         return decide
 
