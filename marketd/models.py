@@ -8,8 +8,9 @@ EU 40 are different keys.
 from __future__ import annotations
 
 import enum
+import functools
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,11 +48,20 @@ class JobSpec:
 
     @property
     def size_key(self) -> str | None:
-        return size_key(self.size, self.size_system)
+        # size_key(self.size, self.size_system), inlined: Store.enqueue reads it for every job
+        size = self.size
+        if size is None:
+            return None
+        system = self.size_system
+        return size if system == "UK" else f"{system} {size}"
 
     @property
     def dedupe_key(self) -> str:
-        return dedupe_key(self.provider, self.sku, self.size_key)
+        # dedupe_key(self.provider, self.sku, self.size_key), inlined like size_key
+        size = self.size
+        if size is not None and self.size_system != "UK":
+            size = f"{self.size_system} {size}"
+        return f"{self.provider}|{self.sku}|{size or ''}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,15 +141,23 @@ def format_minor(amount: int | None) -> str | None:
 
 
 # ---- validation ------------------------------------------------------------------------------
+#
+# Each rule is a ``_check_*`` function of (raw value, field); the public ``normalize_*`` and
+# ``parse_job`` run it through a bounded memo of its outcome (a portfolio repeats its providers,
+# SKUs, sizes and priorities). Only raw values whose equality means "same input" are memoised:
+# exact ``str`` (up to _MEMO_MAX_LEN characters), exact ``int`` (not bool, within
+# +-_MEMO_MAX_INT) and None. Everything else (floats: 0.0 == -0.0 but they normalise apart;
+# bools: True == 1; subclasses; containers) goes to the rule itself, as before. A memoised
+# failure keeps only its message and is raised anew with the caller's field.
 
 
-def normalize_provider(value: Any, field: str = "provider") -> str:
+def _check_provider(value: Any, field: str) -> str:
     if not isinstance(value, str) or value.strip().lower() not in PROVIDERS:
         raise ValidationError(f"provider must be one of {', '.join(PROVIDERS)}", field)
     return value.strip().lower()
 
 
-def normalize_sku(value: Any, field: str = "sku") -> str:
+def _check_sku(value: Any, field: str) -> str:
     if not isinstance(value, str):
         raise ValidationError("sku must be a string", field)
     sku = " ".join(value.split())
@@ -154,8 +172,7 @@ def normalize_sku(value: Any, field: str = "sku") -> str:
     return sku.upper()
 
 
-def normalize_size(value: Any, field: str = "size") -> str | None:
-    """``10``, ``10.5``, ``42 2/3``, ``8.5W``; numbers are accepted too. None means size-less."""
+def _check_size(value: Any, field: str) -> str | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, str | int | float):
@@ -187,7 +204,7 @@ def normalize_size(value: Any, field: str = "size") -> str | None:
     return out
 
 
-def normalize_size_system(value: Any, field: str = "size_system") -> str:
+def _check_size_system(value: Any, field: str) -> str:
     if value is None:
         return "UK"
     if not isinstance(value, str) or value.strip().upper() not in SIZE_SYSTEMS:
@@ -195,7 +212,7 @@ def normalize_size_system(value: Any, field: str = "size_system") -> str:
     return value.strip().upper()
 
 
-def normalize_priority(value: Any, field: str = "priority") -> int:
+def _check_priority(value: Any, field: str) -> int:
     if value is None:
         return int(Priority.BACKGROUND)
     if isinstance(value, str):
@@ -217,7 +234,7 @@ def normalize_priority(value: Any, field: str = "priority") -> int:
     return value
 
 
-def normalize_user_id(value: Any, field: str = "user_id") -> str | None:
+def _check_user_id(value: Any, field: str) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str) or not 0 < len(value) <= 128:
@@ -229,6 +246,82 @@ def normalize_user_id(value: Any, field: str = "user_id") -> str | None:
     return value
 
 
+_MEMO_SIZE = 4096  # distinct raw values remembered per rule
+_MEMO_MAX_LEN = 128  # longer strings are checked every time (and never held)
+_MEMO_MAX_INT = 2**31
+
+Check = Callable[[Any, str], Any]
+Outcome = Callable[[Any], tuple[bool, Any]]  # (True, normalised) or (False, error message)
+
+
+def _memo(check: Check) -> Outcome:
+    """The outcome of ``check`` on one memoisable raw value, remembered (LRU, bounded)."""
+
+    @functools.lru_cache(maxsize=_MEMO_SIZE)
+    def outcome(value: Any) -> tuple[bool, Any]:
+        try:
+            return True, check(value, "")
+        except ValidationError as exc:  # messages never depend on the field
+            return False, exc.message
+
+    return outcome
+
+
+def _run(outcome: Outcome, check: Check, value: Any, field: str, name: str) -> Any:
+    """``check(value, path)`` where path is ``field.name`` (or ``name`` with no field), from
+    the memo when ``value`` is memoisable; the path is only built for an error."""
+    t = type(value)
+    if ((t is str and len(value) <= _MEMO_MAX_LEN) or value is None
+            or (t is int and -_MEMO_MAX_INT <= value <= _MEMO_MAX_INT)):
+        ok, out = outcome(value)
+        if ok:
+            return out
+        raise ValidationError(out, f"{field}.{name}" if field else name)
+    return check(value, f"{field}.{name}" if field else name)
+
+
+_PROVIDER = _memo(_check_provider)
+_SKU = _memo(_check_sku)
+_SIZE = _memo(_check_size)
+_SIZE_SYSTEM = _memo(_check_size_system)
+_PRIORITY = _memo(_check_priority)
+_USER_ID = _memo(_check_user_id)
+
+
+def normalize_provider(value: Any, field: str = "provider") -> str:
+    out: str = _run(_PROVIDER, _check_provider, value, "", field)
+    return out
+
+
+def normalize_sku(value: Any, field: str = "sku") -> str:
+    out: str = _run(_SKU, _check_sku, value, "", field)
+    return out
+
+
+def normalize_size(value: Any, field: str = "size") -> str | None:
+    """``10``, ``10.5``, ``42 2/3``, ``8.5W``; numbers are accepted too. None means size-less."""
+    out: str | None = _run(_SIZE, _check_size, value, "", field)
+    return out
+
+
+def normalize_size_system(value: Any, field: str = "size_system") -> str:
+    out: str = _run(_SIZE_SYSTEM, _check_size_system, value, "", field)
+    return out
+
+
+def normalize_priority(value: Any, field: str = "priority") -> int:
+    out: int = _run(_PRIORITY, _check_priority, value, "", field)
+    return out
+
+
+def normalize_user_id(value: Any, field: str = "user_id") -> str | None:
+    out: str | None = _run(_USER_ID, _check_user_id, value, "", field)
+    return out
+
+
+_JOB_KEYS = frozenset({"provider", "sku", "priority", "user_id", "size_system", "size"})
+
+
 def parse_job(
     raw: Any,
     field: str = "",
@@ -237,6 +330,46 @@ def parse_job(
     size_keys: tuple[str, ...] = ("size",),
 ) -> JobSpec:
     """Validate one job object; ``defaults`` fill keys the object leaves out."""
+    if type(raw) is not dict:  # a dict subclass (or not a dict at all): the general path
+        return _parse_job_general(raw, field, defaults, size_keys)
+    merged: dict[str, Any]
+    if defaults:
+        merged = dict(defaults)
+        merged.update(raw)
+    else:
+        merged = raw  # nothing to fill in: read the object itself, no copy
+    plain_size = size_keys == ("size",)
+    if plain_size:
+        allowed = _JOB_KEYS
+    else:
+        allowed = frozenset({"provider", "sku", "priority", "user_id", "size_system", *size_keys})
+    if not raw.keys() <= allowed:
+        prefix = f"{field}." if field else ""
+        for key in raw:
+            if key not in allowed:
+                raise ValidationError(f"unknown key {key!r}", f"{prefix}{key}")
+    if "sku" not in merged:
+        raise ValidationError("sku is required", f"{field}.sku" if field else "sku")
+    if "provider" not in merged:
+        raise ValidationError("provider is required", f"{field}.provider" if field else "provider")
+    size_field = "size" if plain_size else next((k for k in size_keys if k in merged),
+                                                 size_keys[0])
+    get = merged.get
+    # positional, in the order the rules ran before (the first bad value is the one reported)
+    return JobSpec(
+        _run(_PROVIDER, _check_provider, merged["provider"], field, "provider"),
+        _run(_SKU, _check_sku, merged["sku"], field, "sku"),
+        _run(_SIZE, _check_size, get(size_field), field, size_field),
+        _run(_SIZE_SYSTEM, _check_size_system, get("size_system"), field, "size_system"),
+        _run(_PRIORITY, _check_priority, get("priority"), field, "priority"),
+        _run(_USER_ID, _check_user_id, get("user_id"), field, "user_id"),
+    )
+
+
+def _parse_job_general(
+    raw: Any, field: str, defaults: Mapping[str, Any] | None, size_keys: tuple[str, ...]
+) -> JobSpec:
+    """parse_job for anything but a plain dict: a merged copy, as it always was."""
     prefix = f"{field}." if field else ""
     if not isinstance(raw, dict):
         raise ValidationError("a job must be a JSON object", field or None)

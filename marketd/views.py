@@ -3,11 +3,13 @@ store and the lanes' live state. No provider is ever called from here."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Iterable, Mapping
+from json.encoder import encode_basestring_ascii
 from typing import Any
 
 from marketd.clock import iso
-from marketd.models import PROVIDERS, format_minor
+from marketd.models import PROVIDERS, EnqueueResult, format_minor
 from marketd.store import Store
 from marketd.worker import Lane
 
@@ -23,6 +25,31 @@ def price_view(row: Mapping[str, Any]) -> dict[str, Any]:
         "last_sale": format_minor(row["last_sale"]),
         "fetched_at": row["fetched_at"],
     }
+
+
+_RESULT_JSON = ('{"id": %s, "dedupe_key": %s, "status": %s, "priority": %s, '
+                '"deduplicated": %s}')
+
+
+def enqueue_json(results: Iterable[EnqueueResult]) -> str:
+    """The 202 body of ``POST /enqueue``: exactly ``json.dumps({"jobs": [r.as_dict() ...]})``
+    (default separators, ASCII escapes), without a dict per job.
+
+    A result whose fields are the usual exact types (str or None id; str key and status; int
+    priority; bool flag) is written from a template with json's own string escaper; any other
+    goes through ``json.dumps(r.as_dict())``, which writes it as the whole-body dump would.
+    """
+    enc = encode_basestring_ascii
+    parts = []
+    for r in results:
+        rid, key, status, priority, dup = r.id, r.dedupe_key, r.status, r.priority, r.deduplicated
+        if ((rid is None or type(rid) is str) and type(key) is str and type(status) is str
+                and type(priority) is int and type(dup) is bool):
+            parts.append(_RESULT_JSON % ("null" if rid is None else enc(rid), enc(key),
+                                         enc(status), priority, "true" if dup else "false"))
+        else:
+            parts.append(json.dumps(r.as_dict()))
+    return '{"jobs": [' + ", ".join(parts) + "]}"
 
 
 def budget_view(lanes: Mapping[str, Lane], rows: list[dict[str, Any]],

@@ -26,7 +26,7 @@ from marketd.models import (
     parse_enqueue_body,
     size_key,
 )
-from marketd.views import price_view, status_view
+from marketd.views import enqueue_json, price_view, status_view
 
 if TYPE_CHECKING:
     from marketd.app import Daemon
@@ -127,7 +127,7 @@ async def enqueue(request: web.Request) -> web.Response:
             raise _unauthorized("missing or wrong Authorization: Bearer token")
     specs = parse_enqueue_body(await read_json(request))
     results = await daemon.enqueue(specs)
-    return web.json_response({"jobs": [r.as_dict() for r in results]}, status=202)
+    return web.json_response(text=enqueue_json(results), status=202)
 
 
 async def trigger(request: web.Request) -> web.Response:
