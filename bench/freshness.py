@@ -262,7 +262,7 @@ def scheduler_classes() -> dict[str, Any]:
                     return
                 stats: BatchStats = await self.worker.run_batch(lane, jobs)
                 summary.providers[lane.name] = stats.as_dict()
-                await self.store.insert_metrics(
+                self.store.record_metrics_soon(
                     run_id=summary.run_id, provider=lane.name, batch_size=stats.batch_size,
                     succeeded=stats.succeeded, failed=stats.failed, deferred=stats.deferred,
                     calls=stats.calls, rate_limited=stats.rate_limited,

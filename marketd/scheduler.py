@@ -183,11 +183,11 @@ class Scheduler:
             log.info("batch_started", provider=lane.name, jobs=len(jobs), capacity=capacity)
             stats: BatchStats = await self.worker.run_batch(lane, jobs)
             summary.providers[lane.name] = stats.as_dict()
-            await asyncio.shield(self.store.insert_metrics(
+            self.store.record_metrics_soon(  # written with the run's finish
                 run_id=summary.run_id, provider=lane.name, batch_size=stats.batch_size,
                 succeeded=stats.succeeded, failed=stats.failed, deferred=stats.deferred,
                 calls=stats.calls, rate_limited=stats.rate_limited,
-                duration_ms=stats.duration_ms))
+                duration_ms=stats.duration_ms)
             if self.is_stopping():  # (a method: mypy narrows the attribute across awaits)
                 return
             if stats.stopped_by in ("paused", "auth") and lane.paused_until is not None:

@@ -88,28 +88,43 @@ def _job(row: sqlite3.Row | Mapping[str, Any]) -> Job:
     )
 
 
-def _outcome_writes(outcomes: Outcomes, now: str) -> Callable[[sqlite3.Connection], None]:
-    """The statements that store one group's results, to run inside a write transaction."""
-    prices = [_price_row(p) for p in outcomes.prices]
-    keys = json.dumps([dedupe_key(p.provider, p.sku, p.size) for p in outcomes.prices])
-    writes = [(name, params) for name, params in (
-        ("complete_job", [{"id": i, "now": now} for i in outcomes.completed]),
-        ("fail_job", [{"id": i, "now": now, "error": e[:1000]} for i, e in outcomes.failed]),
-        ("retry_job", [{"id": r.job_id, "now": now, "error": r.error[:1000],
-                        "next_attempt_at": iso(r.next_attempt_at)} for r in outcomes.retried]),
-        ("defer_job", [{"id": d.job_id, "now": now, "error": d.error,
-                        "next_attempt_at": iso(d.next_attempt_at)} for d in outcomes.deferred]),
-    ) if params]
+class _Results:
+    """Results of consecutive groups waiting for a write transaction, kept as rows so one
+    transaction writes them all with one statement of each kind."""
 
-    def work(conn: sqlite3.Connection) -> None:
-        if prices:
-            conn.executemany(Q["upsert_price"], prices)
-            conn.executemany(Q["insert_price_history"], prices)
-            conn.execute(Q["complete_answered"], {"now": now, "keys": keys})
-        for name, params in writes:
-            conn.executemany(Q[name], params)
+    __slots__ = ("jobs", "keys", "now", "prices")
 
-    return work
+    def __init__(self) -> None:
+        self.prices: list[tuple[Any, ...]] = []
+        self.keys: list[str] = []
+        self.now = ""
+        self.jobs: dict[str, list[dict[str, Any]]] = {
+            "complete_job": [], "fail_job": [], "retry_job": [], "defer_job": []}
+
+    def add(self, outcomes: Outcomes, now: str) -> None:
+        self.now = now
+        self.prices += [_price_row(p) for p in outcomes.prices]
+        self.keys += [dedupe_key(p.provider, p.sku, p.size) for p in outcomes.prices]
+        jobs = self.jobs
+        jobs["complete_job"] += [{"id": i, "now": now} for i in outcomes.completed]
+        jobs["fail_job"] += [{"id": i, "now": now, "error": e[:1000]}
+                             for i, e in outcomes.failed]
+        jobs["retry_job"] += [{"id": r.job_id, "now": now, "error": r.error[:1000],
+                               "next_attempt_at": iso(r.next_attempt_at)}
+                              for r in outcomes.retried]
+        jobs["defer_job"] += [{"id": d.job_id, "now": now, "error": d.error,
+                               "next_attempt_at": iso(d.next_attempt_at)}
+                              for d in outcomes.deferred]
+
+    def __call__(self, conn: sqlite3.Connection) -> None:
+        if self.prices:
+            conn.executemany(Q["upsert_price"], self.prices)
+            conn.executemany(Q["insert_price_history"], self.prices)
+            conn.execute(Q["complete_answered"], {"now": self.now,
+                                                  "keys": json.dumps(self.keys)})
+        for name, params in self.jobs.items():
+            if params:
+                conn.executemany(Q[name], params)
 
 
 def _nothing(conn: sqlite3.Connection) -> None:
@@ -440,7 +455,11 @@ class Store:
         jobs stay 'running': a crash in between costs that call's answer, and start-up returns
         the jobs to pending, as after a crash mid-call. :meth:`flush` writes them now.
         """
-        self._unrecorded.append(_outcome_writes(outcomes, self.now_iso()))
+        last = self._unrecorded[-1] if self._unrecorded else None
+        if not isinstance(last, _Results):
+            last = _Results()
+            self._unrecorded.append(last)
+        last.add(outcomes, self.now_iso())
 
     async def flush(self) -> None:
         """Write the results :meth:`record_soon` queued, if any."""
@@ -610,9 +629,11 @@ class Store:
         params = {"id": run_id, "finished_at": self.now_iso(), **summary}
         await self._write(lambda conn: conn.execute(Q["finish_run"], params).close())
 
-    async def insert_metrics(self, **metrics: Any) -> None:
+    def record_metrics_soon(self, **metrics: Any) -> None:
+        """Queue one batch's metrics row for the next write transaction (the run's
+        :meth:`finish_run`, at the latest)."""
         params = {"created_at": self.now_iso(), **metrics}
-        await self._write(lambda conn: conn.execute(Q["insert_metrics"], params).close())
+        self._unrecorded.append(lambda conn: conn.execute(Q["insert_metrics"], params).close())
 
     async def recent_runs(self, limit: int = 20) -> list[dict[str, Any]]:
         return [dict(r) for r in await self._read(Q["recent_runs"], {"limit": limit})]
