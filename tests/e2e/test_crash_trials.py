@@ -30,9 +30,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.client import HTTPException
 from pathlib import Path
+from typing import Any
 
 import pytest
-from typing import Any
 
 from tests.e2e.helpers import (
     daemon_config,
