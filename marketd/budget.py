@@ -65,6 +65,25 @@ class ProviderBudget:
         self._reserved: list[int] = []  # ids of calls reserved ahead, not yet handed out
         self._reserved_at = 0.0  # when they were reserved (their hour's budget row)
         self._lease_end = 0.0  # their recorded send time: hand none out at or after it
+        # the provider's own count (Provider.quota): calls left before it resets, if it said
+        self._quota: tuple[int, float] | None = None
+
+    def calibrate(self, remaining: int, reset_at: float) -> None:
+        """The provider says only ``remaining`` calls are left until ``reset_at`` (the key's
+        quota, which other apps may be using too): send no more than that before the reset,
+        whatever the configured limits would allow. Replaces the last calibration."""
+        now = self.clock.now()
+        self._quota = (max(0, remaining), reset_at) if reset_at > now else None
+
+    def quota_left(self, now: float) -> int | None:
+        """Calls the provider's own count still allows before its reset (None: no count)."""
+        if self._quota is None:
+            return None
+        left, reset_at = self._quota
+        if now >= reset_at:
+            self._quota = None
+            return None
+        return left
 
     async def load(self) -> None:
         """Rebuild the sliding log from the durable call log (start-up)."""
@@ -81,12 +100,17 @@ class ProviderBudget:
                 self._last_sent = max(self._last_sent, sent_at)  # delay_ms holds across processes
 
     def next_free(self, now: float) -> float:
-        if not self.delay_s:  # (calls reserved ahead carry a later send time: no gap to keep)
-            return self.log.next_free(now)
-        return max(self.log.next_free(now), self._last_sent + self.delay_s)
+        at = self.log.next_free(now)
+        if self.delay_s:  # (calls reserved ahead carry a later send time: no gap to keep then)
+            at = max(at, self._last_sent + self.delay_s)
+        if self.quota_left(now) == 0 and self._quota is not None:
+            at = max(at, self._quota[1])
+        return at
 
     def capacity(self, now: float, horizon_s: float) -> int:
-        return self.log.capacity(now, horizon_s)
+        cap = self.log.capacity(now, horizon_s)
+        left = self.quota_left(now)
+        return cap if left is None else min(cap, left)
 
     def _decider(self) -> Callable[[list[tuple[int, float]], float], bool]:
         """The check ``reserve_call`` runs in the database's thread: would one more call now
@@ -123,8 +147,10 @@ class ProviderBudget:
                         raise BudgetExhausted(self.provider, at)
                     await self.clock.sleep(at - now)
                     continue
-                if self.reserves_ahead and self.ahead > 1:
-                    if await self._reserve(min(self.ahead, RESERVE_MAX)):
+                left = self.quota_left(now)
+                if self.reserves_ahead and self.ahead > 1 and (left is None or left > 1):
+                    want = min(self.ahead, RESERVE_MAX, left if left is not None else RESERVE_MAX)
+                    if await self._reserve(want):
                         return
                     continue
 
@@ -144,6 +170,8 @@ class ProviderBudget:
     def _sent(self) -> None:
         self.calls += 1
         self.ahead = max(0, self.ahead - 1)
+        if self._quota is not None:
+            self._quota = (max(0, self._quota[0] - 1), self._quota[1])
 
     def _take_reserved(self) -> bool:
         """Hand out a call reserved ahead, if one is left and its lease has not ended."""

@@ -25,6 +25,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from marketd.clock import Clock, iso
 from marketd.config import Config
+from marketd.errors import MarketdError
 from marketd.models import Priority
 from marketd.policy import run_allowance
 from marketd.store import Store
@@ -33,6 +34,7 @@ from marketd.worker import BatchStats, Lane, Worker
 log = structlog.get_logger(__name__)
 
 JOBS_PER_SKU_CAP = 20  # a run takes at most this many queued sizes per SKU it calls for
+QUOTA_CHECK_S = 3600.0  # how often a provider's own quota count is read (eBay's getRateLimits)
 
 
 @dataclass
@@ -153,6 +155,7 @@ class Scheduler:
             summary.providers[lane.name] = {"skipped": "busy"}
             return
         async with lane.lock:
+            await self._check_quota(lane, now)
             capacity = lane.budget.capacity(now, self.cfg.interval_seconds)
             if capacity <= 0:
                 at = lane.budget.next_free(now)
@@ -194,6 +197,23 @@ class Scheduler:
                 self._wake_later(lane.name, lane.paused_until)  # the rest runs when it ends
             else:
                 await self._rewake_if_manual(lane)
+
+    async def _check_quota(self, lane: Lane, now: float) -> None:
+        """Hourly (and in the first run), lower the budget to what the provider itself says is
+        left of the key's quota: other apps on the same key spend it too."""
+        if lane.client is None or now < lane.quota_checked_at + QUOTA_CHECK_S:
+            return
+        lane.quota_checked_at = now
+        try:
+            quota = await lane.client.quota()
+        except MarketdError as exc:
+            log.warning("quota_check_failed", provider=lane.name, error=str(exc))
+            return
+        if quota is None:
+            return
+        lane.budget.calibrate(quota.remaining, quota.reset_at)
+        log.info("quota_checked", provider=lane.name, remaining=quota.remaining,
+                 limit=quota.limit, resets_at=iso(quota.reset_at))
 
     async def _rewake_if_manual(self, lane: Lane) -> None:
         """Manual jobs that arrived after the batch's last look get a run of their own."""

@@ -66,6 +66,7 @@ class Lane:
     stopping: bool = False
     manual_waiting: bool = False
     pause_dirty: bool = False  # the pause changed and is not yet in provider_state
+    quota_checked_at: float = float("-inf")  # when the provider's own quota was last read
     counters: LaneCounters = field(default_factory=LaneCounters)
 
     def paused(self, now: float) -> bool:

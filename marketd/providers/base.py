@@ -92,6 +92,15 @@ class Response:
         return json.loads(self.body)
 
 
+@dataclass(frozen=True, slots=True)
+class Quota:
+    """What a provider itself says is left of the key's quota (other apps may share the key)."""
+
+    remaining: int
+    reset_at: float  # epoch seconds when the provider starts counting afresh
+    limit: int | None = None
+
+
 class Provider:
     """Base class of the StockX, Alias and eBay clients."""
 
@@ -102,6 +111,11 @@ class Provider:
 
     async def fetch_group(self, sku: str, jobs: Sequence[Job]) -> FetchResult:
         raise NotImplementedError
+
+    async def quota(self) -> Quota | None:
+        """The provider's own count of the calls left, where it has an API for that (the
+        scheduler asks hourly and lowers the budget to it); None where it has none."""
+        return None
 
     async def close(self) -> None:
         """Release what the client holds (the session belongs to the caller)."""

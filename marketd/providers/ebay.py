@@ -8,8 +8,9 @@ Requests (providers.md §3):
 - ``GET /buy/browse/v1/item_summary/search``: active fixed-price new listings, cheapest first.
   Browse has no product-level call and no sold data, so each job costs one call and only
   ``lowest_ask`` (price + first shipping cost) is ever known.
-- ``GET /developer/analytics/v1_beta/rate_limit/`` (:meth:`EbayClient.remaining_quota`): what
-  is left of the daily Browse quota, to calibrate the budget.
+- ``GET /developer/analytics/v1_beta/rate_limit/`` (:meth:`EbayClient.quota`): what is left
+  of the daily Browse quota (shared by every app on the key); the scheduler asks hourly and
+  never plans more calls than that before the reset. Not counted: Analytics has its own quota.
 
 A 429 with errorId 2001 means the daily quota is spent: QuotaExhausted until the next midnight
 in America/Los_Angeles, when eBay resets it.
@@ -28,6 +29,7 @@ from zoneinfo import ZoneInfo
 
 import structlog
 
+from marketd.clock import parse_iso
 from marketd.errors import (
     AuthError,
     BudgetExhausted,
@@ -41,6 +43,7 @@ from marketd.providers.base import (
     FetchResult,
     Provider,
     ProviderContext,
+    Quota,
     Response,
     error_for_status,
 )
@@ -91,19 +94,32 @@ class EbayClient(Provider):
                 result.outcomes[job.id] = exc
         return result
 
-    async def remaining_quota(self) -> int | None:
-        """Calls left today on the Browse API (getRateLimits), or None if eBay does not say."""
+    async def quota(self) -> Quota | None:
+        """What is left of today's Browse quota (getRateLimits), or None if eBay does not say.
+        Analytics has a quota of its own, so the call is not counted against Browse's."""
         body = await self._get("/developer/analytics/v1_beta/rate_limit/",
-                               {"api_context": "buy", "api_name": "browse"})
+                               {"api_context": "buy", "api_name": "browse"}, counted=False)
         for api in _list(body, "rateLimits"):
             for resource in _list(api, "resources"):
                 if str(resource.get("name", "")).lower() != "buy.browse":
                     continue
                 for rate in _list(resource, "rates"):
                     remaining = rate.get("remaining")
-                    if isinstance(remaining, int) and not isinstance(remaining, bool):
-                        return remaining
+                    if not isinstance(remaining, int) or isinstance(remaining, bool):
+                        continue
+                    now = self.ctx.clock.now()
+                    reset_at = _reset_at(rate.get("reset"))
+                    if reset_at is None or reset_at <= now:
+                        reset_at = now + seconds_until_quota_reset(now)
+                    limit = rate.get("limit")
+                    return Quota(max(0, remaining), reset_at,
+                                 limit if isinstance(limit, int) else None)
         return None
+
+    async def remaining_quota(self) -> int | None:
+        """Calls left today on the Browse API (see :meth:`quota`)."""
+        quota = await self.quota()
+        return None if quota is None else quota.remaining
 
     # ---- search ----------------------------------------------------------------------------
 
@@ -193,16 +209,17 @@ class EbayClient(Provider):
     # ---- HTTP ------------------------------------------------------------------------------
 
     async def _get(self, path: str, params: Mapping[str, str],
-                   headers: Mapping[str, str] | None = None) -> Any:
-        """A counted GET with the app token; a 401/403 mints a new token and retries once."""
+                   headers: Mapping[str, str] | None = None, *, counted: bool = True) -> Any:
+        """A GET with the app token (counted against the budget unless told otherwise); a
+        401/403 mints a new token and retries once."""
         url = f"{self.ctx.config.base_url}{path}"
         token = await self._access_token()
-        resp = await self._send("GET", url, params=params,
+        resp = await self._send("GET", url, params=params, counted=counted,
                                 headers={**(headers or {}), "Authorization": f"Bearer {token}"})
         if resp.status in (401, 403):
             log.info("ebay_token_refused", path=path, status=resp.status)
             token = await self._access_token(refused=token)
-            resp = await self._send("GET", url, params=params,
+            resp = await self._send("GET", url, params=params, counted=counted,
                                     headers={**(headers or {}), "Authorization": f"Bearer {token}"})
         if not 200 <= resp.status < 300:
             raise self._error(resp, path)
@@ -290,6 +307,16 @@ def title_matches(title: str, sku: str, size: str | None, system: str) -> bool:
         if label is None or label.replace("EUR", "EU") == system:
             return True
     return False
+
+
+def _reset_at(text: Any) -> float | None:
+    """getRateLimits' ``reset`` (ISO-8601 UTC) as epoch seconds; None if absent or unreadable."""
+    if not isinstance(text, str):
+        return None
+    try:
+        return parse_iso(text)
+    except ValueError:
+        return None
 
 
 def seconds_until_quota_reset(now: float) -> float:

@@ -336,6 +336,28 @@ async def search(request: web.Request) -> web.Response:
     return web.json_response(body)
 
 
+@routes.get("/developer/analytics/v1_beta/rate_limit/")
+async def rate_limits(request: web.Request) -> web.Response:
+    """getRateLimits: what is left of the daily Browse quota (Analytics is not metered)."""
+    state = request.app[SIM_STATE]
+    try:
+        authenticate(request, state)
+    except ApiError as err:
+        return render_error(err)
+    body: dict[str, Any] = {"rateLimits": []}
+    quota = state.meters["ebay"].day_quota(state.clock.now())
+    wanted = (request.query.get("api_context", "buy").lower(),
+              request.query.get("api_name", "browse").lower())
+    if quota is not None and wanted == ("buy", "browse"):
+        limit, used, resets_at = quota
+        body["rateLimits"].append({
+            "apiContext": "buy", "apiName": "Browse", "apiVersion": "v1",
+            "resources": [{"name": "buy.browse", "rates": [{
+                "count": used, "limit": limit, "remaining": max(0, limit - used),
+                "reset": iso(resets_at), "timeWindow": 86400}]}]})
+    return web.json_response(body)
+
+
 @routes.post("/identity/v1/oauth2/token")
 async def token(request: web.Request) -> web.Response:
     """Client-credentials grant: Basic auth with client id and secret, a 2-hour app token."""

@@ -81,6 +81,14 @@ class ProviderMeter:
     def _day_reset(self, day: date) -> float:
         return datetime.combine(day + timedelta(days=1), time(), self.daily_tz).timestamp()
 
+    def day_quota(self, now: float) -> tuple[int, int, float] | None:
+        """``(limit, used, resets_at)`` of the daily quota today, or None without one."""
+        if self.daily_limit is None:
+            return None
+        day = self._local_day(now)
+        used = self._day_used if day == self._day else 0
+        return self.daily_limit, used, self._day_reset(day)
+
     def stats(self, now: float) -> dict[str, Any]:
         """The JSON shape of ``GET /_sim/stats`` for this provider."""
         day = self._local_day(now)

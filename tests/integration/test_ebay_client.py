@@ -348,15 +348,42 @@ async def test_job_failure_does_not_stop_the_group(http: aioresponses,
     assert price(result, good).lowest_ask == 9750
 
 
-async def test_remaining_quota_reads_get_rate_limits(http: aioresponses, make_client: Factory,
+async def test_quota_reads_get_rate_limits_uncounted(http: aioresponses, make_client: Factory,
                                                      budget: CountingBudget) -> None:
-    """remaining_quota reads buy.browse's remaining calls; the call is counted."""
+    """quota reads buy.browse's remaining calls and reset; Analytics has its own quota, so
+    the call is not counted against the Browse budget."""
     serve_token(http)
     http.get(QUOTA_RE, payload=fixture("rate_limits.json"))
-    assert await make_client().remaining_quota() == 4870
+    quota = await make_client().quota()
+    assert quota is not None
+    assert (quota.remaining, quota.limit) == (4870, 5000)
+    assert quota.reset_at == datetime(2026, 1, 1, 8, tzinfo=UTC).timestamp()
     [(url, _)] = requests_to(http, "/rate_limit/")
     assert dict(url.query) == {"api_context": "buy", "api_name": "browse"}
-    assert budget.spent == 1
+    assert budget.spent == 0
+
+
+async def test_quota_without_a_readable_reset_uses_pacific_midnight(
+        http: aioresponses, make_client: Factory, clock: FakeClock) -> None:
+    body = fixture("rate_limits.json")
+    rate = body["rateLimits"][0]["resources"][1]["rates"][0]
+    rate["reset"] = "soon"
+    rate["remaining"] = -3
+    serve_token(http)
+    http.get(QUOTA_RE, payload=body)
+    quota = await make_client().quota()
+    assert quota is not None and quota.remaining == 0
+    assert quota.reset_at == clock.now() + seconds_until_quota_reset(clock.now())
+
+
+async def test_quota_is_none_when_ebay_does_not_say(http: aioresponses,
+                                                    make_client: Factory) -> None:
+    serve_token(http)
+    http.get(QUOTA_RE, payload={"rateLimits": [{"apiName": "Browse", "resources": []}]},
+             repeat=True)
+    client = make_client()
+    assert await client.quota() is None
+    assert await client.remaining_quota() is None
 
 
 # ---- pure helpers ----------------------------------------------------------------------------

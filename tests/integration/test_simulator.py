@@ -467,6 +467,27 @@ async def test_ebay_daily_quota_answers_2001_until_pacific_midnight(sim: Start,
     await get_json(client, path, headers, q="dunk")
 
 
+async def test_ebay_get_rate_limits_counts_down_and_is_not_metered(sim: Start,
+                                                                  clock: FakeClock) -> None:
+    """getRateLimits reports the Browse quota left today; asking uses none of it."""
+    client = await sim(SimulatorOptions(ebay=ProviderOptions(daily_limit=5)))
+    headers = await ebay_headers(client)
+    path = "/developer/analytics/v1_beta/rate_limit/"
+    await get_json(client, "/buy/browse/v1/item_summary/search", headers, q="dunk")
+    for _ in range(3):
+        body = await get_json(client, path, headers, api_context="buy", api_name="browse")
+    [api] = body["rateLimits"]
+    [resource] = api["resources"]
+    assert resource["name"] == "buy.browse"
+    [rate] = resource["rates"]
+    assert (rate["limit"], rate["count"], rate["remaining"], rate["timeWindow"]) == (5, 1, 4,
+                                                                                     86400)
+    assert rate["reset"] == "2026-01-01T08:00:00.000Z"  # midnight Pacific
+    stats = await get_json(client, "/_sim/stats", {})
+    assert stats["providers"]["ebay"]["requests"] == 1
+    await get_json(client, path, {}, 401)
+
+
 # ---- limits and observability -------------------------------------------------------------------
 
 
