@@ -249,15 +249,34 @@ class Store:
             conn = self.w
             queued, self._unrecorded = self._unrecorded, []
             try:
-                # aiosqlite runs queued functions in its connection's thread, in order; these
-                # two names are its internals (pinned in pyproject.toml)
-                done = await conn._execute(  # type: ignore[no-untyped-call]
-                    _transaction, conn._conn, work, queued)
-            except sqlite3.Error as exc:
-                self._unrecorded[:0] = queued  # rolled back: they go with the next write
+                done = await _run_in_thread(conn, work, queued)
+            except sqlite3.OperationalError as exc:  # busy, I/O: try them all again later
+                self._unrecorded[:0] = queued
                 raise StoreError(f"database write failed: {exc}") from exc
+            except sqlite3.Error as exc:
+                if not queued:
+                    raise StoreError(f"database write failed: {exc}") from exc
+                # a queued write may hold bad data: it must not fail this caller's write
+                await self._write_alone(conn, queued)
+                try:
+                    done = await _run_in_thread(conn, work, ())
+                except sqlite3.Error as exc2:
+                    raise StoreError(f"database write failed: {exc2}") from exc2
             self._maybe_checkpoint(conn)
-            return cast(T, done)
+            return done
+
+    async def _write_alone(self, conn: aiosqlite.Connection,
+                           queued: Sequence[Callable[[sqlite3.Connection], None]]) -> None:
+        """Each queued write in a transaction of its own; one the database refuses for its
+        data is dropped and logged (its jobs stay 'running' until the stuck-job rescue)."""
+        for at, write in enumerate(queued):
+            try:
+                await _run_in_thread(conn, _nothing, (write,))
+            except sqlite3.OperationalError:
+                self._unrecorded[:0] = queued[at:]
+                return
+            except sqlite3.Error as exc:
+                log.error("queued_write_dropped", error=f"{type(exc).__name__}: {exc}")
 
     def _maybe_checkpoint(self, conn: aiosqlite.Connection) -> None:
         """Start a background checkpoint once enough rows changed (called with the write lock
@@ -727,6 +746,15 @@ async def _executescript(conn: aiosqlite.Connection, script: str) -> None:
 
 
 T = TypeVar("T")
+
+
+async def _run_in_thread(conn: aiosqlite.Connection, work: Callable[[sqlite3.Connection], T],
+                         queued: Sequence[Callable[[sqlite3.Connection], None]]) -> T:
+    """One :func:`_transaction` in the connection's thread: aiosqlite runs queued functions
+    there in order (``_execute`` and ``_conn`` are its internals, pinned in pyproject.toml)."""
+    done = await conn._execute(  # type: ignore[no-untyped-call]
+        _transaction, conn._conn, work, queued)
+    return cast(T, done)
 
 
 def _transaction(conn: sqlite3.Connection, work: Callable[[sqlite3.Connection], T],

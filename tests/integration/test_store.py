@@ -319,3 +319,18 @@ async def test_close_writes_queued_results(tmp_path: Path, clock: FakeClock) -> 
         assert (await again.get_job(job.id)).status == "completed"  # type: ignore[union-attr]
     finally:
         await again.close()
+
+
+async def test_bad_queued_results_never_block_other_writes(store: Store,
+                                                           clock: FakeClock) -> None:
+    """Results the database refuses for their data are dropped (their jobs wait for the
+    stuck-job rescue); the write that carried them, and later ones, go through."""
+    await store.enqueue([spec("A-1"), spec("B-1")], 0)
+    jobs = await store.claim("stockx", 10)
+    bad = Price("stockx", "A-1", "10", None, 1, 1, 1, clock.now())  # type: ignore[arg-type]
+    store.record_soon(Outcomes(completed=[jobs[0].id], prices=[bad]))
+    [result] = await store.enqueue([spec("C-1")], 0)
+    assert result.status == "pending"
+    assert (await store.get_job(jobs[0].id)).status == "running"  # type: ignore[union-attr]
+    await store.record(Outcomes(completed=[jobs[1].id]))
+    assert (await store.get_job(jobs[1].id)).status == "completed"  # type: ignore[union-attr]
