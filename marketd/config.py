@@ -46,6 +46,10 @@ class SchedulerConfig:
     manual_wake_ms: float = 200.0
     pacing: bool = True
     manual_reserve: float = 0.05
+    # budget no queued job needs refreshes prices users asked for once they are this old
+    # (0: off), for keys asked within the last idle_refresh_keep_days
+    idle_refresh_seconds: float = 3600.0
+    idle_refresh_keep_days: float = 7.0
 
 
 @dataclass(frozen=True)
@@ -148,6 +152,8 @@ _BOUNDS: dict[str, tuple[float | None, float | None]] = {
     "scheduler.limit_margin_ms": (0, 60000),
     "scheduler.manual_wake_ms": (0, 60000),
     "scheduler.manual_reserve": (0, 0.5),
+    "scheduler.idle_refresh_seconds": (0, None),
+    "scheduler.idle_refresh_keep_days": (0, 3650),
     "alerts.failure_rate_threshold": (0, 1),
     "alerts.window_seconds": (1, None),
     "alerts.min_jobs": (1, None),

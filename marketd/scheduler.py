@@ -26,7 +26,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from marketd.clock import Clock, iso
 from marketd.config import Config
 from marketd.errors import MarketdError
-from marketd.models import Priority
+from marketd.models import Job, Priority
 from marketd.policy import run_allowance
 from marketd.store import Store
 from marketd.worker import BatchStats, Lane, Worker
@@ -35,6 +35,7 @@ log = structlog.get_logger(__name__)
 
 JOBS_PER_SKU_CAP = 20  # a run takes at most this many queued sizes per SKU it calls for
 QUOTA_CHECK_S = 3600.0  # how often a provider's own quota count is read (eBay's getRateLimits)
+IDLE_REFRESH_PRIORITY = 50  # below background: any job a user queued goes first
 
 
 @dataclass
@@ -173,11 +174,10 @@ class Scheduler:
                 if frees is not None:
                     self._wake_later(lane.name, frees + 0.001)
             min_priority = int(Priority.MANUAL) if allow.manual_only else 0
-            if lane.coalesces:  # one call per SKU: count SKUs, take every size queued
-                jobs = await self.store.claim(lane.name, allow.calls * JOBS_PER_SKU_CAP,
-                                              max_skus=allow.calls, min_priority=min_priority)
-            else:
-                jobs = await self.store.claim(lane.name, allow.calls, min_priority=min_priority)
+            jobs = await self._claim(lane, allow.calls, min_priority)
+            if not allow.manual_only and self.cfg.idle_refresh_seconds > 0:
+                used = len({j.sku for j in jobs}) if lane.coalesces else len(jobs)
+                jobs += await self._idle_refresh(lane, allow.calls - used)
             if not jobs:
                 summary.providers[lane.name] = {"batch_size": 0}
                 # a manual job enqueued while this claim ran found the lane busy: run for it
@@ -197,6 +197,28 @@ class Scheduler:
                 self._wake_later(lane.name, lane.paused_until)  # the rest runs when it ends
             else:
                 await self._rewake_if_manual(lane)
+
+    async def _claim(self, lane: Lane, calls: int, min_priority: int = 0) -> list[Job]:
+        if lane.coalesces:  # one call per SKU: count SKUs, take every size queued
+            return await self.store.claim(lane.name, calls * JOBS_PER_SKU_CAP, max_skus=calls,
+                                          min_priority=min_priority)
+        return await self.store.claim(lane.name, calls, min_priority=min_priority)
+
+    async def _idle_refresh(self, lane: Lane, spare: int) -> list[Job]:
+        """Calls this run may make that no queued job needs refresh the oldest prices users
+        asked for (older than idle_refresh_seconds), instead of going unused."""
+        if spare <= 0:
+            return []
+        queued = await self.store.enqueue_stale(
+            lane.name, spare, per_sku=lane.coalesces,
+            older_than_s=self.cfg.idle_refresh_seconds,
+            asked_within_s=self.cfg.idle_refresh_keep_days * 86400,
+            priority=IDLE_REFRESH_PRIORITY)
+        if not queued:
+            return []
+        jobs = await self._claim(lane, spare)
+        log.info("idle_refresh", provider=lane.name, spare_calls=spare, jobs=len(jobs))
+        return jobs
 
     async def _check_quota(self, lane: Lane, now: float) -> None:
         """Hourly (and in the first run), lower the budget to what the provider itself says is

@@ -1,4 +1,4 @@
--- marketd: the whole schema (version 2). Timestamps are ISO-8601 UTC text with milliseconds
+-- marketd: the whole schema (version 3). Timestamps are ISO-8601 UTC text with milliseconds
 -- ('2026-11-28T15:00:00.000Z'), so they sort as text and the seed's queries translate directly.
 -- Fresh databases get this file; older ones get sql/migrations/*.sql (a test keeps them equal).
 
@@ -127,6 +127,18 @@ CREATE TABLE IF NOT EXISTS market_catalog (
     data       TEXT NOT NULL DEFAULT '{}',     -- JSON: the provider's size data and more
     fetched_at TEXT NOT NULL,
     PRIMARY KEY (provider, sku)
+);
+
+-- the keys users asked for (a job at background priority or above that completed), so
+-- that budget no queued job needs refreshes their oldest prices (scheduler.idle_refresh_seconds)
+CREATE TABLE IF NOT EXISTS market_wanted (
+    provider    TEXT NOT NULL,
+    sku         TEXT NOT NULL,
+    size_key    TEXT NOT NULL DEFAULT '',          -- market_prices.size: '10', 'EU 40', ''
+    size        TEXT,
+    size_system TEXT NOT NULL DEFAULT 'UK',
+    asked_at    TEXT NOT NULL,                     -- the last completion of a user's job
+    PRIMARY KEY (provider, sku, size_key)
 );
 
 -- a provider paused after 429 or refused credentials survives a restart

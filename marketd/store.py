@@ -58,6 +58,8 @@ class Outcomes:
     retried: Sequence[Retry] = ()
     deferred: Sequence[Defer] = ()
     prices: Sequence[Price] = ()
+    # keys a user asked for and got: (provider, sku, size_key, size, size_system)
+    wanted: Sequence[tuple[str, str, str, str | None, str]] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,11 +94,12 @@ class _Results:
     """Results of consecutive groups waiting for a write transaction, kept as rows so one
     transaction writes them all with one statement of each kind."""
 
-    __slots__ = ("jobs", "keys", "now", "prices")
+    __slots__ = ("jobs", "keys", "now", "prices", "wanted")
 
     def __init__(self) -> None:
         self.prices: list[tuple[Any, ...]] = []
         self.keys: list[str] = []
+        self.wanted: list[tuple[Any, ...]] = []
         self.now = ""
         self.jobs: dict[str, list[dict[str, Any]]] = {
             "complete_job": [], "fail_job": [], "retry_job": [], "defer_job": []}
@@ -105,6 +108,7 @@ class _Results:
         self.now = now
         self.prices += [_price_row(p) for p in outcomes.prices]
         self.keys += [dedupe_key(p.provider, p.sku, p.size) for p in outcomes.prices]
+        self.wanted += [(*w, now) for w in outcomes.wanted]
         jobs = self.jobs
         jobs["complete_job"] += [{"id": i, "now": now} for i in outcomes.completed]
         jobs["fail_job"] += [{"id": i, "now": now, "error": e[:1000]}
@@ -122,6 +126,8 @@ class _Results:
             conn.executemany(Q["insert_price_history"], self.prices)
             conn.execute(Q["complete_answered"], {"now": self.now,
                                                   "keys": json.dumps(self.keys)})
+        if self.wanted:
+            conn.executemany(Q["remember_wanted"], self.wanted)
         for name, params in self.jobs.items():
             if params:
                 conn.executemany(Q[name], params)
@@ -520,6 +526,24 @@ class Store:
         rows = await self._read(Q["any_pending_due"], {
             "provider": provider, "min_priority": min_priority, "now": self.now_iso()})
         return bool(rows[0][0])
+
+    async def enqueue_stale(self, provider: str, units: int, *, per_sku: bool, older_than_s: float,
+                            asked_within_s: float, priority: int) -> int:
+        """Enqueue refreshes of the keys users asked for (within ``asked_within_s``) whose price
+        is older than ``older_than_s``: ``units`` SKUs (``per_sku``) or keys, oldest price
+        first, at ``priority``. Returns how many jobs are now pending for them."""
+        if units <= 0:
+            return 0
+        now = self.clock.now()
+        rows = await self._read(Q["stale_wanted"], {
+            "provider": provider, "per_sku": int(per_sku), "units": units,
+            "before": iso(now - older_than_s), "asked_since": iso(now - asked_within_s)})
+        if not rows:
+            return 0
+        specs = [JobSpec(provider, r["sku"], r["size"], r["size_system"], priority)
+                 for r in rows]
+        results = await self.enqueue(specs, older_than_s)
+        return sum(1 for r in results if r.status == "pending")
 
     # ---- prices ------------------------------------------------------------------------------
 

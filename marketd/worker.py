@@ -217,6 +217,7 @@ class Worker:
         retried: list[Retry] = []
         deferred: list[Defer] = []
         prices: list[Price] = list(result.extra_prices)
+        wanted: list[tuple[str, str, str, str | None, str]] = []
         for job in group:
             outcome = result.outcomes.get(job.id)
             if outcome is None:
@@ -224,6 +225,9 @@ class Worker:
             if isinstance(outcome, Price):
                 completed.append(job.id)
                 prices.append(outcome)
+                if job.priority >= Priority.BACKGROUND:  # a user's job, not an idle refresh
+                    wanted.append((job.provider, job.sku, job.size_key or "", job.size,
+                                   job.size_system))
                 continue
             if isinstance(outcome, RateLimited):
                 self._pause_rate_limited(lane, outcome, now)
@@ -263,7 +267,7 @@ class Worker:
             log.debug("jobs_completed", provider=lane.name, sku=group[0].sku,
                       jobs=len(completed), prices=len(unique))
         return Outcomes(completed=completed, failed=failed, retried=retried, deferred=deferred,
-                        prices=list(unique.values()))
+                        prices=list(unique.values()), wanted=wanted)
 
     def _pause_rate_limited(self, lane: Lane, exc: RateLimited, now: float) -> None:
         if lane.paused(now) and not lane.credential:

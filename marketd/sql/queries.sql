@@ -262,3 +262,28 @@ INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?);
 SELECT EXISTS (SELECT 1 FROM market_jobs
                WHERE status = 'pending' AND provider = :provider AND priority >= :min_priority
                  AND (next_attempt_at IS NULL OR next_attempt_at <= :now));
+
+-- name: remember_wanted
+INSERT INTO market_wanted (provider, sku, size_key, size, size_system, asked_at)
+VALUES (?, ?, ?, ?, ?, ?)
+ON CONFLICT (provider, sku, size_key) DO UPDATE SET asked_at = excluded.asked_at;
+
+-- name: stale_wanted
+-- keys users asked for since :asked_since whose price is older than :before, the units (SKUs
+-- where one call prices every size, else keys) with the oldest price first, :units of them
+WITH unit AS (
+    SELECT CASE WHEN :per_sku THEN w.sku ELSE w.sku || '|' || w.size_key END AS unit,
+           min(p.fetched_at) AS oldest
+    FROM market_wanted w
+    JOIN market_prices p ON p.provider = w.provider AND p.sku = w.sku AND p.size = w.size_key
+    WHERE w.provider = :provider AND w.asked_at >= :asked_since
+    GROUP BY 1
+    HAVING min(p.fetched_at) < :before
+    ORDER BY oldest
+    LIMIT :units
+)
+SELECT w.sku, w.size, w.size_system FROM market_wanted w
+JOIN unit ON unit.unit = CASE WHEN :per_sku THEN w.sku ELSE w.sku || '|' || w.size_key END
+JOIN market_prices p ON p.provider = w.provider AND p.sku = w.sku AND p.size = w.size_key
+WHERE w.provider = :provider AND w.asked_at >= :asked_since AND p.fetched_at < :before
+ORDER BY unit.oldest, w.sku, w.size_key;
