@@ -10,8 +10,8 @@ nothing waits.
 
 The provider: an in-process client whose answers come from the simulator's catalog and price
 functions (``marketd.simulator.catalog.catalog`` / ``quote``), not the StockX client over HTTP
-against the simulator app. Why: the simulator's catalog has 40 products and the portfolio needs
-150 SKUs (SKUs past the 39 with a market are aliases of them, priced by the same functions);
+against the simulator app. Why: the simulator's catalog has 39 products with a market and the
+portfolio needs more SKUs (SKUs past those are aliases of them, priced by the same functions);
 and an HTTP round trip per call would add real waiting to a run that should take seconds. It
 behaves as StockX's client does where the budget is concerned: ``budget.spend()`` before every
 request, three requests for a SKU whose catalog entry is not cached (search, variants, market
@@ -20,28 +20,64 @@ request that prices every size of the SKU otherwise. Each request arrives at the
 own limit meter (``marketd.simulator.limits.ProviderMeter``, counted at arrival), which answers
 429 when the limit is broken.
 
-The day: 500 items over 150 SKUs (50 SKUs with 4 sizes, 100 with 3), StockX limited to
-100/hour, scheduler defaults (a run every 15 min, max_batch_size 50, fresh_for_seconds 3600).
-The seed's enqueue pattern: hot (150) when an item is added (480 items at the start of a
-warm-up, 20 more during the day), background (100) on every page load for the items whose
-price is older than 60 minutes (page loads at random, 6 an hour), and manual (200) refreshes
-of random items (1 an hour). The figures cover the day after the warm-up.
+The day (every figure is an option; defaults in brackets): --items [500] items over --skus
+[150] SKUs (the items spread evenly: 50 SKUs with 4 sizes, 100 with 3), StockX limited to
+--limit [100] calls/hour, scheduler defaults (a run every 15 min, max_batch_size 50,
+fresh_for_seconds 3600, pacing, 5% manual reserve). The enqueue pattern: hot (150) when an
+item is added (all but --late [20] items at the start of a warm-up, the --late ones during the
+day), background (100) on every page load for the items whose price is older than --stale-min
+[60] minutes (page loads at random, --page-loads [6] an hour), and manual (200) refreshes of
+random items (--manual [1] an hour); --seed [7] seeds all of it. The figures cover the --hours
+[24] after the warm-up (--warmup, default max(3 h, two refresh cycles)).
 
-Optimum: one product-level call per SKU per refresh with the budget fully used refreshes
-every SKU every 150/100 h = 90 min, so price ages spread evenly over 0-90 min: p50 45 min,
-p95 85.5 min. Goal: p95 within 1.2x of that, and no 429.
+Optimum (what the limit allows): one product-level call per SKU per refresh with the budget
+fully used refreshes every SKU every skus/limit hours (150/100 h = 90 min), so price ages spread
+evenly over one cycle: p50 = cycle/2 (45 min), p95 = 0.95 cycle (85.5 min).
 
-"proposed" (reported beside, not judged) is the same day with the scheduling change described
-in bench/README.md, made here by subclassing Scheduler in this file (marketd is not changed);
-"batch_in_calls_only" is its first part alone.
+But background jobs are only enqueued by page loads, for prices older than the stale threshold
+(marketd also answers a background enqueue of a price younger than fresh_for_seconds as
+"fresh", so the effective threshold is the larger of the two). Whatever the limit allows, a SKU
+cannot be refreshed before it is stale and a page load has found it so: its cycle is at least
+stale + Exp(mean gap between page loads). The ages that gives (fetched the instant the page
+load enqueues it) are the "optimum given the enqueue pattern": p50 = (stale + gap) / 2, p95 =
+stale + gap * ln(gap / (0.05 * (stale + gap))) (when gap/(stale+gap) > 5%; 35 and 70.5 min by
+default). Where it is above the limit's (a cycle shorter than the stale threshold always is),
+the enqueue pattern, not the limit, bounds the age of a scheduler that only fetches what is
+enqueued: the script says so, and also gives the
+ages when background work is fetched by the next interval run. That bound holds for a
+scheduler that only fetches what is enqueued; marketd's idle refresh (scheduler.
+idle_refresh_seconds) spends the calls no queued job needs on the oldest prices users asked
+for, so the limit is what binds it, and the goal is judged against the limit's optimum.
 
-    python -m bench.freshness [--quick] [--hours 24]
+Goal: marketd's p95 within 1.2x of the limit's optimum p95 (85.5 min with the defaults), and
+no 429.
+
+The rows (policies), all on the same day and seed:
+
+- "marketd": marketd's real Scheduler (the judged row);
+- "before": the scheduling marketd had before its policy (marketd/policy.py, commit a4b803b):
+  a run claims up to max_batch_size jobs (not SKUs: ~15 calls for 50 jobs at 3.3 sizes per
+  SKU) of at most the window's remaining capacity in SKUs, with no pacing, no manual reserve
+  and no re-wake when the rolling window cuts a run short (a subclass in this file);
+- "batch_in_calls_only": the policy's first rule alone (the batch counted in calls, SKUs), no
+  pacing, reserve or re-wake.
+
+``--sweep`` also runs marketd's Scheduler alone over a grid of limits and seeds (by default
+limit/2, limit, 2x, 4x per hour x seed, seed+1, seed+2; --sweep-limits/--sweep-seeds), and
+prints and writes (under "sweep") each configuration's figures.
+
+    python -m bench.freshness [--quick] [--hours 24] [--limit 100] [--skus 150] [--items 500]
+        [--late 20] [--page-loads 6] [--manual 1] [--stale-min 60] [--seed 7] [--warmup H]
+        [--sweep [--sweep-limits 50,100,200] [--sweep-seeds 7,8,9]] [--out DIR]
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import bisect
+import dataclasses
+import functools
 import heapq
 import math
 import random
@@ -50,18 +86,289 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
-from bench._common import Report, make_config, parser, pct, quiet_logging
+from bench._common import Report, make_config, parser, pct, quiet_logging, table
 
+# the defaults of the options (Params)
 LIMIT_PER_HOUR = 100
 N_SKUS, N_ITEMS, N_LATE = 150, 500, 20
 PAGE_LOADS_PER_HOUR = 6.0
 MANUAL_PER_HOUR = 1.0
 STALE_AFTER_S = 3600.0
-SAMPLE_EVERY_S = 60.0
 SEED = 7
+DAY_H, WARMUP_MIN_H = 24.0, 3.0
+QUICK_WARMUP_H, QUICK_DAY_H = 1.5, 2.0
+
+SAMPLE_EVERY_S = 60.0
+GOAL_P95_OVER_OPTIMUM = 1.2
+POLICIES = ("marketd", "before", "batch_in_calls_only")
+JUDGED = "marketd"
+
+
+@dataclass(frozen=True)
+class Params:
+    """One trial's parameters (the command-line options)."""
+
+    limit_per_hour: int = LIMIT_PER_HOUR
+    skus: int = N_SKUS
+    items: int = N_ITEMS
+    late: int = N_LATE  # items added during the measured day (the rest at the warm-up's start)
+    page_loads_per_hour: float = PAGE_LOADS_PER_HOUR
+    manual_per_hour: float = MANUAL_PER_HOUR
+    stale_after_s: float = STALE_AFTER_S
+    seed: int = SEED
+    day_h: float = DAY_H
+    warmup_h: float | None = None  # None: max(3 h, two refresh cycles)
+
+    @property
+    def cycle_h(self) -> float:
+        """Every SKU once with the whole budget: skus / limit hours."""
+        return self.skus / self.limit_per_hour
+
+    @property
+    def warmup(self) -> float:
+        """The warm-up in hours (at the defaults, 3 h)."""
+        if self.warmup_h is not None:
+            return self.warmup_h
+        return max(WARMUP_MIN_H, 2 * self.cycle_h)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"limit": f"{self.limit_per_hour}/hour", "skus": self.skus, "items": self.items,
+                "late_adds": self.late, "page_loads_per_hour": self.page_loads_per_hour,
+                "manual_per_hour": self.manual_per_hour,
+                "stale_after_min": self.stale_after_s / 60, "seed": self.seed,
+                "warmup_h": self.warmup, "day_h": self.day_h}
+
+
+@functools.cache
+def max_items_per_sku() -> int:
+    """The most items a SKU can hold: the usable sizes (the ends have no asks) of the
+    simulator's smallest product with a market."""
+    from marketd.simulator.catalog import catalog
+
+    return min(len(_sizes(p)) for p in catalog().products if p.has_market)
+
+
+def _variants(product: Any) -> dict[str, Any]:
+    from marketd.simulator.sizes import num
+
+    variants: dict[str, Any] = {}
+    for v in product.variants:
+        variants.setdefault(num(v.size.uk), v)  # one variant per UK size
+    return variants
+
+
+def _sizes(product: Any) -> list[str]:
+    return list(_variants(product))[1:-1]  # the ends have no asks
+
+
+def check_params(p: Params) -> list[str]:
+    """What is wrong with ``p`` (empty when nothing)."""
+    errors = []
+    if p.limit_per_hour < 1:
+        errors.append("--limit must be at least 1 (calls per hour)")
+    if p.skus < 1:
+        errors.append("--skus must be at least 1")
+    if not p.skus <= p.items <= p.skus * max_items_per_sku():
+        most = max_items_per_sku()
+        errors.append(f"--items must be at least --skus ({p.skus}) and at most {most} per SKU "
+                      f"({p.skus * most}: the simulator's smallest product has {most} sizes)")
+    if not 0 <= p.late < p.items:
+        errors.append("--late must be at least 0 and below --items")
+    if p.page_loads_per_hour <= 0:
+        errors.append("--page-loads must be above 0 (they are what enqueues background work)")
+    if p.manual_per_hour < 0:
+        errors.append("--manual must be at least 0")
+    if p.stale_after_s < 0:
+        errors.append("--stale-min must be at least 0")
+    if p.day_h <= 0 or (p.warmup_h is not None and p.warmup_h < 0):
+        errors.append("--hours must be above 0 and --warmup at least 0")
+    return errors
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not a comma-separated list of integers: {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError("an empty list")
+    return values
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = parser(" ".join(__doc__.split("\n\n")[0].split()))
+    p.add_argument("--hours", type=float, default=None,
+                   help=f"measured hours after the warm-up (default {DAY_H:g}; {QUICK_DAY_H:g} "
+                        "with --quick)")
+    p.add_argument("--warmup", type=float, default=None,
+                   help=f"warm-up hours (default max({WARMUP_MIN_H:g}, two refresh cycles); "
+                        f"{QUICK_WARMUP_H:g} with --quick)")
+    p.add_argument("--limit", type=int, default=LIMIT_PER_HOUR,
+                   help=f"StockX's limit, calls per hour (default {LIMIT_PER_HOUR})")
+    p.add_argument("--skus", type=int, default=N_SKUS, help=f"SKUs (default {N_SKUS})")
+    p.add_argument("--items", type=int, default=N_ITEMS,
+                   help=f"portfolio items (SKU and size), spread evenly over the SKUs "
+                        f"(default {N_ITEMS})")
+    p.add_argument("--late", type=int, default=N_LATE,
+                   help=f"items added during the measured day (default {N_LATE})")
+    p.add_argument("--page-loads", type=float, default=PAGE_LOADS_PER_HOUR,
+                   help=f"page loads per hour, each enqueuing the stale prices as background "
+                        f"jobs (default {PAGE_LOADS_PER_HOUR:g})")
+    p.add_argument("--manual", type=float, default=MANUAL_PER_HOUR,
+                   help=f"manual refreshes per hour (default {MANUAL_PER_HOUR:g})")
+    p.add_argument("--stale-min", type=float, default=STALE_AFTER_S / 60,
+                   help=f"a page load enqueues prices older than this, minutes "
+                        f"(default {STALE_AFTER_S / 60:g})")
+    p.add_argument("--seed", type=int, default=SEED, help=f"random seed (default {SEED})")
+    p.add_argument("--sweep", action="store_true",
+                   help="also run marketd's Scheduler over a grid of limits x seeds")
+    p.add_argument("--sweep-limits", type=_int_list, default=None, metavar="N,N,...",
+                   help="the sweep's limits per hour (default limit/2, limit, 2x, 4x; "
+                        "limit and 2x with --quick)")
+    p.add_argument("--sweep-seeds", type=_int_list, default=None, metavar="N,N,...",
+                   help="the sweep's seeds (default seed, seed+1, seed+2; seed with --quick)")
+    return p
+
+
+def params_from_args(args: argparse.Namespace) -> Params:
+    day_h = args.hours if args.hours is not None else QUICK_DAY_H if args.quick else DAY_H
+    warmup_h = args.warmup if args.warmup is not None else QUICK_WARMUP_H if args.quick else None
+    return Params(limit_per_hour=args.limit, skus=args.skus, items=args.items, late=args.late,
+                  page_loads_per_hour=args.page_loads, manual_per_hour=args.manual,
+                  stale_after_s=args.stale_min * 60, seed=args.seed, day_h=day_h,
+                  warmup_h=warmup_h)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, Params]:
+    """The options, and the trial's Params from them (exits with a usage error if invalid)."""
+    p = build_parser()
+    args = p.parse_args(argv)
+    params = params_from_args(args)
+    errors = check_params(params)
+    for limit in args.sweep_limits or ():
+        if limit < 1:
+            errors.append("--sweep-limits must be at least 1 each")
+    if errors:
+        p.error("; ".join(errors))
+    return args, params
+
+
+# ---- the optimum -------------------------------------------------------------------------------
+
+
+def pattern_quantile(q: float, stale_s: float, gap_s: float) -> float:
+    """The q-quantile (0-1) of price age, in seconds, when every SKU is fetched the instant the
+    first page load after it went stale enqueues it: a renewal cycle of stale + Exp(gap), whose
+    age is above ``a`` with probability (stale + gap - a) / (stale + gap) up to ``stale`` and
+    gap / (stale + gap) * exp(-(a - stale) / gap) beyond."""
+    mean = stale_s + gap_s
+    tail = gap_s / mean  # the share of the time a price spends stale
+    if 1 - q >= tail:
+        return q * mean
+    return stale_s + gap_s * math.log(tail / (1 - q))
+
+
+def pattern_with_runs_quantile(q: float, stale_s: float, gap_s: float,
+                               interval_s: float) -> float:
+    """As :func:`pattern_quantile`, but background work is fetched by the next interval run
+    (as marketd's scheduler does), so fetches fall on the runs' grid: a cycle of interval *
+    ceil((stale + Exp(gap)) / interval). Numerically: the age's survival function is
+    E[(cycle - a)+] / E[cycle], solved for 1 - q by bisection."""
+    if interval_s <= 0:
+        return pattern_quantile(q, stale_s, gap_s)
+
+    def cdf(x: float) -> float:  # P(Exp(gap) <= x)
+        return 0.0 if x <= 0 else 1.0 - math.exp(-x / gap_s)
+
+    cycles: list[tuple[float, float]] = []  # (cycle seconds, probability)
+    k = max(1, math.floor(stale_s / interval_s))
+    while True:
+        prob = cdf(k * interval_s - stale_s) - cdf((k - 1) * interval_s - stale_s)
+        if prob > 0:
+            cycles.append((k * interval_s, prob))
+        if cdf(k * interval_s - stale_s) > 1 - 1e-12:
+            break
+        k += 1
+    mean = sum(c * w for c, w in cycles)
+
+    def survival(a: float) -> float:
+        return sum(w * max(0.0, c - a) for c, w in cycles) / mean
+
+    lo, hi = 0.0, cycles[-1][0]
+    for _ in range(100):
+        mid = (lo + hi) / 2
+        if survival(mid) > 1 - q:
+            lo = mid
+        else:
+            hi = mid
+    return (lo + hi) / 2
+
+
+def optimum(p: Params, *, interval_s: float | None = None,
+            fresh_for_s: float | None = None) -> dict[str, Any]:
+    """The optimum ages (minutes) for ``p``: what the limit allows (as always: ``cycle_min``,
+    ``p50_min``, ``p95_min``), what the enqueue pattern allows, and the one judged (the
+    larger p95). ``interval_s`` and ``fresh_for_s`` default to marketd's scheduler defaults."""
+    from marketd.config import SchedulerConfig
+
+    defaults = SchedulerConfig()
+    interval_s = defaults.interval_seconds if interval_s is None else interval_s
+    fresh_for_s = defaults.fresh_for_seconds if fresh_for_s is None else fresh_for_s
+    cycle_min = p.cycle_h * 60
+    stale_s = max(p.stale_after_s, fresh_for_s)  # younger prices are answered "fresh"
+    gap_s = 3600 / p.page_loads_per_hour
+    pattern = {"p50_min": pattern_quantile(0.5, stale_s, gap_s) / 60,
+               "p95_min": pattern_quantile(0.95, stale_s, gap_s) / 60,
+               "mean_cycle_min": (stale_s + gap_s) / 60}
+    with_runs = {"p50_min": pattern_with_runs_quantile(0.5, stale_s, gap_s, interval_s) / 60,
+                 "p95_min": pattern_with_runs_quantile(0.95, stale_s, gap_s, interval_s) / 60,
+                 "interval_min": interval_s / 60}
+    out: dict[str, Any] = {
+        "cycle_min": cycle_min, "p50_min": cycle_min / 2, "p95_min": cycle_min * 0.95,
+        "calls_per_refreshed_price": p.skus / p.items,
+        "stale_after_min": p.stale_after_s / 60, "effective_stale_min": stale_s / 60,
+        "given_enqueue_pattern": pattern,
+        "given_enqueue_pattern_and_runs": with_runs,
+    }
+    pattern_binds = pattern["p95_min"] > out["p95_min"]
+    out["bound_by"] = "enqueue pattern" if pattern_binds else "limit"
+    # marketd's idle refresh is not bound by the enqueue pattern: judged against the limit
+    out["judged_p50_min"] = out["p50_min"]
+    out["judged_p95_min"] = out["p95_min"]
+    notes = []
+    if p.stale_after_s < fresh_for_s:
+        notes.append(
+            f"page loads enqueue prices older than {p.stale_after_s / 60:g} min, but marketd "
+            f"answers a background enqueue of a price younger than fresh_for_seconds "
+            f"({fresh_for_s / 60:g} min) as fresh: the effective stale threshold is "
+            f"{stale_s / 60:g} min.")
+    if pattern_binds:
+        why = (f"every {cycle_min:.0f} min, shorter than the {stale_s / 60:g}-min stale "
+               "threshold" if cycle_min < stale_s / 60 else
+               f"every {cycle_min:.0f} min, but a stale price waits {gap_s / 60:.0f} min on "
+               "average for the page load that enqueues it")
+        notes.append(
+            f"for a scheduler that only fetches what is enqueued, the enqueue pattern, not the "
+            f"limit, bounds the age: {p.limit_per_hour}/hour "
+            f"would refresh every SKU {why}; background jobs are only enqueued by page loads "
+            f"({p.page_loads_per_hour:g}/hour) for prices older than {stale_s / 60:g} min. "
+            f"Optimum given the enqueue pattern (each SKU fetched the instant a page load "
+            f"finds it stale): p50 {pattern['p50_min']:.1f}, p95 {pattern['p95_min']:.1f} min "
+            f"(the limit alone: {out['p50_min']:.1f} / {out['p95_min']:.1f}); with background "
+            f"work fetched at the next {interval_s / 60:g}-min run, as marketd's scheduler "
+            f"does: p50 {with_runs['p50_min']:.1f}, p95 {with_runs['p95_min']:.1f} min. "
+            f"marketd's idle refresh is not bound by that: the goal is judged against the "
+            f"limit's {out['p95_min']:.1f} min.")
+    out["note"] = " ".join(notes)
+    return out
+
+
+# ---- the world ---------------------------------------------------------------------------------
 
 
 @dataclass
@@ -103,24 +410,23 @@ class World:
         return out
 
 
-def build_world(clock: Any, rng: random.Random) -> tuple[World, list[Item]]:
+def build_world(clock: Any, rng: random.Random, p: Params) -> tuple[World, list[Item]]:
     from marketd.ratelimit import parse_limit
     from marketd.simulator.catalog import catalog
     from marketd.simulator.limits import ProviderMeter
-    from marketd.simulator.sizes import num
 
-    world = World(clock, ProviderMeter([parse_limit(f"{LIMIT_PER_HOUR}/hour")], None, None))
-    products = [p for p in catalog().products if p.has_market]
+    meter = ProviderMeter([parse_limit(f"{p.limit_per_hour}/hour")], None, UTC)  # no daily limit
+    world = World(clock, meter, seed=p.seed)
+    products = [prod for prod in catalog().products if prod.has_market]
+    per_sku, extra = divmod(p.items, p.skus)  # the first `extra` SKUs hold one more item
     items: list[Item] = []
-    for k in range(N_SKUS):
+    for k in range(p.skus):
         base = products[k % len(products)]
         sku = base.sku if k < len(products) else f"SIM{k:03d}-{base.sku}"
-        variants: dict[str, Any] = {}
-        for v in base.variants:
-            variants.setdefault(num(v.size.uk), v)  # one variant per UK size
+        variants = _variants(base)
         world.skus[sku] = (base, variants)
         sizes = list(variants)[1:-1]  # the ends have no asks
-        n = 4 if k < N_ITEMS - 3 * N_SKUS else 3
+        n = per_sku + 1 if k < extra else per_sku
         for size in rng.sample(sizes, n):
             items.append(Item(sku, size, 0.0))
     return world, items
@@ -180,8 +486,9 @@ class Events:
 
 
 def scheduler_classes() -> dict[str, Any]:
-    from marketd.models import Priority
-    from marketd.scheduler import RunSummary, Scheduler
+    """The policies by row name: "marketd" (the real Scheduler), "before" and
+    "batch_in_calls_only"."""
+    from marketd.scheduler import JOBS_PER_SKU_CAP, RunSummary, Scheduler
     from marketd.worker import BatchStats, Lane
 
     class SimScheduler(Scheduler):
@@ -200,29 +507,16 @@ def scheduler_classes() -> dict[str, Any]:
             self.wakes[provider] = at
             self.events.push(at, "wake", provider)
 
-    class ProposedScheduler(SimScheduler):
-        """The proposal (bench/README.md, "Scheduling that earns its freshness"), as a
-        subclass: Scheduler._provider_batch with four changes for a coalescing provider:
-
-        1. a run's batch is counted in calls (SKUs), not jobs: ``Store.claim(limit=
-           max_batch_size * JOBS_PER_SKU_CAP, max_skus=calls)``, so 50 jobs no longer cap a
-           run at ~15 calls;
-        2. pacing: by the n-th interval of a clock hour, background and hot work may have
-           spent ``n * ceil(hourly limit * interval / 3600)`` calls (25, 50, 75, 100 of 100
-           every 15 min): calls spread over the hour instead of bursting at its start, and
-           what one run leaves unused the next may spend;
-        3. ``MANUAL_RESERVE`` of the hourly limit is kept for manual jobs: background and hot
-           work stops when the rolling hour's remaining capacity reaches it; manual jobs
-           (claimed first, as now) may use it all;
-        4. a run cut short by the rolling hour (the calls of the same slot an hour ago are
-           still in the window, by the margin) wakes again the moment they leave it, instead
-           of losing the slot.
+    class BeforeScheduler(SimScheduler):
+        """The scheduling marketd had before its policy (marketd/policy.py, commit a4b803b),
+        for a coalescing provider: a run claims up to ``max_batch_size`` jobs (not SKUs) of at
+        most the rolling window's remaining capacity in SKUs; no pacing (a run may spend the
+        whole window), no reserve for manual jobs, and no re-wake when the rolling window cuts
+        a run short (the next chance is the next interval run). Manual jobs still get their
+        wake (``_rewake_if_manual``) as they did then.
         """
 
-        JOBS_PER_SKU_CAP = 20
-        MANUAL_RESERVE = 0.05
-        PACING = True
-        REWAKE = True
+        BATCH_IN_CALLS = False
 
         async def _provider_batch(self, lane: Lane, summary: RunSummary) -> None:
             now = self.clock.now()
@@ -231,32 +525,18 @@ def scheduler_classes() -> dict[str, Any]:
                 await super()._provider_batch(lane, summary)
                 return
             async with lane.lock:
-                hourly = lane.budget.rate_limit
                 capacity = lane.budget.capacity(now, self.cfg.interval_seconds)
                 if capacity <= 0:
                     summary.providers[lane.name] = {"skipped": "budget"}
                     self._wake_later(lane.name, lane.budget.next_free(now))
                     return
-                share = math.ceil(hourly * self.cfg.interval_seconds / 3600)
-                hour_start = now - now % 3600
-                times = lane.budget.log.times
-                used_this_hour = len(times) - bisect.bisect_left(times, hour_start)
-                slot = int((now - hour_start) // self.cfg.interval_seconds) + 1
-                paced = share * slot - used_this_hour if self.PACING else capacity
-                allowance = min(paced, capacity - math.ceil(hourly * self.MANUAL_RESERVE))
-                calls = min(allowance, self.cfg.max_batch_size)
-                if self.REWAKE and paced > allowance:
-                    # the rolling hour, not the pacing, cut this run short: run again the
-                    # moment the oldest calls in the window leave it, not 15 minutes later
-                    log = lane.budget.log
-                    oldest = times[bisect.bisect_right(times, now - 3600 - log.margin_s)]
-                    self._wake_later(lane.name, oldest + 3600 + log.margin_s + 0.001)
-                limit = self.cfg.max_batch_size * self.JOBS_PER_SKU_CAP
-                if calls > 0:
-                    jobs = await self.store.claim(lane.name, limit, max_skus=calls)
-                else:  # background paced out: manual jobs only, with the reserve
-                    jobs = await self.store.claim(lane.name, limit, max_skus=min(
-                        capacity, self.cfg.max_batch_size), min_priority=int(Priority.MANUAL))
+                if self.BATCH_IN_CALLS:  # up to max_batch_size SKUs, every size queued
+                    jobs = await self.store.claim(
+                        lane.name, self.cfg.max_batch_size * JOBS_PER_SKU_CAP,
+                        max_skus=min(capacity, self.cfg.max_batch_size))
+                else:  # up to max_batch_size jobs
+                    jobs = await self.store.claim(lane.name, self.cfg.max_batch_size,
+                                                  max_skus=capacity)
                 if not jobs:
                     summary.providers[lane.name] = {"batch_size": 0}
                     return
@@ -270,35 +550,37 @@ def scheduler_classes() -> dict[str, Any]:
                 if stats.stopped_by in ("budget", None) and not self.stopping:
                     await self._rewake_if_manual(lane)
 
-    class CallsOnlyScheduler(ProposedScheduler):
-        """Change 1 alone: the batch counted in calls; no pacing, reserve or re-wake."""
+    class CallsOnlyScheduler(BeforeScheduler):
+        """The policy's first rule alone: a run's batch counted in calls (SKUs, up to
+        max_batch_size), every size queued for them; no pacing, reserve or re-wake."""
 
-        MANUAL_RESERVE = 0.0
-        PACING = False
-        REWAKE = False
+        BATCH_IN_CALLS = True
 
-    return {"seed": SimScheduler, "proposed": ProposedScheduler,
+    return {"marketd": SimScheduler, "before": BeforeScheduler,
             "batch_in_calls_only": CallsOnlyScheduler}
 
 
 # ---- one simulated day -------------------------------------------------------------------------
 
 
-async def simulate(tmp: Path, policy: str, warmup_h: float, day_h: float) -> dict[str, Any]:
+async def simulate(tmp: Path, policy: str, p: Params) -> dict[str, Any]:
+    """One day of ``p`` under ``policy`` (a key of :func:`scheduler_classes`); the database
+    goes in ``tmp``."""
     from marketd.app import Daemon
     from marketd.clock import FakeClock, parse_iso
     from marketd.models import JobSpec, Priority
 
-    rng = random.Random(SEED)
+    warmup_h, day_h = p.warmup, p.day_h
+    rng = random.Random(p.seed)
     clock = FakeClock()
     t0 = clock.now()
     start, end = t0 + warmup_h * 3600, t0 + (warmup_h + day_h) * 3600
-    world, items = build_world(clock, rng)
-    late = rng.sample(range(len(items)), N_LATE)
+    world, items = build_world(clock, rng, p)
+    late = rng.sample(range(len(items)), p.late)
     for i, item in enumerate(items):
         item.added_at = rng.uniform(start, end) if i in late else t0
-    db = tmp / f"{policy}.db"
-    config = make_config(db, providers={"stockx": {"limits": [f"{LIMIT_PER_HOUR}/hour"]}})
+    db = tmp / f"{policy}-{p.limit_per_hour}-{p.seed}.db"
+    config = make_config(db, providers={"stockx": {"limits": [f"{p.limit_per_hour}/hour"]}})
     daemon = await Daemon.create(config, clock=clock, clients={"stockx": provider_factory(world)})
     events = Events()
     sched_cls = scheduler_classes()[policy]
@@ -313,9 +595,9 @@ async def simulate(tmp: Path, policy: str, warmup_h: float, day_h: float) -> dic
     while t < end:
         events.push(t, "interval")
         t += config.scheduler.interval_seconds
-    for kind, rate in (("page", PAGE_LOADS_PER_HOUR), ("manual", MANUAL_PER_HOUR)):
+    for kind, rate in (("page", p.page_loads_per_hour), ("manual", p.manual_per_hour)):
         t = t0
-        while True:
+        while rate > 0:
             t += rng.expovariate(rate / 3600)
             if t >= end:
                 break
@@ -375,7 +657,7 @@ async def simulate(tmp: Path, policy: str, warmup_h: float, day_h: float) -> dic
                                               priority=int(Priority.HOT)) for it in payload])
             elif kind == "page":
                 refresh_prices()
-                stale = [it for it in present if age(it, now) > STALE_AFTER_S]
+                stale = [it for it in present if age(it, now) > p.stale_after_s]
                 if stale:
                     await daemon.enqueue([JobSpec("stockx", it.sku, it.size,
                                                   priority=int(Priority.BACKGROUND))
@@ -422,7 +704,7 @@ async def simulate(tmp: Path, policy: str, warmup_h: float, day_h: float) -> dic
     return {
         "policy": policy,
         "p50_age_min": pct(ages, 50), "p95_age_min": pct(ages, 95), "max_age_min": max(ages),
-        "calls": len(day_calls), "budget_used": len(day_calls) / (LIMIT_PER_HOUR * day_h),
+        "calls": len(day_calls), "budget_used": len(day_calls) / (p.limit_per_hour * day_h),
         "refreshed_prices": refreshed, "completed_jobs": completed,
         "calls_per_refreshed_price": len(day_calls) / refreshed if refreshed else float("inf"),
         "calls_per_completed_job": len(day_calls) / completed if completed else float("inf"),
@@ -442,19 +724,93 @@ def _iso(ts: float) -> str:
     return iso(ts) or ""
 
 
-def plot(results: dict[str, dict[str, Any]], optimum: dict[str, float], path: Path) -> None:
+# ---- the sweep ---------------------------------------------------------------------------------
+
+
+def sweep_grid(p: Params, limits: Sequence[int] | None = None,
+               seeds: Sequence[int] | None = None, *, quick: bool = False) -> list[Params]:
+    """``p`` at each limit x seed; by default limit/2, limit, 2x, 4x x seed, seed+1, seed+2
+    (with ``quick``: limit and 2x x seed)."""
+    if limits is None:
+        lim = p.limit_per_hour
+        limits = (lim, 2 * lim) if quick else (max(1, lim // 2), lim, 2 * lim, 4 * lim)
+    if seeds is None:
+        seeds = (p.seed,) if quick else (p.seed, p.seed + 1, p.seed + 2)
+    return [dataclasses.replace(p, limit_per_hour=limit, seed=seed)
+            for limit in dict.fromkeys(limits) for seed in dict.fromkeys(seeds)]
+
+
+def sweep_row(p: Params, r: dict[str, Any]) -> dict[str, Any]:
+    """One configuration's figures for the sweep's table and JSON."""
+    opt = optimum(p)
+    return {
+        "limit_per_hour": p.limit_per_hour, "seed": p.seed, "bound_by": opt["bound_by"],
+        "optimum_p95_min": opt["p95_min"], "judged_optimum_p95_min": opt["judged_p95_min"],
+        "p50_age_min": r["p50_age_min"], "p95_age_min": r["p95_age_min"],
+        "p95_over_optimum": r["p95_age_min"] / opt["p95_min"],
+        "p95_over_judged_optimum": r["p95_age_min"] / opt["judged_p95_min"],
+        "budget_used": r["budget_used"], "max_calls_in_any_hour": r["max_calls_in_any_hour"],
+        "rate_limited_429": r["rate_limited_429"],
+        "manual_latency_p50_s": r["manual_latency_p50_s"],
+        "manual_latency_max_s": r["manual_latency_max_s"],
+        "refreshed_prices": r["refreshed_prices"], "calls": r["calls"],
+    }
+
+
+async def sweep(grid: Sequence[Params], tmp: Path,
+                done: dict[Params, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """marketd's Scheduler on every configuration of ``grid`` (``done``: results already
+    simulated, by Params, reused: the simulation is seeded)."""
+    rows = []
+    for p in grid:
+        r = (done or {}).get(p)
+        if r is None:
+            r = await simulate(tmp, JUDGED, p)
+        rows.append(sweep_row(p, r))
+    return rows
+
+
+def print_sweep(rows: Sequence[dict[str, Any]]) -> None:
+    print(f"\nsweep: marketd's Scheduler (goal p95 <= {GOAL_P95_OVER_OPTIMUM:g}x the judged "
+          "optimum, the larger of the limit's and the enqueue pattern's)")
+    print(table(
+        ["limit/h", "seed", "bound by", "opt p95", "judged opt p95", "p50", "p95", "p95/opt",
+         "p95/judged", "budget", "max/h", "429", "manual p50 s", "manual max s"],
+        [[r["limit_per_hour"], r["seed"], r["bound_by"], r["optimum_p95_min"],
+          r["judged_optimum_p95_min"], r["p50_age_min"], r["p95_age_min"],
+          r["p95_over_optimum"], r["p95_over_judged_optimum"], f"{100 * r['budget_used']:.0f}%",
+          r["max_calls_in_any_hour"], r["rate_limited_429"],
+          _num(r["manual_latency_p50_s"]), _num(r["manual_latency_max_s"])] for r in rows]))
+    for limit in dict.fromkeys(r["limit_per_hour"] for r in rows):
+        mine = [r for r in rows if r["limit_per_hour"] == limit]
+        ratios = [r["p95_over_judged_optimum"] for r in mine]
+        held = sum(1 for x in ratios if x <= GOAL_P95_OVER_OPTIMUM)
+        rejected = sum(r["rate_limited_429"] for r in mine)
+        print(f"  {limit}/hour: p95/judged optimum {min(ratios):.2f}-{max(ratios):.2f}, goal "
+              f"holds for {held} of {len(mine)} seeds, 429s {rejected}")
+
+
+def _num(v: float | None) -> str:
+    return "-" if v is None else f"{v:.1f}"
+
+
+# ---- the report --------------------------------------------------------------------------------
+
+
+def plot(results: dict[str, dict[str, Any]], opt: dict[str, Any], p: Params,
+         path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(11, 7.5), sharex=True)
-    colors = {"seed": "tab:red", "proposed": "tab:blue"}
+    colors = {"marketd": "tab:blue", "before": "tab:red"}
     for policy, r in results.items():
         if policy not in colors:
             continue
         xs = [s["t_h"] for s in r["series"]]
-        c = colors.get(policy, "black")
+        c = colors[policy]
         ax1.plot(xs, [s["p95"] for s in r["series"]], color=c, lw=1.2,
                  label=f"{policy}: p95 (day {r['p95_age_min']:.0f} min)")
         ax1.plot(xs, [s["p50"] for s in r["series"]], color=c, lw=0.8, ls="--",
@@ -462,75 +818,111 @@ def plot(results: dict[str, dict[str, Any]], optimum: dict[str, float], path: Pa
         ax2.plot(xs, [s["calls_last_hour"] for s in r["series"]], color=c, lw=1.2,
                  label=f"{policy}: calls in the last hour ({100 * r['budget_used']:.0f}% of "
                        "the day's budget)")
-    ax1.axhline(optimum["p95_min"], color="gray", ls=":", label="optimum p95")
-    ax1.axhline(optimum["p50_min"], color="lightgray", ls=":", label="optimum p50")
+    ax1.axhline(opt["p95_min"], color="gray", ls=":", label="optimum p95 (the limit)")
+    ax1.axhline(opt["p50_min"], color="lightgray", ls=":", label="optimum p50 (the limit)")
+    if opt["bound_by"] != "limit":
+        ax1.axhline(opt["given_enqueue_pattern"]["p95_min"], color="tab:green", ls=":",
+                    label="optimum p95 given the enqueue pattern")
     ax1.set_ylabel("price age (min)")
-    ax1.set_title(f"{N_ITEMS} items over {N_SKUS} SKUs, StockX limited to {LIMIT_PER_HOUR}/hour")
+    ax1.set_title(f"{p.items} items over {p.skus} SKUs, StockX limited to "
+                  f"{p.limit_per_hour}/hour (seed {p.seed})")
     ax1.legend(fontsize=8, loc="upper right", ncol=2)
-    ax2.axhline(LIMIT_PER_HOUR, color="gray", ls=":", label="limit (100/hour)")
+    ax2.axhline(p.limit_per_hour, color="gray", ls=":", label=f"limit ({p.limit_per_hour}/hour)")
     ax2.set_ylabel("calls in the rolling hour")
     ax2.set_xlabel("hours into the day")
-    ax2.set_ylim(0, LIMIT_PER_HOUR * 1.25)
+    ax2.set_ylim(0, p.limit_per_hour * 1.25)
     ax2.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-async def run(args: Any) -> Report:
-    warmup_h, day_h = (1.5, 2.0) if args.quick else (3.0, args.hours)
+async def run(args: argparse.Namespace, params: Params) -> Report:
     report = Report("freshness", args.quick, params={
-        "items": N_ITEMS, "skus": N_SKUS, "limit": f"{LIMIT_PER_HOUR}/hour",
-        "warmup_h": warmup_h, "day_h": day_h, "page_loads_per_hour": PAGE_LOADS_PER_HOUR,
-        "manual_per_hour": MANUAL_PER_HOUR, "late_adds": N_LATE, "stale_after_min": 60,
-        "scheduler": "defaults: interval 900 s, max_batch_size 50, fresh_for_seconds 3600",
-        "provider": "in-process, simulator catalog and quote(); budget.spend() per request"})
+        **params.as_dict(),
+        "scheduler": "defaults: interval 900 s, max_batch_size 50, fresh_for_seconds 3600, "
+                     "pacing, manual_reserve 0.05",
+        "provider": "in-process, simulator catalog and quote(); budget.spend() per request",
+        "policies": {"marketd": "marketd's Scheduler (judged)",
+                     "before": "before marketd's policy: a run claims max_batch_size jobs "
+                               "(not SKUs); no pacing, manual reserve or re-wake",
+                     "batch_in_calls_only": "the policy's first rule alone (batch in calls)"}})
     quiet_logging("warning")
-    cycle_h = N_SKUS / LIMIT_PER_HOUR
-    optimum = {"cycle_min": cycle_h * 60, "p50_min": cycle_h * 60 / 2,
-               "p95_min": cycle_h * 60 * 0.95, "calls_per_refreshed_price": N_SKUS / N_ITEMS}
+    opt = optimum(params)
     results: dict[str, dict[str, Any]] = {}
+    sweep_rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="marketd-bench-") as tmpdir:
-        for policy in ("seed", "proposed", "batch_in_calls_only"):
-            results[policy] = await simulate(Path(tmpdir), policy, warmup_h, day_h)
+        for policy in POLICIES:
+            results[policy] = await simulate(Path(tmpdir), policy, params)
+        if args.sweep:
+            grid = sweep_grid(params, args.sweep_limits, args.sweep_seeds, quick=args.quick)
+            sweep_rows = await sweep(grid, Path(tmpdir), {params: results[JUDGED]})
+    pattern_binds = opt["bound_by"] != "limit"
     for policy, r in results.items():
-        report.add(policy=policy, p50_age_min=r["p50_age_min"], p95_age_min=r["p95_age_min"],
-                   p95_over_optimum=r["p95_age_min"] / optimum["p95_min"],
-                   budget_used=r["budget_used"], calls=r["calls"],
+        row = dict(policy=policy, p50_age_min=r["p50_age_min"], p95_age_min=r["p95_age_min"],
+                   p95_over_optimum=r["p95_age_min"] / opt["p95_min"])
+        if pattern_binds:
+            row["p95_over_judged_optimum"] = r["p95_age_min"] / opt["judged_p95_min"]
+        row.update(budget_used=r["budget_used"], calls=r["calls"],
                    calls_per_refreshed_price=r["calls_per_refreshed_price"],
                    rate_limited_429=r["rate_limited_429"],
                    max_calls_any_hour=r["max_calls_in_any_hour"],
                    manual_p50_s=r["manual_latency_p50_s"],
                    manual_max_s=r["manual_latency_max_s"])
-    report.add(policy="optimum", p50_age_min=optimum["p50_min"], p95_age_min=optimum["p95_min"],
-               p95_over_optimum=1.0, budget_used=1.0, calls=LIMIT_PER_HOUR * day_h,
-               calls_per_refreshed_price=optimum["calls_per_refreshed_price"],
-               rate_limited_429=0)
-    seed = results["seed"]
-    report.goal("price age p95 / optimum p95", seed["p95_age_min"] / optimum["p95_min"], 1.2,
-                higher_is_better=False)
-    report.goal("429 answers", seed["rate_limited_429"], 0, higher_is_better=False, unit="")
-    report.extra["optimum"] = optimum
+        report.add(**row)
+    report.add(policy="optimum", p50_age_min=opt["p50_min"], p95_age_min=opt["p95_min"],
+               p95_over_optimum=1.0, budget_used=1.0, calls=params.limit_per_hour * params.day_h,
+               calls_per_refreshed_price=opt["calls_per_refreshed_price"], rate_limited_429=0)
+    if pattern_binds:
+        pat = opt["given_enqueue_pattern"]
+        report.add(policy="optimum_given_enqueue_pattern", p50_age_min=pat["p50_min"],
+                   p95_age_min=pat["p95_min"],
+                   p95_over_optimum=pat["p95_min"] / opt["p95_min"], p95_over_judged_optimum=1.0)
+    judged = results[JUDGED]
+    report.goal("price age p95 / optimum p95", judged["p95_age_min"] / opt["judged_p95_min"],
+                GOAL_P95_OVER_OPTIMUM, higher_is_better=False,
+                note=f"{JUDGED} row; optimum p95 {opt['judged_p95_min']:.1f} min, bound by the "
+                     f"{opt['bound_by']}")
+    report.goal("429 answers", judged["rate_limited_429"], 0, higher_is_better=False, unit="",
+                note=f"{JUDGED} row")
+    report.extra["optimum"] = opt
     report.extra["results"] = {p: {k: v for k, v in r.items() if k != "series"}
                                for p, r in results.items()}
     report.extra["series"] = {p: r["series"] for p, r in results.items()}
-    prop = results["proposed"]
-    print(f"\nproposed policy (bench-only ProposedScheduler): p95 {prop['p95_age_min']:.0f} min = "
-          f"{prop['p95_age_min'] / optimum['p95_min']:.2f}x optimum, budget used "
-          f"{100 * prop['budget_used']:.0f}%, manual p50 {prop['manual_latency_p50_s'] or 0:.0f}"
-          f" s, 429s {prop['rate_limited_429']}")
+    if args.sweep:
+        report.extra["sweep"] = {
+            "policy": JUDGED, "limits": list(dict.fromkeys(r["limit_per_hour"]
+                                                           for r in sweep_rows)),
+            "seeds": list(dict.fromkeys(r["seed"] for r in sweep_rows)),
+            "goal_p95_over_judged_optimum": GOAL_P95_OVER_OPTIMUM, "rows": sweep_rows}
+    pat = opt["given_enqueue_pattern"]
+    print(f"\noptimum (the limit): every SKU every {opt['cycle_min']:.0f} min, p50 "
+          f"{opt['p50_min']:.1f}, p95 {opt['p95_min']:.1f} min; given the enqueue pattern "
+          f"(page loads enqueue prices older than {opt['effective_stale_min']:g} min): p50 "
+          f"{pat['p50_min']:.1f}, p95 {pat['p95_min']:.1f} min: the {opt['bound_by']} binds")
+    if opt["note"]:
+        print(f"NOTE: {opt['note']}")
+    for policy in POLICIES:
+        if policy == JUDGED:
+            continue
+        r = results[policy]
+        print(f"{policy}: p95 {r['p95_age_min']:.0f} min = "
+              f"{r['p95_age_min'] / opt['judged_p95_min']:.2f}x optimum (marketd "
+              f"{judged['p95_age_min'] / opt['judged_p95_min']:.2f}x), budget used "
+              f"{100 * r['budget_used']:.0f}%, manual p50 {_num(r['manual_latency_p50_s'])} s / "
+              f"max {_num(r['manual_latency_max_s'])} s, 429s {r['rate_limited_429']}")
+    if sweep_rows:
+        print_sweep(sweep_rows)
     args.out.mkdir(parents=True, exist_ok=True)
     png = args.out / "freshness.png"
-    plot(results, optimum, png)
+    plot(results, opt, params, png)
     report.extra["plot"] = png.name
     return report
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = parser(__doc__.splitlines()[0])
-    p.add_argument("--hours", type=float, default=24.0)
-    args = p.parse_args(argv)
-    report = asyncio.run(run(args))
+    args, params = parse_args(argv)
+    report = asyncio.run(run(args, params))
     report.finish(args.out)
     return 0
 

@@ -48,7 +48,7 @@ class SchedulerConfig:
     manual_reserve: float = 0.05
     # budget no queued job needs refreshes prices users asked for once they are this old
     # (0: off), for keys asked within the last idle_refresh_keep_days
-    idle_refresh_seconds: float = 3600.0
+    idle_refresh_seconds: float = 600.0
     idle_refresh_keep_days: float = 7.0
 
 
