@@ -231,6 +231,9 @@ class Scheduler:
         except MarketdError as exc:
             log.warning("quota_check_failed", provider=lane.name, error=str(exc))
             return
+        except Exception:  # optional: a bug in reading it must not stop the provider's runs
+            log.exception("quota_check_crashed", provider=lane.name)
+            return
         if quota is None:
             return
         lane.budget.calibrate(quota.remaining, quota.reset_at)
