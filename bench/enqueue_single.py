@@ -16,6 +16,11 @@ request, or, when wrk is not installed, ``python -m bench._loadgen`` (an aiohttp
 Rounds alternate the servers; the ratio is of the medians. Goal: >= 0.8x. A pyinstrument
 profile of one marketd round is written beside the JSON (enqueue_single.profile.txt).
 
+Each run also records the bench process's CPU time per request (every thread: the event loop
+and the SQLite threads; the load process is another process): on a shared machine it moves
+less than requests/s, and it says where the time goes (marketd's handler alone is the no-db
+row minus the bare row; its store is the marketd row minus the no-db row). For reading only.
+
     python -m bench.enqueue_single [--quick] [--conns 32] [--seconds 5] [--loadgen wrk|python]
 """
 
@@ -28,6 +33,7 @@ import re
 import shutil
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -130,6 +136,7 @@ async def run(args: Any) -> Report:
     quiet_logging()
     names = ["bare", "marketd", *PROTOTYPES]
     out: dict[str, list[float]] = {n: [] for n in names}
+    cpu: dict[str, list[float]] = {n: [] for n in names}  # CPU µs per request, this process
     groups: dict[str, list[int]] = {}
     with tempfile.TemporaryDirectory(prefix="marketd-bench-") as tmpdir:
         tmp = Path(tmpdir)
@@ -151,10 +158,13 @@ async def run(args: Any) -> Report:
             for r in range(rounds):
                 row: dict[str, Any] = {"round": r + 1}
                 for name, u in servers.items():
+                    cpu0 = time.process_time()
                     res = await load(u, tool, args.conns, seconds, f"{name}{r}", lua)
+                    cpu_s = time.process_time() - cpu0
                     if res["errors"]:
                         raise RuntimeError(f"{name}: {res['errors']} failed requests")
                     out[name].append(res["rps"])
+                    cpu[name].append(cpu_s / max(1, res["requests"]) * 1e6)
                     row[f"{name}_req_s"] = res["rps"]
                 row["ratio"] = row["marketd_req_s"] / row["bare_req_s"]
                 report.add(**row)
@@ -171,10 +181,16 @@ async def run(args: Any) -> Report:
     report.add(round="median", **{f"{n}_req_s": v for n, v in med.items()},
                ratio=med["marketd"] / med["bare"])
     report.extra["baseline_req_s"] = med["bare"]
+    cpu_med = {n: median(v) for n, v in cpu.items()}
+    report.extra["cpu_us_per_request"] = {
+        n: {"median": round(cpu_med[n], 1), "runs": [round(x, 1) for x in cpu[n]]}
+        for n in names}
     report.extra["marketd_req_s"] = med["marketd"]
     report.goal("HTTP 1 job/request vs bare handler (req/s)", med["marketd"] / med["bare"], 0.8,
                 higher_is_better=True)
     report.extra["prototypes"] = {}
+    print("\nCPU per request, bench process (median, us): " + ", ".join(
+        f"{n} {cpu_med[n]:.0f}" for n in names))
     print()
     for name, cls in PROTOTYPES.items():
         g = groups.get(name) or []
@@ -210,20 +226,25 @@ async def profile(url: str, tool: str, args: Any, lua: Path, seconds: float) -> 
 
 
 def _self_times(prof: Any) -> dict[str, float]:
-    """Seconds spent under a few named frames (inclusive), from the profile's call tree."""
-    wanted = {"select": "waiting (epoll: SQLite thread, network)",
+    """Seconds spent under a few named frames (inclusive), from the profile's call tree; a
+    name is ``function`` for a module's function, ``Class.method`` for a method."""
+    wanted = {"EpollSelector.select": "waiting (epoll: SQLite thread, network)",
               "Store.enqueue": "Store.enqueue on the loop (incl. awaits)",
+              "_errors": "web._errors middleware (incl. the handler)",
+              "read_json": "read_json (body read and decoded)",
               "parse_enqueue_body": "parse_enqueue_body",
-              "json_response": "json_response", "enqueue": "web.enqueue handler",
+              "enqueue_json": "enqueue_json (the 202 body)",
+              "enqueue": "web.enqueue handler",
               "Daemon.enqueue": "Daemon.enqueue", "uuid4": "uuid4"}
     found: dict[str, float] = {}
     root = prof.last_session.root_frame() if prof.last_session else None
 
     def walk(frame: Any, seen: frozenset[str]) -> None:
         name = frame.function
-        qual = frame.function if "." in frame.function else name
+        cls = getattr(frame, "class_name", None)  # pyinstrument keeps the class apart
+        qual = f"{cls}.{name}" if cls else name
         for key, label in wanted.items():
-            if (qual == key or qual.endswith("." + key) or name == key) and key not in seen:
+            if qual == key and key not in seen:
                 found[label] = found.get(label, 0.0) + frame.time
                 seen = seen | {key}
         for child in frame.children:

@@ -186,6 +186,8 @@ class Store:
         await conn.execute("PRAGMA busy_timeout = 10000")
         await conn.execute(Q["pragma_setup"])
         await conn.execute("PRAGMA synchronous = NORMAL")
+        # the enqueue staging table is TEMP: keep it in memory, not in a file made per write
+        await conn.execute("PRAGMA temp_store = MEMORY")
         await conn.execute("PRAGMA foreign_keys = ON")
         return conn
 

@@ -237,6 +237,8 @@ async def test_checkpoints_run_beside_writes_not_inside_them(store: Store) -> No
     connection of its own copies the WAL back once enough rows changed."""
     auto = await store.w.execute("PRAGMA wal_autocheckpoint")
     assert (await auto.fetchone())[0] == 0
+    temp = await store.w.execute("PRAGMA temp_store")
+    assert (await temp.fetchone())[0] == 2  # MEMORY: the staging table makes no file
     store.checkpoint_after_changes = 200
     await store.enqueue([spec(f"SKU-{i}") for i in range(50)], 0)
     await store.wait_checkpoint()

@@ -271,4 +271,5 @@ def test_quick_sweep_from_the_command_line(tmp_path: Path) -> None:
     assert [r["limit_per_hour"] for r in sweep["rows"]] == [100, 200]
     assert sweep["rows"][0]["p95_age_min"] == judged["p95_age_min"]  # the same seeded day
     assert "sweep: marketd's Scheduler" in proc.stdout
-    assert "NOTE: for a scheduler that only fetches what is enqueued" in proc.stdout  # 30 SKUs at 100/hour: an 18-min cycle
+    # 30 SKUs at 100/hour: an 18-min cycle, shorter than the stale threshold
+    assert "NOTE: for a scheduler that only fetches what is enqueued" in proc.stdout
