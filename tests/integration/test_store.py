@@ -234,12 +234,14 @@ async def test_concurrent_enqueues_share_commits_but_not_failures(store: Store) 
 
 async def test_checkpoints_run_beside_writes_not_inside_them(store: Store) -> None:
     """The write connection never checkpoints on commit; a background checkpoint on a
-    connection of its own copies the WAL back once enough rows changed."""
+    connection of its own copies the WAL back once enough rows changed and the writer is
+    idle."""
     auto = await store.w.execute("PRAGMA wal_autocheckpoint")
     assert (await auto.fetchone())[0] == 0
     temp = await store.w.execute("PRAGMA temp_store")
     assert (await temp.fetchone())[0] == 2  # MEMORY: the staging table makes no file
     store.checkpoint_after_changes = 200
+    store.checkpoint_idle_s = 0  # (a real writer waits for a quarter second without writes)
     await store.enqueue([spec(f"SKU-{i}") for i in range(50)], 0)
     await store.wait_checkpoint()
     assert store.checkpoints == 0  # 50 jobs: not enough changes yet
