@@ -104,3 +104,22 @@ def make_job(provider: str, size: str | None, system: str = "UK", sku: str = "DD
                error_message=None, retry_count=0, started_at=None, completed_at=None,
                dedupe_key=dedupe_key(provider, sku, size_key(size, system)),
                created_at="2026-01-01T00:00:00.000Z", next_attempt_at=None)
+
+
+BENCH_EXTRA = ("huey", "matplotlib", "pyinstrument")
+
+
+def require_bench_extra() -> None:
+    """Skip a bench test when the bench extra is missing; fail instead under
+    MARKETD_REQUIRE_SERVICES=1 (what .ci/run sets: CI must run them)."""
+    import importlib.util
+    import os
+
+    import pytest
+
+    missing = [m for m in BENCH_EXTRA if importlib.util.find_spec(m) is None]
+    if missing:
+        reason = f"the bench extra is not installed (missing {', '.join(missing)})"
+        if os.environ.get("MARKETD_REQUIRE_SERVICES") == "1":
+            pytest.fail(reason + " (MARKETD_REQUIRE_SERVICES=1): pip install '.[bench]'")
+        pytest.skip(reason + ": pip install '.[bench]'")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import importlib
-import importlib.util
 import json
 import math
 import os
@@ -24,18 +23,14 @@ from typing import Any
 
 import pytest
 
+from tests.support import require_bench_extra
+
 ROOT = Path(__file__).resolve().parents[2]
-EXTRA = ("huey", "matplotlib", "pyinstrument")
 
 
 @pytest.fixture(scope="module", autouse=True)
 def _bench_extra() -> None:
-    missing = [m for m in EXTRA if importlib.util.find_spec(m) is None]
-    if missing:
-        reason = f"the bench extra is not installed (missing {', '.join(missing)})"
-        if os.environ.get("MARKETD_REQUIRE_SERVICES") == "1":
-            pytest.fail(reason + " (MARKETD_REQUIRE_SERVICES=1): pip install '.[bench]'")
-        pytest.skip(reason + ": pip install '.[bench]'")
+    require_bench_extra()
 
 
 @pytest.fixture(scope="module")

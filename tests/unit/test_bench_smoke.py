@@ -7,7 +7,6 @@ MARKETD_REQUIRE_SERVICES=1, where a missing extra fails.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -16,20 +15,16 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import require_bench_extra
+
 ROOT = Path(__file__).resolve().parents[2]
 BENCHES = ("enqueue_batch", "enqueue_single", "selection", "end_to_end", "startup_rss",
            "freshness")
-EXTRA = ("huey", "matplotlib", "pyinstrument")
 
 
 @pytest.fixture(scope="module", autouse=True)
 def _bench_extra() -> None:
-    missing = [m for m in EXTRA if importlib.util.find_spec(m) is None]
-    if missing:
-        reason = f"the bench extra is not installed (missing {', '.join(missing)})"
-        if os.environ.get("MARKETD_REQUIRE_SERVICES") == "1":
-            pytest.fail(reason + " (MARKETD_REQUIRE_SERVICES=1): pip install '.[bench]'")
-        pytest.skip(reason + ": pip install '.[bench]'")
+    require_bench_extra()
 
 
 @pytest.mark.parametrize("name", BENCHES)
