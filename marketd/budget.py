@@ -75,6 +75,10 @@ class ProviderBudget:
         now = self.clock.now()
         self._quota = (max(0, remaining), reset_at) if reset_at > now else None
 
+    @property
+    def quota_resets_at(self) -> float | None:
+        return self._quota[1] if self._quota is not None else None
+
     def quota_left(self, now: float) -> int | None:
         """Calls the provider's own count still allows before its reset (None: no count)."""
         if self._quota is None:

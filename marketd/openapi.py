@@ -225,6 +225,12 @@ _SCHEMAS: dict[str, Schema] = {
                                            "description": "the credential to check"}),
             "calls": {"type": "integer"},
             "rate_limited": {"type": "integer"},
+            "provider_quota": _nullable({
+                "type": "object", "required": ["remaining", "resets_at"],
+                "description": "what the provider itself last said is left of the key's quota "
+                               "(eBay's getRateLimits, read hourly); null where it says nothing",
+                "properties": {"remaining": {"type": "integer"},
+                               "resets_at": {"type": "string"}}}),
         },
     },
     "Status": {

@@ -77,8 +77,18 @@ def budget_view(lanes: Mapping[str, Lane], rows: list[dict[str, Any]],
             "check_credential": lane.credential if paused else None,
             "calls": lane.counters.calls,
             "rate_limited": lane.counters.rate_limited,
+            "provider_quota": _provider_quota(lane, now),
         }
     return out
+
+
+def _provider_quota(lane: Lane, now: float) -> dict[str, Any] | None:
+    """What the provider itself last said is left of the key's quota (eBay), if it said."""
+    left = lane.budget.quota_left(now)
+    resets_at = lane.budget.quota_resets_at
+    if left is None or resets_at is None:
+        return None
+    return {"remaining": left, "resets_at": iso(resets_at)}
 
 
 async def status_view(store: Store, lanes: Mapping[str, Lane], now: float) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestServer
+from aiohttp.test_utils import TestClient, TestServer
 
 from marketd.app import Daemon
 from marketd.budget import ProviderBudget
@@ -20,6 +20,7 @@ from marketd.ratelimit import parse_limit
 from marketd.scheduler import QUOTA_CHECK_S
 from marketd.simulator import ProviderOptions, SimulatorOptions, create_simulator_app
 from marketd.store import Store
+from marketd.web import create_app
 from tests.support import make_config
 
 SKUS = ("DD1391-100", "DZ5485-612", "555088-134", "B75806", "FZ5897-072", "CW2288-111")
@@ -77,6 +78,18 @@ async def test_scheduler_stops_at_the_quota_without_a_429(tmp_path: Path, clock:
         stats = await stats_of(ebay_sim)
         assert stats["requests"] == 4 and stats["rate_limited"] == 0
         assert (await daemon.store.job_counts())["ebay"]["pending"] == 8
+        # the status page and /status say what eBay said
+        client = TestClient(TestServer(create_app(daemon), host="127.0.0.1"))
+        await client.start_server()
+        try:
+            status = await (await client.get("/status")).json()
+            assert status["budgets"]["ebay"]["provider_quota"] == {
+                "remaining": 0, "resets_at": "2026-01-01T08:00:00.000Z"}
+            page = await (await client.get("/")).text()
+            assert "says 0 call(s) are left of the key" in page
+            assert "quota until 2026-01-01T08:00:00.000Z" in page
+        finally:
+            await client.close()
         clock.advance(8 * 3600)  # past midnight Pacific: eBay's count starts again
         assert clock.now() >= daemon.lanes["ebay"].quota_checked_at + QUOTA_CHECK_S
         third = await daemon.scheduler.run_once("cli")
