@@ -65,6 +65,9 @@ class ProviderBudget:
         self._reserved: list[int] = []  # ids of calls reserved ahead, not yet handed out
         self._reserved_at = 0.0  # when they were reserved (their hour's budget row)
         self._lease_end = 0.0  # their recorded send time: hand none out at or after it
+        # the smoothed time between a batch's calls: a slow provider reserves fewer at once
+        self._gap_s: float | None = None
+        self._handed_at: float | None = None
         # the provider's own count (Provider.quota): calls left before it resets, if it said
         self._quota: tuple[int, float] | None = None
 
@@ -151,9 +154,8 @@ class ProviderBudget:
                         raise BudgetExhausted(self.provider, at)
                     await self.clock.sleep(at - now)
                     continue
-                left = self.quota_left(now)
-                if self.reserves_ahead and self.ahead > 1 and (left is None or left > 1):
-                    want = min(self.ahead, RESERVE_MAX, left if left is not None else RESERVE_MAX)
+                want = self._reserve_size(now)
+                if want > 1:
                     if await self._reserve(want):
                         return
                     continue
@@ -171,18 +173,36 @@ class ProviderBudget:
                     self._sent()
                     return
 
+    def _reserve_size(self, now: float) -> int:
+        """How many calls to reserve at once: what the batch still expects, no more than the
+        provider's own count allows, nor than its pace can send within one lease."""
+        if not self.reserves_ahead or self.ahead <= 1:
+            return 1
+        want = min(self.ahead, RESERVE_MAX)
+        left = self.quota_left(now)
+        if left is not None:
+            want = min(want, left)
+        if self._gap_s is not None and self._gap_s > 0:
+            want = min(want, max(1, int((RESERVE_LEASE_S - RESERVE_GUARD_S) / self._gap_s)))
+        return want
+
     def _sent(self) -> None:
         self.calls += 1
         self.ahead = max(0, self.ahead - 1)
         if self._quota is not None:
             self._quota = (max(0, self._quota[0] - 1), self._quota[1])
+        now = self.clock.now()
+        if self._handed_at is not None:  # the time between a batch's calls, smoothed
+            gap = now - self._handed_at
+            self._gap_s = gap if self._gap_s is None else (self._gap_s + gap) / 2
+        self._handed_at = now
 
     def _take_reserved(self) -> bool:
         """Hand out a call reserved ahead, if one is left and its lease has not ended."""
         if not self._reserved:
             return False
         if self.clock.now() >= self._lease_end - RESERVE_GUARD_S:
-            self.release()
+            self._give_back()
             return False
         self._reserved.pop()
         self._sent()
@@ -228,9 +248,14 @@ class ProviderBudget:
         return True
 
     def release(self) -> None:
-        """Give back the calls reserved ahead and not sent: they leave the log now and the
-        database with the store's next write (``Store.flush``)."""
+        """The batch is over: give back the calls reserved ahead and not sent."""
         self.ahead = 0
+        self._handed_at = None
+        self._give_back()
+
+    def _give_back(self) -> None:
+        """Unsent reserved calls leave the log now and the database with the store's next
+        write (``Store.flush``)."""
         if not self._reserved:
             return
         self.log.remove(self._lease_end, len(self._reserved))

@@ -163,3 +163,21 @@ async def test_no_window_ever_holds_more_than_the_limit(tmp_path: Path,
     finally:
         for s in stores:
             await s.close()
+
+
+async def test_a_slow_provider_reserves_what_one_lease_can_send(store: Store,
+                                                                clock: FakeClock) -> None:
+    """Calls 3 s apart: a new reservation holds only what fits in the lease (9 s / 3 s = 3),
+    not the batch's 20, so a slow provider does not hold budget it cannot use."""
+    budget = ProviderBudget(pc("100/hour"), store, clock, margin_s=0)
+    start = clock.now()
+    budget.ahead = 20
+    for _ in range(3):  # at 0, 3 and 6 s: the first reservation (20: nothing known yet)
+        await budget.spend()
+        clock.advance(3)
+    assert len(db(store.path, "SELECT id FROM market_calls")) == 20
+    await budget.spend()  # at 9 s the lease is ending: the rest go back, a new one is made
+    await store.flush()
+    times = sorted(r[0] for r in db(store.path, "SELECT sent_at FROM market_calls"))
+    assert times == [pytest.approx(start + RESERVE_LEASE_S)] * 3 + \
+        [pytest.approx(clock.now() + RESERVE_LEASE_S)] * 3
