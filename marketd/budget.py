@@ -119,23 +119,24 @@ class ProviderBudget:
         left = self.quota_left(now)
         return cap if left is None else min(cap, left)
 
+    def _with_others(self, rows: list[tuple[int, float]]) -> tuple[SlidingLog, float]:
+        """This budget's log and last send time, counting the calls other processes recorded
+        after the last this one saw (``rows``). Read in place when there are none (``spend``
+        holds the lock, so nothing changes the log meanwhile); copied only when there are.
+        Runs in the database's thread."""
+        new = [sent_at for call_id, sent_at in rows if call_id > self._last_id]
+        if not new:
+            return self.log, self._last_sent
+        probe = self.log.copy()
+        for sent_at in new:
+            probe.record(sent_at)
+        return probe, max(self._last_sent, *new)
+
     def _decider(self) -> Callable[[list[tuple[int, float]], float], bool]:
-        """The check ``reserve_call`` runs in the database's thread: would one more call now
-        break a limit or the delay, counting calls other processes recorded meanwhile?
-
-        It reads this budget's log in place (``spend`` holds the lock, so nothing changes it
-        meanwhile) and copies it only when another process's calls must be added.
-        """
-        log_, last_id, last_sent = self.log, self._last_id, self._last_sent
-
+        """The check ``reserve_call`` runs: would one more call now break a limit or the
+        delay?"""
         def decide(rows: list[tuple[int, float]], t: float) -> bool:
-            new = [(call_id, sent_at) for call_id, sent_at in rows if call_id > last_id]
-            probe, sent = log_, last_sent
-            if new:
-                probe = log_.copy()
-                for _, sent_at in new:
-                    probe.record(sent_at)
-                    sent = max(sent, sent_at)
+            probe, sent = self._with_others(rows)
             gap = sent + self.delay_s if self.delay_s else t
             return max(probe.next_free(t), gap) <= t
 
@@ -219,15 +220,8 @@ class ProviderBudget:
         most the limit. And the log keeps each reserved call until ``L + window + margin``,
         past ``s + window`` when the provider lets it go.
         """
-        log_, last_id = self.log, self._last_id
-
         def decide(rows: list[tuple[int, float]], t: float) -> tuple[int, float]:
-            new = [sent_at for call_id, sent_at in rows if call_id > last_id]
-            probe = log_
-            if new:
-                probe = log_.copy()
-                for sent_at in new:
-                    probe.record(sent_at)
+            probe, _ = self._with_others(rows)
             return min(want, probe.room(t)), t + RESERVE_LEASE_S
 
         now = self.clock.now()

@@ -97,11 +97,10 @@ class _Results:
     """Results of consecutive groups waiting for a write transaction, kept as rows so one
     transaction writes them all with one statement of each kind."""
 
-    __slots__ = ("jobs", "keys", "now", "prices", "wanted")
+    __slots__ = ("jobs", "now", "prices", "wanted")
 
     def __init__(self) -> None:
         self.prices: list[tuple[Any, ...]] = []
-        self.keys: list[str] = []
         self.wanted: list[tuple[Any, ...]] = []
         self.now = ""
         self.jobs: dict[str, list[dict[str, Any]]] = {
@@ -110,7 +109,6 @@ class _Results:
     def add(self, outcomes: Outcomes, now: str) -> None:
         self.now = now
         self.prices += [_price_row(p) for p in outcomes.prices]
-        self.keys += [dedupe_key(p.provider, p.sku, p.size) for p in outcomes.prices]
         self.wanted += [(*w, now) for w in outcomes.wanted]
         jobs = self.jobs
         jobs["complete_job"] += [{"id": i, "now": now} for i in outcomes.completed]
@@ -128,7 +126,8 @@ class _Results:
             conn.executemany(Q["upsert_price"], self.prices)
             conn.executemany(Q["insert_price_history"], self.prices)
             conn.execute(Q["complete_answered"], {"now": self.now,
-                                                  "keys": json.dumps(self.keys)})
+                                                  "keys": json.dumps([dedupe_key(*r[:3])
+                                                                      for r in self.prices])})
         if self.wanted:
             conn.executemany(Q["remember_wanted"], self.wanted)
         for name, params in self.jobs.items():
@@ -185,8 +184,12 @@ class Store:
             await self.close()
             raise StoreError(f"cannot open database {self.path}: {exc}") from exc
 
+    async def _open(self) -> aiosqlite.Connection:
+        """The driver's connection (a seam for bench/prototypes.py's inline store)."""
+        return await aiosqlite.connect(self.path, isolation_level=None)
+
     async def _connection(self) -> aiosqlite.Connection:
-        conn = await aiosqlite.connect(self.path, isolation_level=None)
+        conn = await self._open()
         conn.row_factory = aiosqlite.Row
         await conn.execute("PRAGMA busy_timeout = 10000")
         await conn.execute(Q["pragma_setup"])
