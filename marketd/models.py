@@ -251,71 +251,70 @@ _MEMO_MAX_LEN = 128  # longer strings are checked every time (and never held)
 _MEMO_MAX_INT = 2**31
 
 Check = Callable[[Any, str], Any]
-Outcome = Callable[[Any], tuple[bool, Any]]  # (True, normalised) or (False, error message)
 
 
-def _memo(check: Check) -> Outcome:
-    """The outcome of ``check`` on one memoisable raw value, remembered (LRU, bounded)."""
+class _Rule:
+    """A ``_check_*`` rule with a bounded memo (LRU) of its outcome on memoisable raw values.
+    Called with (raw value, field, name): the normalised value, or ValidationError at
+    ``field.name`` (``name`` with no field), a path built only when there is an error."""
 
-    @functools.lru_cache(maxsize=_MEMO_SIZE)
-    def outcome(value: Any) -> tuple[bool, Any]:
+    def __init__(self, check: Check) -> None:
+        self.check = check
+        self.outcome = functools.lru_cache(maxsize=_MEMO_SIZE)(self._outcome)
+
+    def _outcome(self, value: Any) -> tuple[bool, Any]:
         try:
-            return True, check(value, "")
+            return True, self.check(value, "")
         except ValidationError as exc:  # messages never depend on the field
             return False, exc.message
 
-    return outcome
+    def __call__(self, value: Any, field: str, name: str) -> Any:
+        t = type(value)
+        if ((t is str and len(value) <= _MEMO_MAX_LEN) or value is None
+                or (t is int and -_MEMO_MAX_INT <= value <= _MEMO_MAX_INT)):
+            ok, out = self.outcome(value)
+            if ok:
+                return out
+            raise ValidationError(out, f"{field}.{name}" if field else name)
+        return self.check(value, f"{field}.{name}" if field else name)
 
 
-def _run(outcome: Outcome, check: Check, value: Any, field: str, name: str) -> Any:
-    """``check(value, path)`` where path is ``field.name`` (or ``name`` with no field), from
-    the memo when ``value`` is memoisable; the path is only built for an error."""
-    t = type(value)
-    if ((t is str and len(value) <= _MEMO_MAX_LEN) or value is None
-            or (t is int and -_MEMO_MAX_INT <= value <= _MEMO_MAX_INT)):
-        ok, out = outcome(value)
-        if ok:
-            return out
-        raise ValidationError(out, f"{field}.{name}" if field else name)
-    return check(value, f"{field}.{name}" if field else name)
-
-
-_PROVIDER = _memo(_check_provider)
-_SKU = _memo(_check_sku)
-_SIZE = _memo(_check_size)
-_SIZE_SYSTEM = _memo(_check_size_system)
-_PRIORITY = _memo(_check_priority)
-_USER_ID = _memo(_check_user_id)
+_PROVIDER = _Rule(_check_provider)
+_SKU = _Rule(_check_sku)
+_SIZE = _Rule(_check_size)
+_SIZE_SYSTEM = _Rule(_check_size_system)
+_PRIORITY = _Rule(_check_priority)
+_USER_ID = _Rule(_check_user_id)
 
 
 def normalize_provider(value: Any, field: str = "provider") -> str:
-    out: str = _run(_PROVIDER, _check_provider, value, "", field)
+    out: str = _PROVIDER(value, "", field)
     return out
 
 
 def normalize_sku(value: Any, field: str = "sku") -> str:
-    out: str = _run(_SKU, _check_sku, value, "", field)
+    out: str = _SKU(value, "", field)
     return out
 
 
 def normalize_size(value: Any, field: str = "size") -> str | None:
     """``10``, ``10.5``, ``42 2/3``, ``8.5W``; numbers are accepted too. None means size-less."""
-    out: str | None = _run(_SIZE, _check_size, value, "", field)
+    out: str | None = _SIZE(value, "", field)
     return out
 
 
 def normalize_size_system(value: Any, field: str = "size_system") -> str:
-    out: str = _run(_SIZE_SYSTEM, _check_size_system, value, "", field)
+    out: str = _SIZE_SYSTEM(value, "", field)
     return out
 
 
 def normalize_priority(value: Any, field: str = "priority") -> int:
-    out: int = _run(_PRIORITY, _check_priority, value, "", field)
+    out: int = _PRIORITY(value, "", field)
     return out
 
 
 def normalize_user_id(value: Any, field: str = "user_id") -> str | None:
-    out: str | None = _run(_USER_ID, _check_user_id, value, "", field)
+    out: str | None = _USER_ID(value, "", field)
     return out
 
 
@@ -330,8 +329,8 @@ def parse_job(
     size_keys: tuple[str, ...] = ("size",),
 ) -> JobSpec:
     """Validate one job object; ``defaults`` fill keys the object leaves out."""
-    if type(raw) is not dict:  # a dict subclass (or not a dict at all): the general path
-        return _parse_job_general(raw, field, defaults, size_keys)
+    if not isinstance(raw, dict):
+        raise ValidationError("a job must be a JSON object", field or None)
     merged: dict[str, Any]
     if defaults:
         merged = dict(defaults)
@@ -357,40 +356,12 @@ def parse_job(
     get = merged.get
     # positional, in the order the rules ran before (the first bad value is the one reported)
     return JobSpec(
-        _run(_PROVIDER, _check_provider, merged["provider"], field, "provider"),
-        _run(_SKU, _check_sku, merged["sku"], field, "sku"),
-        _run(_SIZE, _check_size, get(size_field), field, size_field),
-        _run(_SIZE_SYSTEM, _check_size_system, get("size_system"), field, "size_system"),
-        _run(_PRIORITY, _check_priority, get("priority"), field, "priority"),
-        _run(_USER_ID, _check_user_id, get("user_id"), field, "user_id"),
-    )
-
-
-def _parse_job_general(
-    raw: Any, field: str, defaults: Mapping[str, Any] | None, size_keys: tuple[str, ...]
-) -> JobSpec:
-    """parse_job for anything but a plain dict: a merged copy, as it always was."""
-    prefix = f"{field}." if field else ""
-    if not isinstance(raw, dict):
-        raise ValidationError("a job must be a JSON object", field or None)
-    merged: dict[str, Any] = dict(defaults or {})
-    merged.update(raw)
-    allowed = {"provider", "sku", "priority", "user_id", "size_system", *size_keys}
-    for key in raw:
-        if key not in allowed:
-            raise ValidationError(f"unknown key {key!r}", f"{prefix}{key}")
-    if "sku" not in merged:
-        raise ValidationError("sku is required", f"{prefix}sku")
-    if "provider" not in merged:
-        raise ValidationError("provider is required", f"{prefix}provider")
-    size_field = next((k for k in size_keys if k in merged), size_keys[0])
-    return JobSpec(
-        provider=normalize_provider(merged["provider"], f"{prefix}provider"),
-        sku=normalize_sku(merged["sku"], f"{prefix}sku"),
-        size=normalize_size(merged.get(size_field), f"{prefix}{size_field}"),
-        size_system=normalize_size_system(merged.get("size_system"), f"{prefix}size_system"),
-        priority=normalize_priority(merged.get("priority"), f"{prefix}priority"),
-        user_id=normalize_user_id(merged.get("user_id"), f"{prefix}user_id"),
+        _PROVIDER(merged["provider"], field, "provider"),
+        _SKU(merged["sku"], field, "sku"),
+        _SIZE(get(size_field), field, size_field),
+        _SIZE_SYSTEM(get("size_system"), field, "size_system"),
+        _PRIORITY(get("priority"), field, "priority"),
+        _USER_ID(get("user_id"), field, "user_id"),
     )
 
 
