@@ -8,10 +8,7 @@ Baseline: a plain ``sqlite3`` connection to a database with the same schema and 
 synchronous=NORMAL) running ``executemany`` of the same ``INSERT ... ON CONFLICT (dedupe_key)
 ... DO UPDATE`` with 1,000 rows per ``BEGIN IMMEDIATE`` ... ``COMMIT``, rows built beforehand.
 
-Prototype (reported, not judged): marketd inside bench/prototypes.py's fast_enqueue_path
-(uuid text from one os.urandom call per 4,096 ids; memoised normalisers), same daemon, same run.
-
-Rounds alternate baseline, marketd and prototype; the ratio is of the medians. Goal: >= 0.6x.
+Rounds alternate baseline and marketd; the ratio is of the medians. Goal: >= 0.6x.
 
     python -m bench.enqueue_batch [--quick]
 """
@@ -38,7 +35,6 @@ from bench._common import (
     parser,
     quiet_logging,
 )
-from bench.prototypes import fast_enqueue_path
 
 BATCH = 1000
 UPSERT = """
@@ -103,47 +99,28 @@ async def run(args: Any) -> Report:
     with tempfile.TemporaryDirectory(prefix="marketd-bench-") as tmp:
         raw_db = Path(tmp) / "raw.db"
         build_jobs_db(raw_db, 0)
-        urls, daemons, runners = [], [], []
-        for name in ("marketd", "prototype"):  # each on its own file, growing alike
-            config = make_config(Path(tmp) / f"{name}.db", providers={"stockx": {}})
-            daemon = await Daemon.create(config, clients={"stockx": instant_provider_factory()})
-            runner = web.AppRunner(create_app(daemon), access_log=None, handle_signals=False)
-            await runner.setup()
-            site = web.TCPSite(runner, "127.0.0.1", 0)
-            await site.start()
-            urls.append(f"http://127.0.0.1:{runner.addresses[0][1]}/enqueue")
-            daemons.append(daemon)
-            runners.append(runner)
-        url, proto_url = urls
-        raw_rates, http_rates, fast_rates = [], [], []
+        config = make_config(Path(tmp) / "marketd.db", providers={"stockx": {}})
+        daemon = await Daemon.create(config, clients={"stockx": instant_provider_factory()})
+        runner = web.AppRunner(create_app(daemon), access_log=None, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        url = f"http://127.0.0.1:{runner.addresses[0][1]}/enqueue"
+        raw_rates, http_rates = [], []
         try:
             async with aiohttp.ClientSession() as session:
                 await http_round(session, url, 99, 1)  # warm-up (imports, statement cache)
-                with fast_enqueue_path():
-                    await http_round(session, proto_url, 99, 1)
                 for r in range(rounds):
                     raw_rates.append(raw_round(raw_db, r, requests))
                     http_rates.append(await http_round(session, url, r, requests))
-                    with fast_enqueue_path():
-                        fast_rates.append(await http_round(session, proto_url, r, requests))
                     report.add(round=r + 1, raw_jobs_s=raw_rates[-1],
                                http_jobs_s=http_rates[-1],
-                               ratio=http_rates[-1] / raw_rates[-1],
-                               proto_jobs_s=fast_rates[-1],
-                               proto_ratio=fast_rates[-1] / raw_rates[-1])
+                               ratio=http_rates[-1] / raw_rates[-1])
         finally:
-            for runner in runners:
-                await runner.cleanup()
-            for daemon in daemons:
-                await daemon.close()
-    raw, http, fast = median(raw_rates), median(http_rates), median(fast_rates)
-    report.add(round="median", raw_jobs_s=raw, http_jobs_s=http, ratio=http / raw,
-               proto_jobs_s=fast, proto_ratio=fast / raw)
-    report.extra["prototype"] = {
-        "what": "bench/prototypes.py fast_enqueue_path: ids from one os.urandom per 4,096, "
-                "parse_job's normalisers memoised", "jobs_s": fast, "ratio": fast / raw}
-    print(f"\nprototype fast_enqueue_path: {fast / raw:.2f}x raw executemany "
-          f"({fast / http:.2f}x marketd today)")
+            await runner.cleanup()
+            await daemon.close()
+    raw, http = median(raw_rates), median(http_rates)
+    report.add(round="median", raw_jobs_s=raw, http_jobs_s=http, ratio=http / raw)
     report.extra["baseline_jobs_s"] = raw
     report.extra["marketd_jobs_s"] = http
     report.goal("HTTP 1,000/request vs raw executemany (jobs/s)", http / raw, 0.6,

@@ -8,10 +8,8 @@ request, or, when wrk is not installed, ``python -m bench._loadgen`` (an aiohttp
   every answer is a 202 after the job's transaction committed.
 - baseline: a handler that reads the body, ``json.loads`` it and answers a 202 JSON of the
   same shape, without storing anything.
-- prototypes (reported, not judged): marketd with bench/prototypes.py's GroupCommitStore
-  (group commit) and InlineGroupCommitStore (group commit, no thread hop per statement), the
-  proposed fixes, measured in the same run; and NoWriteStore, the same app whose enqueue
-  answers without the database: the ceiling any store change can reach.
+- ceiling (reported, not judged): marketd with bench/prototypes.py's NoWriteStore, the same
+  app whose enqueue answers without the database: the most any store change could reach.
 
 Rounds alternate the servers; the ratio is of the medians. Goal: >= 0.8x. A pyinstrument
 profile of one marketd round is written beside the JSON (enqueue_single.profile.txt).
@@ -118,8 +116,7 @@ async def marketd_server(tmp: Path, name: str, store_cls: Any = None) -> tuple[A
     return daemon, runner, url
 
 
-PROTOTYPES = {"group_commit": "GroupCommitStore", "inline_group_commit": "InlineGroupCommitStore",
-              "ceiling_no_db": "NoWriteStore"}
+PROTOTYPES = {"ceiling_no_db": "NoWriteStore"}
 
 
 async def run(args: Any) -> Report:
@@ -137,7 +134,6 @@ async def run(args: Any) -> Report:
     names = ["bare", "marketd", *PROTOTYPES]
     out: dict[str, list[float]] = {n: [] for n in names}
     cpu: dict[str, list[float]] = {n: [] for n in names}  # CPU µs per request, this process
-    groups: dict[str, list[int]] = {}
     with tempfile.TemporaryDirectory(prefix="marketd-bench-") as tmpdir:
         tmp = Path(tmpdir)
         lua = tmp / "post.lua"
@@ -174,8 +170,7 @@ async def run(args: Any) -> Report:
         finally:
             for rn in runners:
                 await rn.cleanup()
-            for name, d in daemons.items():
-                groups[name] = list(getattr(d.store, "groups", []))
+            for d in daemons.values():
                 await d.close()
     med = {n: median(v) for n, v in out.items()}
     report.add(round="median", **{f"{n}_req_s": v for n, v in med.items()},
@@ -193,15 +188,12 @@ async def run(args: Any) -> Report:
         f"{n} {cpu_med[n]:.0f}" for n in names))
     print()
     for name, cls in PROTOTYPES.items():
-        g = groups.get(name) or []
-        per_commit = sum(g) / len(g) if g else None
         report.extra["prototypes"][name] = {
             "class": f"bench/prototypes.py {cls}", "req_s": med[name],
             "ratio_vs_bare": med[name] / med["bare"],
-            "ratio_vs_marketd": med[name] / med["marketd"], "requests_per_commit": per_commit}
-        grouped = f", {per_commit:.1f} requests per commit" if per_commit else ""
+            "ratio_vs_marketd": med[name] / med["marketd"]}
         print(f"prototype {cls}: {med[name]:,.0f} req/s = {med[name] / med['bare']:.2f}x the "
-              f"bare handler, {med[name] / med['marketd']:.1f}x marketd today{grouped}")
+              f"bare handler, {med[name] / med['marketd']:.1f}x marketd today")
     if args.profile:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "enqueue_single.profile.txt").write_text(report.extra["profile"]["text"])
