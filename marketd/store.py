@@ -31,8 +31,8 @@ log = structlog.get_logger(__name__)
 # WAL checkpoints run on a connection and thread of their own, never inside a write, and when
 # the writer is idle: the write connection's automatic checkpoint is off; once this many rows
 # changed since the last checkpoint, a PASSIVE one starts after CHECKPOINT_IDLE_S without a
-# write (beside claims, checkpoints took their p99 to 3-5x p50), or at once past CHECKPOINT_FORCE_CHANGES
-# under sustained writes, which bounds the WAL
+# write (beside claims, checkpoints took their p99 to 3-5x p50), or at once past
+# CHECKPOINT_FORCE_CHANGES under sustained writes, which bounds the WAL
 CHECKPOINT_AFTER_CHANGES = 5000
 CHECKPOINT_FORCE_CHANGES = 100_000
 CHECKPOINT_IDLE_S = 0.25
