@@ -179,7 +179,6 @@ class Store:
             self._w = await self._connection()
             await self._w.execute("PRAGMA wal_autocheckpoint = 0")
             self._r = await self._connection()
-            self._ck = await self._connection()
         except (OSError, sqlite3.Error) as exc:
             await self.close()
             raise StoreError(f"cannot open database {self.path}: {exc}") from exc
@@ -304,7 +303,7 @@ class Store:
         self._changes = conn._conn.total_changes
         if self._changes - self._changes_at_ck < self.checkpoint_after_changes:
             return
-        if self._ck is None or (self._ck_task is not None and not self._ck_task.done()):
+        if self._ck_task is not None and not self._ck_task.done():
             return
         self._ck_task = asyncio.get_running_loop().create_task(self._checkpoint_when_idle())
 
@@ -315,8 +314,13 @@ class Store:
             if self._changes == seen and not self._lock.locked():
                 break
         self._changes_at_ck = self._changes
-        if self._ck is not None:
-            await self._checkpoint(self._ck)
+        if self._ck is None:  # opened the first time it is needed: not at start-up
+            try:
+                self._ck = await self._connection()
+            except sqlite3.Error as exc:
+                log.warning("wal_checkpoint_failed", error=str(exc))
+                return
+        await self._checkpoint(self._ck)
 
     async def wait_checkpoint(self) -> None:
         """Wait for a background checkpoint in progress, if any."""
