@@ -775,6 +775,52 @@ class Store:
         except sqlite3.Error as exc:
             raise StoreError(f"backup failed: {exc}") from exc
 
+    # ---- the status page and /metrics --------------------------------------------------------
+
+    async def page_jobs(self, *, view: str, provider: str | None, now: float, limit: int,
+                        offset: int) -> tuple[int, list[dict[str, Any]]]:
+        """One page of the job table for a view ('active', 'all' or a status): (total rows of
+        the view, the page's rows with ``row_id``)."""
+        params = {"view": view, "provider": provider, "now": iso(now)}
+        total = int((await self._read(Q["page_jobs_count"], params))[0]["n"])
+        rows = await self._read(Q["page_jobs"], {**params, "limit": limit, "offset": offset})
+        return total, [dict(r) for r in rows]
+
+    async def pending_ahead(self, *, provider: str, priority: int, created_at: str,
+                            row_id: int, now: float) -> int:
+        """Due pending jobs of ``provider`` that the scheduler selects before the given one."""
+        rows = await self._read(Q["page_pending_ahead"], {
+            "provider": provider, "priority": priority, "created_at": created_at,
+            "row_id": row_id, "now": iso(now)})
+        return int(rows[0]["n"])
+
+    async def queue_samples_since(self, since: float) -> list[dict[str, Any]]:
+        return [dict(r) for r in await self._read(Q["page_samples_since"],
+                                                  {"since": iso(since)})]
+
+    async def record_queue_samples(self, rows: Sequence[Mapping[str, Any]],
+                                   prune_before: float) -> None:
+        """Queue-depth samples, and the pruning of those older than ``prune_before``, in one
+        transaction."""
+        before = iso(prune_before)
+
+        def work(conn: sqlite3.Connection) -> None:
+            conn.executemany(Q["page_insert_sample"], rows)
+            conn.execute(Q["page_prune_samples"], {"before": before})
+
+        await self._write(work)
+
+    async def run_durations(self) -> tuple[list[tuple[float, int]], int, float]:
+        """Scheduler run durations for a histogram: ``(cumulative buckets (le seconds, n),
+        runs, total seconds)``."""
+        totals = (await self._read(Q["page_run_totals"]))[0]
+        buckets = [(float(r["le"]), int(r["n"])) for r in await self._read(Q["page_run_buckets"])]
+        return buckets, int(totals["n"]), float(totals["total_ms"]) / 1000
+
+    async def price_ages(self) -> list[dict[str, Any]]:
+        """Per provider: ``n`` prices, ``oldest`` and ``newest`` fetch times."""
+        return [dict(r) for r in await self._read(Q["page_price_ages"])]
+
     async def execute_read(self, query_name: str, params: Any = ()) -> list[dict[str, Any]]:
         """Run a named read query (for the status page's less common views)."""
         return [dict(r) for r in await self._read(Q[query_name], params)]
