@@ -202,13 +202,10 @@ async def open_daemon(config: Any, clients: Any, store_cls: Any = None) -> Any:
     opens that class instead of marketd's Store (bench-only, for a prototype's row)."""
     import marketd.app as app_mod
 
-    saved = app_mod.Store
+    store = None
     if store_cls is not None:
-        app_mod.Store = store_cls
-    try:
-        return await app_mod.Daemon.create(config, clients=clients)
-    finally:
-        app_mod.Store = saved
+        store = await store_cls.open(config.database.path)
+    return await app_mod.Daemon.create(config, clients=clients, store=store)
 
 
 def instant_provider_factory(registry: dict[str, Any] | None = None) -> Any:

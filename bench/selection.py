@@ -41,9 +41,9 @@ ORDER BY priority DESC, created_at, rowid LIMIT 50
 
 async def store_samples(path: Path, samples: int) -> list[float]:
     """Claim latencies through the real Store."""
-    from marketd.store import Defer, Outcomes, Store
+    from marketd.store import Defer, Outcomes, SQLiteStore
 
-    store = await Store.open(str(path))
+    store = await SQLiteStore.open(str(path))
     times: list[float] = []
     try:
         for i in range(samples + 20):

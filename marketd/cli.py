@@ -170,12 +170,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    from marketd.store import Store
+    from marketd.store import open_store
 
     config = _config(args)
 
     async def go() -> int:
-        store = await Store.open(config.database.path, migrate=False)
+        store = await open_store(config.database.path, migrate=False)
         try:
             applied = await store.migrate()
         finally:
@@ -269,7 +269,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 def cmd_auth(args: argparse.Namespace) -> int:
     from marketd.providers.stockx_auth import run_auth_flow
-    from marketd.store import Store
+    from marketd.store import open_store
 
     config = _config(args)
     pc = config.providers["stockx"]
@@ -278,7 +278,7 @@ def cmd_auth(args: argparse.Namespace) -> int:
                          "client_id/client_secret) first")
 
     async def go() -> int:
-        store = await Store.open(config.database.path, Clock())
+        store = await open_store(config.database.path, Clock())
         try:
             await run_auth_flow(pc, store, port=args.port)
         finally:
@@ -326,12 +326,12 @@ def cmd_simulator(args: argparse.Namespace) -> int:
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
-    from marketd.store import Store
+    from marketd.store import open_store
 
     config = _config(args)
 
     async def go() -> int:
-        store = await Store.open(config.database.path, Clock(), migrate=False)
+        store = await open_store(config.database.path, Clock(), migrate=False)
         try:
             await store.backup(args.path)
         finally:

@@ -14,7 +14,7 @@ from marketd.clock import Clock
 from marketd.config import Config
 from marketd.errors import MarketdError
 from marketd.models import JobSpec
-from marketd.store import Store
+from marketd.store import Store, open_store
 from marketd.views import price_view, status_view
 
 
@@ -29,7 +29,7 @@ def daemon_url(config: Config) -> str:
 
 @asynccontextmanager
 async def _store(config: Config) -> AsyncIterator[Store]:
-    store = await Store.open(config.database.path, Clock())
+    store = await open_store(config.database.path, Clock())
     try:
         yield store
     finally:

@@ -14,11 +14,24 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from marketd.clock import iso
 from marketd.errors import ValidationError
 
 PROVIDERS: tuple[str, ...] = ("stockx", "alias", "ebay")
 SIZE_SYSTEMS: tuple[str, ...] = ("UK", "US", "EU")
-JOB_STATUSES: tuple[str, ...] = ("pending", "running", "completed", "failed")
+
+
+class JobStatus(enum.StrEnum):
+    """Where a job is in its life: pending -> running -> completed or failed (failed jobs go
+    back to pending with reset-failed; running ones with the stuck-job rescue)."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+JOB_STATUSES: tuple[str, ...] = tuple(s.value for s in JobStatus)
 MAX_BATCH_JOBS = 1000
 MIN_PRIORITY, MAX_PRIORITY = 0, 1000
 
@@ -66,7 +79,7 @@ class JobSpec:
 
 @dataclass(frozen=True, slots=True)
 class Job:
-    """A row of market_jobs."""
+    """A row of market_jobs; times are epoch seconds, like every time in the models."""
 
     id: str
     user_id: str | None
@@ -75,18 +88,29 @@ class Job:
     size: str | None
     size_system: str
     priority: int
-    status: str
+    status: JobStatus
     error_message: str | None
     retry_count: int
-    started_at: str | None
-    completed_at: str | None
+    started_at: float | None
+    completed_at: float | None
     dedupe_key: str
-    created_at: str
-    next_attempt_at: str | None
+    created_at: float
+    next_attempt_at: float | None
 
     @property
     def size_key(self) -> str | None:
         return size_key(self.size, self.size_system)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The job as the API shows it: times as ISO-8601 UTC text."""
+        return {
+            "id": self.id, "user_id": self.user_id, "provider": self.provider, "sku": self.sku,
+            "size": self.size, "size_system": self.size_system, "priority": self.priority,
+            "status": self.status.value, "error_message": self.error_message,
+            "retry_count": self.retry_count, "started_at": iso(self.started_at),
+            "completed_at": iso(self.completed_at), "dedupe_key": self.dedupe_key,
+            "created_at": iso(self.created_at), "next_attempt_at": iso(self.next_attempt_at),
+        }
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -13,7 +13,7 @@ from aioresponses import aioresponses
 from yarl import URL
 
 from marketd.clock import FakeClock
-from marketd.store import Store
+from marketd.store import SQLiteStore, Store
 
 
 @pytest.fixture
@@ -21,11 +21,54 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
+OpenStore = Callable[[], Awaitable[Store]]
+
+
+async def _sqlite(tmp_path: Path, clock: FakeClock) -> AsyncIterator[OpenStore]:
+    path = str(tmp_path / "marketd.db")
+
+    async def open_one() -> Store:
+        return await SQLiteStore.open(path, clock)
+
+    yield open_one
+
+
+# every store backend the store suite (tests/integration/test_store.py) runs against: an async
+# generator of a function that opens one more store on the test's own database
+STORE_BACKENDS: dict[str, Callable[[Path, FakeClock], AsyncIterator[OpenStore]]] = {
+    "sqlite": _sqlite,
+}
+
+
 @pytest.fixture
-async def store(tmp_path: Path, clock: FakeClock) -> AsyncIterator[Store]:
-    s = await Store.open(str(tmp_path / "marketd.db"), clock)
-    yield s
-    await s.close()
+def backend() -> str:
+    """The store backend of tests that take ``store`` (the store suite runs them all)."""
+    return "sqlite"
+
+
+@pytest.fixture
+async def open_store(backend: str, tmp_path: Path,
+                     clock: FakeClock) -> AsyncIterator[OpenStore]:
+    """Opens a store on this test's database (another process's view, or a restart); every
+    store opened is closed at the end."""
+    opened: list[Store] = []
+    factory = STORE_BACKENDS[backend](tmp_path, clock)
+    open_one = await anext(factory)
+
+    async def tracked() -> Store:
+        s = await open_one()
+        opened.append(s)
+        return s
+
+    yield tracked
+    for s in opened:
+        await s.close()
+    await factory.aclose()
+
+
+@pytest.fixture
+async def store(open_store: OpenStore) -> Store:
+    return await open_store()
 
 
 @pytest.fixture

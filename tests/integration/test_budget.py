@@ -13,7 +13,7 @@ from marketd.clock import FakeClock
 from marketd.config import ProviderConfig
 from marketd.errors import BudgetExhausted
 from marketd.ratelimit import parse_limit
-from marketd.store import Store
+from marketd.store import SQLiteStore, Store
 
 
 def pc(*limits: str, delay_ms: float = 0) -> ProviderConfig:
@@ -72,13 +72,13 @@ async def test_delay_ms_spaces_calls(store: Store, clock: FakeClock) -> None:
 async def test_restart_rebuilds_from_the_call_log(tmp_path: Path, clock: FakeClock) -> None:
     """After a restart the rebuilt budget allows only what is left of every window."""
     path = str(tmp_path / "m.db")
-    s1 = await Store.open(path, clock)
+    s1 = await SQLiteStore.open(path, clock)
     b1 = ProviderBudget(pc("10/hour"), s1, clock, margin_s=0)
     for _ in range(7):
         await b1.spend()
     await s1.close()  # the process "crashes" here
     clock.advance(1800)
-    s2 = await Store.open(path, clock)
+    s2 = await SQLiteStore.open(path, clock)
     b2 = ProviderBudget(pc("10/hour"), s2, clock, margin_s=0)
     await b2.load()
     assert await spend_until_refused(b2) == 3
@@ -90,7 +90,7 @@ async def test_restart_rebuilds_from_the_call_log(tmp_path: Path, clock: FakeClo
 async def test_second_process_shares_the_budget(tmp_path: Path, clock: FakeClock) -> None:
     """Two processes on one database never send more than the limit between them."""
     path = str(tmp_path / "m.db")
-    s1, s2 = await Store.open(path, clock), await Store.open(path, clock)
+    s1, s2 = await SQLiteStore.open(path, clock), await SQLiteStore.open(path, clock)
     b1 = ProviderBudget(pc("10/hour"), s1, clock, margin_s=0)
     b2 = ProviderBudget(pc("10/hour"), s2, clock, margin_s=0)
     await b1.load()
@@ -131,7 +131,7 @@ async def test_limit_holds_after_an_idle_prune(store: Store, clock: FakeClock) -
 async def test_delay_ms_holds_across_processes(tmp_path: Path, clock: FakeClock) -> None:
     """delay_ms spaces calls even when they come from two processes on one database."""
     path = str(tmp_path / "m.db")
-    s1, s2 = await Store.open(path, clock), await Store.open(path, clock)
+    s1, s2 = await SQLiteStore.open(path, clock), await SQLiteStore.open(path, clock)
     b1 = ProviderBudget(pc("100/hour", delay_ms=1000), s1, clock, margin_s=0)
     b2 = ProviderBudget(pc("100/hour", delay_ms=1000), s2, clock, margin_s=0)
     await b1.spend()

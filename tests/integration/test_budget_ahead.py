@@ -14,7 +14,7 @@ from marketd.clock import FakeClock
 from marketd.config import ProviderConfig
 from marketd.errors import BudgetExhausted
 from marketd.ratelimit import parse_limit
-from marketd.store import Store
+from marketd.store import SQLiteStore, Store
 
 
 def pc(*limits: str, delay_ms: float = 0) -> ProviderConfig:
@@ -107,12 +107,13 @@ async def test_short_windows_and_delays_reserve_one_call_at_a_time(
 async def test_a_crash_with_calls_reserved_only_under_uses(tmp_path: Path,
                                                            clock: FakeClock) -> None:
     path = str(tmp_path / "m.db")
-    s1 = await Store.open(path, clock)
+    s1 = await SQLiteStore.open(path, clock)
     b1 = ProviderBudget(pc("10/hour"), s1, clock, margin_s=0)
     b1.ahead = 8
     await b1.spend()  # 8 reserved, 1 sent; the process dies without giving 7 back
-    await s1._w.close()  # type: ignore[union-attr]
-    s2 = await Store.open(path, clock)
+    s1.db.pending.take()  # what a crash loses: the give-back waiting for a transaction
+    await s1.close()
+    s2 = await SQLiteStore.open(path, clock)
     try:
         b2 = ProviderBudget(pc("10/hour"), s2, clock, margin_s=0)
         await b2.load()
@@ -135,7 +136,7 @@ async def test_no_window_ever_holds_more_than_the_limit(tmp_path: Path,
     rolling window, the calls actually sent (when spend returned) stay within each limit."""
     path = str(tmp_path / "m.db")
     limits = ("12/120s", "40/hour")
-    stores = [await Store.open(path, clock), await Store.open(path, clock)]
+    stores = [await SQLiteStore.open(path, clock), await SQLiteStore.open(path, clock)]
     budgets = [ProviderBudget(pc(*limits), s, clock, margin_s=0) for s in stores]
     rng = random.Random(11)
     sent: list[float] = []

@@ -1,55 +1,29 @@
-"""The store on a real SQLite file: schema, queue operations, dedupe, freshness, rescue."""
+"""The store interface, run against every backend in tests/conftest.py's STORE_BACKENDS: queue
+operations, dedupe, freshness, rescue, the call log, and the writes that ride the next
+transaction. Backend-specific behaviour (files, pragmas, checkpoints) has its own module."""
 
 from __future__ import annotations
 
-import os
-import sqlite3
-import stat
-from pathlib import Path
+import inspect
 
 import pytest
 
-from marketd import sql
-from marketd.clock import FakeClock
+from marketd.clock import FakeClock, iso
 from marketd.errors import StoreError
-from marketd.models import JobSpec, Price
-from marketd.store import Defer, Outcomes, Retry, Store
+from marketd.models import JobSpec, JobStatus, Price
+from marketd.store import Defer, Outcomes, Retry, SQLiteStore, Store
+from marketd.store.pending import MAX_WAIT_S
+from tests.conftest import STORE_BACKENDS, OpenStore
+
+
+@pytest.fixture(params=sorted(STORE_BACKENDS))
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
 
 
 def spec(sku: str = "DD1391-100", size: str | None = "10", provider: str = "stockx",
          priority: int = 100) -> JobSpec:
     return JobSpec(provider, sku, size, priority=priority)
-
-
-def schema_of(path: str) -> set[tuple[str, str]]:
-    con = sqlite3.connect(path)
-    try:
-        rows = con.execute("SELECT name, sql FROM sqlite_master WHERE sql IS NOT NULL "
-                           "AND name != 'schema_migrations'").fetchall()
-    finally:
-        con.close()
-    # a table rebuilt by a migration is renamed, which SQLite records with quotes
-    return {(n, " ".join(s.replace("IF NOT EXISTS ", "").replace('"', "").split()))
-            for n, s in rows}
-
-
-async def test_wal_and_private_file(store: Store) -> None:
-    """The database is in WAL mode and readable by its owner only."""
-    rows = await store.execute_read("pragma_setup")
-    assert rows[0]["journal_mode"] == "wal"
-    mode = stat.S_IMODE(os.stat(store.path).st_mode)
-    assert mode == 0o600
-
-
-async def test_migrations_produce_schema_sql(tmp_path: Path, clock: FakeClock) -> None:
-    """Applying the numbered migrations in order yields exactly schema.sql."""
-    fresh = await Store.open(str(tmp_path / "a.db"), clock)
-    await fresh.close()
-    con = sqlite3.connect(tmp_path / "b.db")
-    for _, _, text in sql.migrations():
-        con.executescript(text)
-    con.close()
-    assert schema_of(str(tmp_path / "a.db")) == schema_of(str(tmp_path / "b.db"))
 
 
 async def test_migrate_twice_is_safe(store: Store) -> None:
@@ -151,36 +125,12 @@ async def test_reset_failed_never_duplicates_an_active_key(store: Store) -> None
     assert await store.reset_failed(None) == 0
 
 
-async def test_prices_latest_and_history(store: Store, clock: FakeClock) -> None:
-    """market_prices keeps the latest per key; market_price_history keeps them all."""
-    for ask in (100, 200):
-        await store.record(Outcomes(prices=[Price("alias", "X-1", None, "USD", ask, None, 50,
-                                                  clock.now())]))
-        clock.advance(10)
-    [p] = await store.list_prices(provider="alias")
-    assert (p["lowest_ask"], p["size"], p["last_sale"]) == (200, None, 50)
-    con = sqlite3.connect(store.path)
-    assert con.execute("SELECT count(*) FROM market_price_history").fetchone()[0] == 2
-    con.close()
-
-
 async def test_batch_is_atomic(store: Store) -> None:
     """A batch that fails in the database leaves nothing behind."""
     bad = JobSpec("nosuch", "X", None)  # violates the provider CHECK constraint
     with pytest.raises(StoreError):
         await store.enqueue([spec("A-1"), bad], 0)
     assert await store.job_counts() == {}
-
-
-async def test_backup_is_a_consistent_copy(store: Store, tmp_path: Path) -> None:
-    """backup() copies the live database to a new private file."""
-    await store.enqueue([spec()], 0)
-    target = tmp_path / "copy.db"
-    await store.backup(str(target))
-    con = sqlite3.connect(target)
-    assert con.execute("SELECT count(*) FROM market_jobs").fetchone()[0] == 1
-    con.close()
-    assert stat.S_IMODE(os.stat(target).st_mode) == 0o600
 
 
 async def test_claim_caps_distinct_skus(store: Store, clock: FakeClock) -> None:
@@ -232,43 +182,9 @@ async def test_concurrent_enqueues_share_commits_but_not_failures(store: Store) 
     assert (await store.job_counts())["stockx"] == {"pending": 40}
 
 
-async def test_checkpoints_run_beside_writes_not_inside_them(store: Store) -> None:
-    """The write connection never checkpoints on commit; a background checkpoint on a
-    connection of its own copies the WAL back once enough rows changed and the writer is
-    idle."""
-    auto = await store.w.execute("PRAGMA wal_autocheckpoint")
-    assert (await auto.fetchone())[0] == 0
-    temp = await store.w.execute("PRAGMA temp_store")
-    assert (await temp.fetchone())[0] == 2  # MEMORY: the staging table makes no file
-    store.checkpoint_after_changes = 200
-    store.checkpoint_idle_s = 0  # (a real writer waits for a quarter second without writes)
-    await store.enqueue([spec(f"SKU-{i}") for i in range(50)], 0)
-    await store.wait_checkpoint()
-    assert store.checkpoints == 0  # 50 jobs: not enough changes yet
-    await store.enqueue([spec(f"SKU-{i}") for i in range(50, 400)], 0)
-    await store.wait_checkpoint()
-    assert store.checkpoints == 1
-    # everything committed so far is in the main file: a new checkpoint finds nothing to copy
-    con = sqlite3.connect(store.path)
-    try:
-        busy, frames, copied = con.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-    finally:
-        con.close()
-    assert busy == 0 and frames == copied
-
-
 async def test_reserve_reads_only_calls_it_has_not_seen(store: Store) -> None:
     """Before each call the store reads calls recorded after the last one it saw by id, not
     every call in the window (a 25000/day limit keeps a day of calls)."""
-    plan = sqlite3.connect(":memory:")
-    try:
-        plan.executescript(sql.schema())
-        detail = " ".join(r[3] for r in plan.execute(
-            "EXPLAIN QUERY PLAN " + sql.queries()["calls_after"],
-            {"after_id": 1, "provider": "stockx", "since": 0.0}))
-    finally:
-        plan.close()
-    assert "INTEGER PRIMARY KEY (rowid>?)" in detail
     first = await store.reserve_call("stockx", 100, 0, 0.0, lambda rows, now: True)
     assert first[0] and len(first[2]) == 1
     seen = first[2][-1][0]
@@ -301,9 +217,9 @@ async def test_queued_results_survive_a_failed_transaction(store: Store) -> None
     store.record_soon(Outcomes(completed=[job.id]))
 
     def broken(rows: list[tuple[int, float]], now: float) -> bool:
-        raise sqlite3.OperationalError("disk I/O error")
+        raise RuntimeError("decide failed")
 
-    with pytest.raises(StoreError):
+    with pytest.raises(RuntimeError):
         await store.reserve_call("stockx", 100, 0, 0.0, broken)
     assert (await store.get_job(job.id)).status == "running"  # type: ignore[union-attr]
     await store.flush()
@@ -311,18 +227,52 @@ async def test_queued_results_survive_a_failed_transaction(store: Store) -> None
     assert await store.load_calls("stockx", 0.0) == []  # the failed reservation left nothing
 
 
-async def test_close_writes_queued_results(tmp_path: Path, clock: FakeClock) -> None:
-    path = str(tmp_path / "m.db")
-    store = await Store.open(path, clock)
+async def test_close_writes_queued_results(open_store: OpenStore) -> None:
+    """Closing the store writes what was waiting for a transaction."""
+    store = await open_store()
     await store.enqueue([spec("A-1")], 0)
     [job] = await store.claim("stockx", 10)
     store.record_soon(Outcomes(completed=[job.id]))
     await store.close()
-    again = await Store.open(path, clock)
-    try:
-        assert (await again.get_job(job.id)).status == "completed"  # type: ignore[union-attr]
-    finally:
-        await again.close()
+    again = await open_store()
+    assert (await again.get_job(job.id)).status == "completed"  # type: ignore[union-attr]
+
+
+async def test_pending_writes_are_flushed_once_due(store: Store, clock: FakeClock) -> None:
+    """flush_due writes nothing before the oldest pending write has waited its limit
+    (store.pending.MAX_WAIT_S), and everything after."""
+    await store.enqueue([spec("A-1")], 0)
+    [job] = await store.claim("stockx", 10)
+    store.record_soon(Outcomes(completed=[job.id]))
+    clock.advance(MAX_WAIT_S / 2)
+    await store.flush_due()
+    assert (await store.get_job(job.id)).status == "running"  # type: ignore[union-attr]
+    clock.advance(MAX_WAIT_S / 2)
+    await store.flush_due()
+    assert (await store.get_job(job.id)).status == "completed"  # type: ignore[union-attr]
+
+
+async def test_jobs_carry_domain_types(store: Store, clock: FakeClock) -> None:
+    """Jobs come back with a JobStatus and epoch-second times; the API shape has ISO text."""
+    await store.enqueue([spec("A-1")], 0)
+    [job] = await store.claim("stockx", 1)
+    assert job.status is JobStatus.RUNNING
+    assert job.created_at == pytest.approx(clock.now(), abs=0.001)
+    assert job.started_at == pytest.approx(clock.now(), abs=0.001)
+    shown = job.as_dict()
+    assert shown["status"] == "running" and shown["created_at"] == iso(job.created_at)
+    assert shown["completed_at"] is None
+
+
+def test_every_backend_implements_the_interface() -> None:
+    """Each backend class has every method of the Store protocol, with the same parameters."""
+    members = [n for n in dir(Store) if not n.startswith("_") and callable(getattr(Store, n))]
+    assert len(members) > 30
+    for cls in (SQLiteStore,):
+        for name in members:
+            theirs = inspect.signature(getattr(cls, name))
+            ours = inspect.signature(getattr(Store, name))
+            assert list(theirs.parameters) == list(ours.parameters), (cls.__name__, name)
 
 
 async def test_bad_queued_results_never_block_other_writes(store: Store,
@@ -338,3 +288,4 @@ async def test_bad_queued_results_never_block_other_writes(store: Store,
     assert (await store.get_job(jobs[0].id)).status == "running"  # type: ignore[union-attr]
     await store.record(Outcomes(completed=[jobs[1].id]))
     assert (await store.get_job(jobs[1].id)).status == "completed"  # type: ignore[union-attr]
+

@@ -1,0 +1,182 @@
+"""The store as the rest of marketd sees it: one interface every backend implements.
+
+The SQLite store (:mod:`marketd.store.sqlite`) is the embedded default; a second backend
+implements the same methods with the same meaning, and the store test suite
+(``tests/integration/test_store*.py``) runs against any backend given a fixture. Times are
+epoch seconds everywhere; rows for the page and /metrics are plain dicts whose time columns are
+ISO-8601 UTC text, as the API shows them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
+
+from marketd.clock import Clock
+from marketd.models import EnqueueResult, Job, JobSpec
+from marketd.store.records import Outcomes, ProviderState
+
+# a call of the durable call log: (id, sent_at)
+Call = tuple[int, float]
+# reserve_calls' decision, given the calls read and now: (how many to record, their send time)
+Decide = Callable[[list[Call], float], tuple[int, float]]
+
+
+class Store(Protocol):
+    """Everything marketd keeps: the queue, the call log and budgets, runs, prices, state."""
+
+    path: str
+    clock: Clock
+
+    # ---- life cycle --------------------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Write what is pending and close; safe to repeat."""
+
+    async def migrate(self) -> list[int]:
+        """Create or upgrade the schema; returns the versions applied now. Safe to repeat."""
+
+    async def ping(self) -> bool:
+        """True while the database answers a read."""
+
+    async def backup(self, target: str) -> None:
+        """A consistent copy of the live database at ``target`` (a new file)."""
+
+    # ---- the queue ---------------------------------------------------------------------------
+
+    async def enqueue(self, specs: Sequence[JobSpec], fresh_for_s: float) -> list[EnqueueResult]:
+        """Enqueue jobs in order, all or nothing, deduplicated by key (a duplicate raises the
+        active job's priority); a background or hot job whose price is younger than
+        ``fresh_for_s`` is answered 'fresh' and not queued. Returns after the commit."""
+
+    async def claim(self, provider: str, limit: int, *, min_priority: int = 0,
+                    max_skus: int | None = None) -> list[Job]:
+        """Mark up to ``limit`` due pending jobs running (highest priority, then oldest); with
+        ``max_skus``, jobs of at most that many distinct SKUs."""
+
+    async def record(self, outcomes: Outcomes) -> None:
+        """Write one group's results now, with everything pending."""
+
+    def record_soon(self, outcomes: Outcomes) -> None:
+        """Queue one group's results for the next write transaction (see store.pending)."""
+
+    async def flush(self) -> None:
+        """Write everything pending now."""
+
+    async def flush_due(self) -> None:
+        """Write everything pending if the oldest has waited its limit (store.pending)."""
+
+    async def rescue_stuck(self, stuck_after_s: float) -> int:
+        """Running jobs started over ``stuck_after_s`` ago (all, with 0) back to pending."""
+
+    async def reset_failed(self, provider: str | None = None) -> int:
+        """Failed jobs (of one provider, or all) back to pending; returns how many."""
+
+    async def get_job(self, job_id: str) -> Job | None: ...
+
+    async def list_jobs(self, *, status: str | None = None, provider: str | None = None,
+                        limit: int = 100, offset: int = 0) -> list[Job]:
+        """Newest first."""
+
+    async def job_counts(self) -> dict[str, dict[str, int]]:
+        """``{provider: {status: n}}``."""
+
+    async def any_due(self, provider: str, min_priority: int = 0) -> bool: ...
+
+    async def enqueue_stale(self, provider: str, units: int, *, per_sku: bool,
+                            older_than_s: float, asked_within_s: float, priority: int) -> int:
+        """Enqueue refreshes of keys users asked for whose price is older than
+        ``older_than_s``, oldest first; returns how many jobs are now pending for them."""
+
+    # ---- prices ------------------------------------------------------------------------------
+
+    async def list_prices(self, *, provider: str | None = None, sku: str | None = None,
+                          size: str | None = None, limit: int = 1000) -> list[dict[str, Any]]: ...
+
+    # ---- the call log and budgets ------------------------------------------------------------
+
+    async def ensure_budgets(self, rate_limits: Mapping[str, int]) -> None:
+        """This clock hour's market_budgets row for each provider."""
+
+    async def load_calls(self, provider: str, since: float, after_id: int = 0) -> list[Call]:
+        """Calls recorded after ``after_id`` and sent after ``since``, oldest first."""
+
+    async def reserve_call(self, provider: str, rate_limit: int, after_id: int, since: float,
+                           decide: Callable[[list[Call], float], bool],
+                           ) -> tuple[bool, float, list[Call]]:
+        """Record one call now if ``decide`` allows it: ``(allowed, now, calls read + new)``."""
+
+    async def reserve_calls(self, provider: str, rate_limit: int, after_id: int, since: float,
+                            decide: Decide) -> tuple[list[Call], float, list[Call]]:
+        """In one transaction that serialises reservations: read the calls recorded (by any
+        process) after ``after_id``, ask ``decide`` (pure: it runs inside the transaction),
+        record its ``n`` calls at its time and count them in the hour's budget row. Returns
+        ``(new calls, now, calls read)``."""
+
+    def release_soon(self, provider: str, call_ids: Sequence[int], reserved_at: float) -> None:
+        """Queue the removal of reserved calls never sent (until then they only count: the
+        safe side)."""
+
+    async def prune_calls(self, before: float) -> int: ...
+
+    async def budgets(self, *, since: float | None = None) -> list[dict[str, Any]]:
+        """market_budgets rows of this hour, or of every hour from ``since``."""
+
+    # ---- runs and metrics --------------------------------------------------------------------
+
+    async def begin_run(self, trigger: str, rate_limits: Mapping[str, int],
+                        stuck_after_s: float, prune_before: float) -> tuple[int, int]:
+        """Record a run, ensure budget rows, rescue stuck jobs and prune the call log in one
+        transaction: ``(run id, jobs rescued)``."""
+
+    async def finish_run(self, run_id: int, **summary: Any) -> None: ...
+
+    def record_metrics_soon(self, **metrics: Any) -> None:
+        """Queue one batch's metrics row for the next write transaction."""
+
+    async def recent_runs(self, limit: int = 20) -> list[dict[str, Any]]: ...
+
+    async def recent_metrics(self, limit: int = 50) -> list[dict[str, Any]]: ...
+
+    # ---- provider state, tokens, catalog -----------------------------------------------------
+
+    async def provider_states(self) -> dict[str, ProviderState]: ...
+
+    async def set_pause(self, provider: str, until: float | None, reason: str | None,
+                        credential: str | None = None) -> None: ...
+
+    async def get_token(self, provider: str, kind: str) -> tuple[str, float | None] | None: ...
+
+    async def put_token(self, provider: str, kind: str, value: str,
+                        expires_at: float | None) -> None: ...
+
+    async def get_catalog(self, provider: str, sku: str) -> dict[str, Any] | None: ...
+
+    async def put_catalog(self, provider: str, sku: str, *, product_id: str | None,
+                          title: str | None = None, brand: str | None = None,
+                          image_url: str | None = None,
+                          data: Mapping[str, Any] | None = None) -> None: ...
+
+    async def delete_catalog(self, provider: str, sku: str) -> None: ...
+
+    # ---- the status page and /metrics --------------------------------------------------------
+
+    async def page_jobs(self, *, view: str, provider: str | None, now: float, limit: int,
+                        offset: int) -> tuple[int, list[dict[str, Any]]]:
+        """One page of a view ('active', 'all' or a status): (rows in the view, the page's rows
+        in queue order, each with ``row_id``)."""
+
+    async def pending_ahead(self, *, provider: str, priority: int, created_at: str,
+                            row_id: int, now: float) -> int:
+        """Due pending jobs of ``provider`` the scheduler selects before the given one."""
+
+    async def queue_samples_since(self, since: float) -> list[dict[str, Any]]: ...
+
+    async def record_queue_samples(self, rows: Sequence[Mapping[str, Any]],
+                                   prune_before: float) -> None: ...
+
+    async def run_durations(self) -> tuple[list[tuple[float, int]], int, float]:
+        """``(cumulative buckets (le seconds, runs), runs, total seconds)``."""
+
+    async def price_ages(self) -> list[dict[str, Any]]:
+        """Per provider: ``n`` prices, ``oldest`` and ``newest`` fetch times."""

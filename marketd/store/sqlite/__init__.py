@@ -1,0 +1,101 @@
+"""The embedded store: one SQLite file in WAL mode (see :mod:`marketd.store.database`)."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from contextlib import suppress
+
+from marketd import sql
+from marketd.clock import Clock, iso
+from marketd.errors import StoreError
+from marketd.store.database import Database, translate
+from marketd.store.sqlite.base import Q
+from marketd.store.sqlite.calls import CallTables
+from marketd.store.sqlite.queue import QueueTables, _Queued
+from marketd.store.sqlite.state import StateTables
+
+
+class SQLiteStore(QueueTables, CallTables, StateTables):
+    """:class:`marketd.store.Store` on SQLite."""
+
+    def __init__(self, path: str, clock: Clock, *, inline: bool = False) -> None:
+        self.path = path
+        self.clock = clock
+        self.db = Database(path, inline=inline)
+        self._queued: list[_Queued] = []
+        self._group_writer: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def open(cls, path: str, clock: Clock | None = None, *, migrate: bool = True,
+                   inline: bool = False) -> SQLiteStore:
+        """Open (creating the file, owner-only) and, unless told not to, migrate."""
+        store = cls(path, clock or Clock(), inline=inline)
+        await store.db.open()
+        if migrate:
+            try:
+                await store.migrate()
+            except BaseException:
+                await store.db.close()
+                raise
+        return store
+
+    async def close(self) -> None:
+        if self._group_writer is not None and not self._group_writer.done():
+            with suppress(Exception):
+                await self._group_writer  # enqueues already accepted are written first
+        await self.db.close()
+
+    @property
+    def checkpoints(self) -> int:
+        """Background WAL checkpoints completed."""
+        return self.db.checkpoints
+
+    async def wait_checkpoint(self) -> None:
+        await self.db.wait_checkpoint()
+
+    async def migrate(self) -> list[int]:
+        migrations = sql.migrations()
+        now = iso(self.clock.now())
+
+        def work(conn: sqlite3.Connection) -> list[int]:
+            exists = conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE name = 'schema_migrations'").fetchone()
+            if not exists:
+                _executescript(conn, sql.schema())
+                for version, name, _ in migrations:
+                    conn.execute(Q["record_migration"], (version, name, now))
+                return [v for v, _, _ in migrations]
+            done = {r[0] for r in conn.execute(Q["applied_migrations"]).fetchall()}
+            applied = []
+            for version, name, text in migrations:
+                if version not in done:
+                    _executescript(conn, text)
+                    conn.execute(Q["record_migration"], (version, name, now))
+                    applied.append(version)
+            return applied
+
+        return await self.db.write(work)
+
+    async def ping(self) -> bool:
+        try:
+            await self.db.read("SELECT 1")
+        except StoreError:
+            return False
+        return True
+
+    async def backup(self, target: str) -> None:
+        await self.db.backup(target)
+
+    async def journal_mode(self) -> str:
+        """The database's journal mode (``wal``)."""
+        try:
+            return str((await self.db.read("PRAGMA journal_mode"))[0][0])
+        except sqlite3.Error as exc:
+            raise translate(exc, "read") from exc
+
+
+def _executescript(conn: sqlite3.Connection, script: str) -> None:
+    # executescript would COMMIT the transaction; run statement by statement instead
+    for statement in sql.statements(script):
+        conn.execute(statement)
