@@ -35,7 +35,7 @@ from marketd.errors import (
     TransientError,
 )
 from marketd.models import Job, Price
-from marketd.providers.base import FetchResult, Provider, Response, error_for_status
+from marketd.providers.base import FetchResult, Provider, Response
 from marketd.providers.sizes import (
     choose,
     format_size,
@@ -92,33 +92,34 @@ class CatalogItem:
 
 class AliasClient(Provider):
     name = "alias"
+    credential = CREDENTIAL
 
     async def fetch_group(self, sku: str, jobs: Sequence[Job]) -> FetchResult:
         """Catalog (cached: no call), each job's Alias size, then one call for every size.
 
         A 404 on a cached catalog id looks the SKU up again once; a 404 with a fresh id, or a
         size missing from the list, falls back to one per-size call."""
-        headers = self._headers()
-        self._market_params()  # a bad region fails here, before any call is spent
-        item = await self._catalog_item(sku, headers)
+        self._auth_headers(None)  # no token configured fails here, before any call is spent
+        self._market_params()  # and so does a bad region
+        item = await self._catalog_item(sku)
         sizes = await self._resolve_sizes(sku, item, jobs)
         if not any(isinstance(s, Fraction) for s in sizes.values()):
             return FetchResult(outcomes=dict(_errors(sizes)))
-        quotes = await self._availabilities(item, headers)
+        quotes = await self._availabilities(item)
         if quotes is None and item.cached:
             # the cached id may be stale: drop it and look the SKU up again, once
             log.info("alias_catalog_stale", sku=sku, catalog_id=item.catalog_id)
             await self.ctx.store.delete_catalog(self.name, sku)
-            fresh = await self._search(sku, headers)
+            fresh = await self._search(sku)
             if fresh.catalog_id != item.catalog_id:
                 sizes = await self._resolve_sizes(sku, fresh, jobs)
-                quotes = await self._availabilities(fresh, headers)
+                quotes = await self._availabilities(fresh)
             item = fresh
-        return await self._result(sku, item, jobs, sizes, quotes or {}, headers)
+        return await self._result(sku, item, jobs, sizes, quotes or {})
 
     # ---- catalog ---------------------------------------------------------------------------
 
-    async def _catalog_item(self, sku: str, headers: Mapping[str, str]) -> CatalogItem:
+    async def _catalog_item(self, sku: str) -> CatalogItem:
         entry = await self.ctx.store.get_catalog(self.name, sku)
         if entry and entry.get("product_id"):
             data = entry.get("data") or {}
@@ -126,11 +127,11 @@ class AliasClient(Provider):
                 catalog_id=entry["product_id"], name=entry.get("title"), brand=entry.get("brand"),
                 gender=data.get("gender"), image_url=entry.get("image_url"),
                 allowed_sizes=_allowed(data.get("allowed_sizes")), cached=True)
-        return await self._search(sku, headers)
+        return await self._search(sku)
 
-    async def _search(self, sku: str, headers: Mapping[str, str]) -> CatalogItem:
+    async def _search(self, sku: str) -> CatalogItem:
         """``GET /catalog?query=``: the first item whose SKU is ours; stored for next time."""
-        body = await self._get("/catalog", headers, {"query": sku, "limit": str(CATALOG_PAGE)})
+        body = await self._get("/catalog", {"query": sku, "limit": str(CATALOG_PAGE)})
         items = body.get("catalog_items") if isinstance(body, Mapping) else None
         wanted = _sku_key(sku)
         match = next((it for it in items or () if isinstance(it, Mapping)
@@ -201,12 +202,11 @@ class AliasClient(Provider):
 
     # ---- prices ----------------------------------------------------------------------------
 
-    async def _availabilities(self, item: CatalogItem,
-                              headers: Mapping[str, str]) -> dict[Fraction, Quote] | None:
+    async def _availabilities(self, item: CatalogItem) -> dict[Fraction, Quote] | None:
         """Every size's NEW + GOOD_CONDITION quote in one call; None when the endpoint 404s."""
         try:
             body = await self._get(f"/pricing_insights/availabilities/{item.catalog_id}",
-                                   headers, self._market_params())
+                                   self._market_params())
         except NotFound:
             return None
         quotes: dict[Fraction, Quote] = {}
@@ -226,19 +226,18 @@ class AliasClient(Provider):
             quotes[size] = quotes[size].merge(quote) if size in quotes else quote
         return quotes
 
-    async def _availability(self, item: CatalogItem, size: Fraction,
-                            headers: Mapping[str, str]) -> Quote:
+    async def _availability(self, item: CatalogItem, size: Fraction) -> Quote:
         """One size's quote: the fallback when the list lacks it."""
         log.debug("alias_size_fallback", catalog_id=item.catalog_id, size=format_size(size))
         params = {"catalog_id": item.catalog_id, "size": format_size(size),
                   "product_condition": NEW, "packaging_condition": GOOD_BOX,
                   **self._market_params()}
-        body = await self._get("/pricing_insights/availability", headers, params)
+        body = await self._get("/pricing_insights/availability", params)
         return Quote.parse(body.get("availability") if isinstance(body, Mapping) else None)
 
     async def _result(self, sku: str, item: CatalogItem, jobs: Sequence[Job],
-                      sizes: Mapping[str, Fraction | SizeError], quotes: dict[Fraction, Quote],
-                      headers: Mapping[str, str]) -> FetchResult:
+                      sizes: Mapping[str, Fraction | SizeError],
+                      quotes: dict[Fraction, Quote]) -> FetchResult:
         """Prices from the list, then one fallback call per size the list lacked.
 
         A fallback failure of a kind that the next call would share (429, refused token, spent
@@ -249,7 +248,7 @@ class AliasClient(Provider):
         stop: MarketdError | None = None
         for size in sorted(wanted - quotes.keys()):
             try:
-                quotes[size] = await self._availability(item, size, headers)
+                quotes[size] = await self._availability(item, size)
             except _STOP as exc:
                 if not quotes:
                     raise
@@ -278,11 +277,12 @@ class AliasClient(Provider):
 
     # ---- configuration ---------------------------------------------------------------------
 
-    def _headers(self) -> dict[str, str]:
-        token = str(self.ctx.config.options.get("api_token") or "")
-        if not token:
+    def _auth_headers(self, token: str | None) -> dict[str, str]:
+        """The personal access token (fixed: nothing to renew on a 401)."""
+        pat = str(self.ctx.config.options.get("api_token") or "")
+        if not pat:
             raise AuthError(self.name, "no Alias API token is configured", credential=CREDENTIAL)
-        return {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+        return {"Authorization": f"Bearer {pat}", "Accept": "application/json"}
 
     def _consigned(self) -> bool | None:
         value = str(self.ctx.config.options.get("consigned", "any")).lower()
@@ -304,33 +304,29 @@ class AliasClient(Provider):
 
     # ---- HTTP ------------------------------------------------------------------------------
 
-    async def _get(self, path: str, headers: Mapping[str, str],
-                   params: Mapping[str, str]) -> Any:
-        url = f"{self.ctx.config.base_url}/api/v1{path}"
-        resp = await self._send("GET", url, headers=headers, params=params)
-        if not 200 <= resp.status < 300:
-            raise self._error(resp, path)
-        try:
-            return resp.json()
-        except ValueError:
-            log.warning("alias_bad_response", path=path, status=resp.status,
-                        request_id=_header(resp, "x-request-id"), bytes=len(resp.body))
-            raise TransientError(self.name, f"truncated or invalid JSON from {path}",
-                                 status=resp.status) from None
+    async def _get(self, path: str, params: Mapping[str, str]) -> Any:
+        return await self._request("GET", f"{self.ctx.config.base_url}/api/v1{path}",
+                                   what=path, params=params)
 
-    def _error(self, resp: Response, path: str) -> ProviderError:
+    def _json(self, resp: Response, what: str) -> Any:
+        try:
+            return super()._json(resp, what)
+        except TransientError:
+            log.warning("alias_bad_response", path=what, status=resp.status,
+                        request_id=_header(resp, "x-request-id"), bytes=len(resp.body))
+            raise
+
+    def _error(self, resp: Response, what: str, subject: str) -> ProviderError:
         """The typed error of a non-2xx answer, logged with Alias's request id."""
         status = resp.status
         code, message = _error_body(resp)
-        request_id = _header(resp, "x-request-id")
-        log.warning("alias_request_failed", path=path, status=status, code=code,
-                    message=message, request_id=request_id)
+        log.warning("alias_request_failed", path=what, status=status, code=code,
+                    message=message, request_id=_header(resp, "x-request-id"))
         detail = f"HTTP {status}" + (f": {message}" if message else "")
         if status == 403:
             return AuthError(self.name, f"alias API token lacks the scope ({detail})",
                              credential=CREDENTIAL, status=status)
-        return error_for_status(self.name, status, detail, headers=resp.headers,
-                                credential=CREDENTIAL)
+        return self._status_error(resp, detail)
 
 
 # ---- helpers -----------------------------------------------------------------------------------

@@ -6,6 +6,12 @@ provider's API (catalog look-ups included; OAuth token endpoints excepted), and 
 :class:`FetchResult`: per job a :class:`~marketd.models.Price` or an exception, plus any other
 prices the same responses carried (other sizes of the SKU).
 
+Every call to a provider's API goes through :meth:`Provider._request`: the budget token, the
+credential's headers (a refused token renewed once), the timeout, the status mapped to a typed
+error and the JSON body parsed. A client supplies only what is its own: its endpoints, its
+token (:meth:`Provider._access_token`) and headers (:meth:`Provider._auth_headers`), how it
+reads its error envelope (:meth:`Provider._error`) and the shapes of its answers.
+
 An exception raised out of ``fetch_group`` applies to every job of the group. The worker acts on
 its type (see :mod:`marketd.errors`): RateLimited and AuthError pause the provider, BudgetExhausted
 defers, TransientError retries with backoff, NotFound/SizeError/PermanentError fail the job.
@@ -16,13 +22,13 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar, Protocol
 
 import aiohttp
+import structlog
 
 from marketd.clock import Clock
 from marketd.config import ProviderConfig
@@ -36,6 +42,8 @@ from marketd.errors import (
     TransientError,
 )
 from marketd.models import Job, Price
+
+log = structlog.get_logger(__name__)
 
 
 class CallBudget(Protocol):
@@ -88,7 +96,8 @@ class Response:
     body: bytes
 
     def json(self) -> Any:
-        """The body as JSON; a truncated or non-JSON body is a TransientError upstream."""
+        """The body as JSON (ValueError if it is not; :meth:`Provider._json` makes that a
+        TransientError)."""
         return json.loads(self.body)
 
 
@@ -105,6 +114,8 @@ class Provider:
     """Base class of the StockX, Alias and eBay clients."""
 
     name: ClassVar[str] = ""
+    credential: ClassVar[str] = ""  # what a person checks when the API refuses the client
+    renewal_event: ClassVar[str] = "token_rejected"  # logged when a refused token is renewed
 
     def __init__(self, ctx: ProviderContext) -> None:
         self.ctx = ctx
@@ -120,6 +131,67 @@ class Provider:
     async def close(self) -> None:
         """Release what the client holds (the session belongs to the caller)."""
 
+    # ---- what a client supplies ----
+
+    async def _access_token(self, refused: str | None = None) -> str | None:
+        """The token to send, for a client whose credential can be renewed; None for one
+        whose credential is fixed. ``refused`` is a token the API just turned down: it is
+        never handed out again."""
+        return None
+
+    def _auth_headers(self, token: str | None) -> dict[str, str]:
+        """The headers every API call carries, the credential's among them."""
+        return {}
+
+    def _error(self, resp: Response, what: str, subject: str) -> ProviderError:
+        """The typed error of a non-2xx answer from ``what`` (an endpoint's name). Clients
+        override it to read and log their error envelope and to handle their own cases, then
+        fall back to :meth:`_status_error`."""
+        return self._status_error(resp, f"HTTP {resp.status} on {what}", subject)
+
+    # ---- the one request method ----
+
+    async def _request(self, method: str, url: str, *, what: str, subject: str = "",
+                       counted: bool = True, headers: Mapping[str, str] | None = None,
+                       params: Mapping[str, str] | None = None) -> Any:
+        """One call to the provider's API, answered as parsed JSON.
+
+        Spends a budget token first (``counted``), sends the credential's headers, and on a
+        401/403 renews the token once and sends again (a second token spent). A non-2xx answer
+        after that is raised as :meth:`_error` types it; a body that is not JSON is a
+        TransientError. ``what`` names the endpoint in logs and errors, ``subject`` what was
+        looked for (a 404 names it)."""
+        token = await self._access_token()
+        resp = await self._send(method, url, counted=counted, params=params,
+                                headers={**(headers or {}), **self._auth_headers(token)})
+        if resp.status in (401, 403) and token is not None:
+            log.info(self.renewal_event, status=resp.status, endpoint=what)
+            token = await self._access_token(refused=token)
+            resp = await self._send(method, url, counted=counted, params=params,
+                                    headers={**(headers or {}), **self._auth_headers(token)})
+        return self._parse(resp, what, subject)
+
+    def _parse(self, resp: Response, what: str, subject: str = "") -> Any:
+        """A 2xx answer's JSON body; any other answer raised as its typed error."""
+        if not 200 <= resp.status < 300:
+            raise self._error(resp, what, subject)
+        return self._json(resp, what)
+
+    def _json(self, resp: Response, what: str) -> Any:
+        """The body as JSON; a truncated or non-JSON body is a TransientError."""
+        try:
+            return resp.json()
+        except ValueError:  # UnicodeDecodeError included
+            raise TransientError(self.name, f"bad JSON from {what} (HTTP {resp.status}, "
+                                            f"{len(resp.body)} bytes)",
+                                 status=resp.status) from None
+
+    def _status_error(self, resp: Response, detail: str, subject: str = "") -> ProviderError:
+        """:func:`error_for_status` for this client, its credential and its clock."""
+        return error_for_status(self.name, resp.status, detail, headers=resp.headers,
+                                credential=self.credential, subject=subject,
+                                now=self.ctx.clock.now())
+
     async def _send(
         self,
         method: str,
@@ -130,50 +202,82 @@ class Provider:
         params: Mapping[str, str] | None = None,
         data: Mapping[str, str] | None = None,
     ) -> Response:
-        """One HTTP request: spend a budget token first (``counted``), own the timeout, and
-        turn network failures into TransientError. Status codes are the caller's to map."""
+        """One HTTP request, a budget token spent first (``counted``; OAuth token endpoints
+        are not). Status codes are the caller's to map: :meth:`_request` does it for API
+        calls, the clients' token code for their token endpoints."""
         if counted:
             await self.ctx.budget.spend()
-        timeout = aiohttp.ClientTimeout(total=self.ctx.config.timeout_s)
-        try:
-            async with self.ctx.session.request(
-                method, url, headers=headers, params=params, data=data, timeout=timeout,
-                allow_redirects=False,
-            ) as resp:
-                body = await resp.read()
-                return Response(resp.status, dict(resp.headers), body)
-        except TimeoutError:
-            raise TransientError(self.name, f"timed out after {self.ctx.config.timeout_s:g} s")\
-                from None
-        except (aiohttp.ClientError, asyncio.IncompleteReadError, OSError) as exc:
-            raise TransientError(self.name, f"network error: {type(exc).__name__}: {exc}")\
-                from None
+        return await send(self.ctx.session, method, url, provider=self.name,
+                          timeout_s=self.ctx.config.timeout_s, headers=headers, params=params,
+                          data=data)
+
+
+async def send(session: aiohttp.ClientSession, method: str, url: str, *, provider: str,
+               timeout_s: float, headers: Mapping[str, str] | None = None,
+               params: Mapping[str, str] | None = None,
+               data: Mapping[str, str] | None = None) -> Response:
+    """One HTTP request with its whole body read: the timeout owned here, redirects not
+    followed, and network failures and timeouts turned into TransientError."""
+    timeout = aiohttp.ClientTimeout(total=timeout_s)
+    try:
+        async with session.request(method, url, headers=headers, params=params, data=data,
+                                   timeout=timeout, allow_redirects=False) as resp:
+            body = await resp.read()
+            return Response(resp.status, dict(resp.headers), body)
+    except TimeoutError:
+        raise TransientError(provider, f"timed out after {timeout_s:g} s") from None
+    except (aiohttp.ClientError, asyncio.IncompleteReadError, OSError) as exc:
+        cause = exc.cause if isinstance(exc, ConnectionDropped) else exc
+        raise TransientError(provider, f"network error: {type(cause).__name__}: {cause}")\
+            from None
+
+
+class ConnectionDropped(aiohttp.ClientConnectionError):
+    """A connection failed after a request may have gone out (``cause`` is aiohttp's own
+    ServerDisconnectedError or ClientOSError), raised in its place so that aiohttp does not
+    send the request again."""
+
+    def __init__(self, cause: aiohttp.ClientConnectionError) -> None:
+        super().__init__(f"{type(cause).__name__}: {cause}")
+        self.cause = cause
+
+
+async def _never_resend(request: aiohttp.ClientRequest,
+                        handler: aiohttp.ClientHandlerType) -> aiohttp.ClientResponse:
+    """A client middleware: aiohttp (3.9 on) sends a GET again, once, when the connection
+    fails with ServerDisconnectedError or ClientOSError between sending it and reading the
+    answer's headers (RFC 9112 §9.3.1 lets a client retry idempotent requests). The provider
+    may well have received and counted the first one, and the second would be a call the
+    budget never recorded. The retry happens around the handler a middleware wraps and only
+    for those two types, so the failure leaves here as ConnectionDropped: the request fails
+    as a TransientError, and its retry by the worker spends a budget token of its own."""
+    try:
+        return await handler(request)
+    except aiohttp.ClientConnectorError:
+        raise  # connecting failed, nothing was sent (and aiohttp never retries these)
+    except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+        raise ConnectionDropped(exc) from exc
 
 
 def new_session(user_agent: str) -> aiohttp.ClientSession:
-    """The HTTP session every provider client shares.
-
-    aiohttp silently re-sends an idempotent request (GET) when a kept-alive connection drops
-    after the request went out. That second request was never recorded in the budget, so it is
-    turned off: a dropped request becomes a TransientError and its retry spends a token.
-    """
-    session = aiohttp.ClientSession(headers={"User-Agent": user_agent})
-    if hasattr(session, "_retry_connection"):  # aiohttp >= 3.10; private, as in its test_utils
-        session._retry_connection = False
-    return session
+    """The HTTP session every provider client shares: no request is ever sent twice by
+    aiohttp itself (see :func:`_never_resend`; client middlewares need aiohttp 3.12)."""
+    return aiohttp.ClientSession(headers={"User-Agent": user_agent},
+                                 middlewares=(_never_resend,))
 
 
 TRANSIENT_STATUSES = frozenset({408, 500, 502, 503, 504})
 
 
 def error_for_status(provider: str, status: int, detail: str, *, headers: Mapping[str, str],
-                     credential: str, subject: str = "") -> ProviderError:
+                     credential: str, now: float, subject: str = "") -> ProviderError:
     """The typed error of a non-2xx answer, as INTERFACE §6 maps them. Clients handle their
-    own special cases first (eBay's daily quota, a token renewal on 401, Alias's 403 scope).
-    ``detail`` is what the answer said (``HTTP 404: ...``); ``subject`` what was looked for."""
+    own special cases first (eBay's daily quota, Alias's 403 scope); a 401/403 reaching here
+    is one the token renewal did not cure. ``detail`` is what the answer said
+    (``HTTP 404: ...``), ``subject`` what was looked for, ``now`` the caller's clock."""
     if status == 429:
         return RateLimited(provider, f"rate limited ({detail})",
-                           retry_after_s=retry_after_seconds(headers))
+                           retry_after_s=retry_after_seconds(headers, now=now))
     if status in (401, 403):
         return AuthError(provider, f"credentials refused ({detail})", credential=credential,
                          status=status)
@@ -191,7 +295,7 @@ MAX_RETRY_AFTER_S = 86400.0  # a provider asking for more than a day is capped a
 
 
 def retry_after_seconds(headers: Mapping[str, str], default: float | None = None, *,
-                        now: float | None = None) -> float | None:
+                        now: float) -> float | None:
     """Retry-After as seconds, finite and at most a day (delta-seconds or an HTTP date;
     anything else gives ``default``). ``now`` is the caller's clock, for the date form."""
     value = next((v for k, v in headers.items() if k.lower() == "retry-after"), None)
@@ -204,7 +308,7 @@ def retry_after_seconds(headers: Mapping[str, str], default: float | None = None
             when = parsedate_to_datetime(value).timestamp()
         except (TypeError, ValueError, IndexError, OverflowError):
             return default
-        seconds = when - (now if now is not None else time.time())
+        seconds = when - now
     if not math.isfinite(seconds):
         return default
     return min(max(0.0, seconds), MAX_RETRY_AFTER_S)

@@ -45,7 +45,6 @@ from marketd.providers.base import (
     ProviderContext,
     Quota,
     Response,
-    error_for_status,
 )
 from marketd.providers.sizes import split_suffix
 
@@ -71,6 +70,8 @@ _STOP = (RateLimited, AuthError, BudgetExhausted, TransientError)
 
 class EbayClient(Provider):
     name = "ebay"
+    credential = CREDENTIAL
+    renewal_event = "ebay_token_refused"
 
     def __init__(self, ctx: ProviderContext) -> None:
         super().__init__(ctx)
@@ -154,7 +155,7 @@ class EbayClient(Provider):
 
     # ---- token -----------------------------------------------------------------------------
 
-    async def _access_token(self, *, refused: str | None = None) -> str:
+    async def _access_token(self, refused: str | None = None) -> str:
         """A live token: memory, then the store, then a new one. ``refused`` is a token eBay
         just turned down, never to be handed out again."""
         async with self._token_lock:
@@ -191,9 +192,7 @@ class EbayClient(Provider):
             raise AuthError(self.name, f"eBay refused the client credentials (HTTP "
                                        f"{resp.status})", credential=CREDENTIAL,
                             status=resp.status)
-        if not 200 <= resp.status < 300:
-            raise self._error(resp, "/identity/v1/oauth2/token")
-        body = _json(resp, self.name)
+        body = self._parse(resp, "/identity/v1/oauth2/token")
         token = body.get("access_token") if isinstance(body, Mapping) else None
         if not isinstance(token, str) or not token:
             raise TransientError(self.name, "token response without access_token")
@@ -208,27 +207,20 @@ class EbayClient(Provider):
 
     # ---- HTTP ------------------------------------------------------------------------------
 
+    def _auth_headers(self, token: str | None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {token}"}
+
     async def _get(self, path: str, params: Mapping[str, str],
                    headers: Mapping[str, str] | None = None, *, counted: bool = True) -> Any:
-        """A GET with the app token (counted against the budget unless told otherwise); a
-        401/403 mints a new token and retries once."""
-        url = f"{self.ctx.config.base_url}{path}"
-        token = await self._access_token()
-        resp = await self._send("GET", url, params=params, counted=counted,
-                                headers={**(headers or {}), "Authorization": f"Bearer {token}"})
-        if resp.status in (401, 403):
-            log.info("ebay_token_refused", path=path, status=resp.status)
-            token = await self._access_token(refused=token)
-            resp = await self._send("GET", url, params=params, counted=counted,
-                                    headers={**(headers or {}), "Authorization": f"Bearer {token}"})
-        if not 200 <= resp.status < 300:
-            raise self._error(resp, path)
-        return _json(resp, self.name)
+        """A GET with the app token (counted against the budget unless told otherwise; a
+        refused token renewed once, in the base)."""
+        return await self._request("GET", f"{self.ctx.config.base_url}{path}", what=path,
+                                   counted=counted, headers=headers, params=params)
 
-    def _error(self, resp: Response, path: str) -> ProviderError:
+    def _error(self, resp: Response, what: str, subject: str) -> ProviderError:
         """The typed error of a non-2xx answer (envelope ``{"errors": [{errorId, …}]}``)."""
         status = resp.status
-        error_id, message = self._log_failure(resp, path)
+        error_id, message = self._log_failure(resp, what)
         detail = f"HTTP {status}" + (f", errorId {error_id}" if error_id is not None else "") \
             + (f": {message}" if message else "")
         if status == 429 and error_id == QUOTA_ERROR_ID:
@@ -238,8 +230,7 @@ class EbayClient(Provider):
         if status in (401, 403):
             return AuthError(self.name, f"eBay refused the application token ({detail})",
                              credential=CREDENTIAL, status=status)
-        return error_for_status(self.name, status, detail, headers=resp.headers,
-                                credential=CREDENTIAL)
+        return self._status_error(resp, detail)
 
     def _log_failure(self, resp: Response, path: str) -> tuple[int | None, str]:
         error_id, message = _error_body(resp)
@@ -358,14 +349,6 @@ def _minor(value: Any) -> int | None:
 def _list(body: Any, key: str) -> list[Mapping[str, Any]]:
     value = body.get(key) if isinstance(body, Mapping) else None
     return [v for v in value if isinstance(v, Mapping)] if isinstance(value, list) else []
-
-
-def _json(resp: Response, provider: str) -> Any:
-    try:
-        return resp.json()
-    except ValueError:
-        raise TransientError(provider, "truncated or invalid JSON", status=resp.status) \
-            from None
 
 
 def _error_body(resp: Response) -> tuple[int | None, str]:

@@ -35,7 +35,6 @@ from marketd.providers.base import (
     Provider,
     ProviderContext,
     Response,
-    error_for_status,
     retry_after_seconds,
 )
 from marketd.providers.stockx_catalog import (
@@ -93,14 +92,6 @@ def error_detail(resp: Response) -> str:
     return ""
 
 
-def _json(resp: Response, what: str) -> Any:
-    try:
-        return resp.json()
-    except (ValueError, UnicodeDecodeError):
-        raise TransientError("stockx", f"bad JSON from {what} (HTTP {resp.status}, "
-                                       f"{len(resp.body)} bytes)", status=resp.status) from None
-
-
 # ---- the client --------------------------------------------------------------------------------
 
 
@@ -108,6 +99,8 @@ class StockXClient(Provider):
     """Prices for one SKU's sizes from StockX, spending as few counted calls as it can."""
 
     name = "stockx"
+    credential = API_CREDENTIAL
+    renewal_event = "stockx_token_rejected"
 
     def __init__(self, ctx: ProviderContext) -> None:
         super().__init__(ctx)
@@ -140,15 +133,15 @@ class StockXClient(Provider):
             raise AuthError(self.name, f"missing credentials: set {', '.join(missing)}{hint}",
                             credential=", ".join(missing))
 
-    async def _access_token(self, rejected: str | None = None) -> str:
+    async def _access_token(self, refused: str | None = None) -> str:
         """A valid access token: from memory, else from the store, else minted.
-        ``rejected`` is a token the API just refused; it is never handed out again."""
+        ``refused`` is a token the API just turned down; it is never handed out again."""
         async with self._lock:
             now = self.ctx.clock.now()
-            if self._access and self._access != rejected and now < self._refresh_at:
+            if self._access and self._access != refused and now < self._refresh_at:
                 return self._access
             stored = await self.ctx.store.get_token(self.name, "access_token")
-            if stored and stored[0] != rejected and stored[1] is not None \
+            if stored and stored[0] != refused and stored[1] is not None \
                     and now < stored[1] - TOKEN_REFRESH_MARGIN_S:
                 self._access, self._refresh_at = stored[0], stored[1] - TOKEN_REFRESH_MARGIN_S
                 log.info("stockx_token_loaded", expires_in_s=round(stored[1] - now))
@@ -175,7 +168,7 @@ class StockXClient(Provider):
         raise AssertionError("unreachable")  # _raise_token_error raises on the last token
 
     async def _accept_token(self, resp: Response, used: str) -> str:
-        data = _json(resp, "the token endpoint")
+        data = self._json(resp, "the token endpoint")
         token = data.get("access_token") if isinstance(data, dict) else None
         if not isinstance(token, str) or not token:
             raise TransientError(self.name, "token response without access_token",
@@ -216,7 +209,8 @@ class StockXClient(Provider):
                             status=resp.status)
         if resp.status == 429:
             raise RateLimited(self.name, "rate limited by the token endpoint (HTTP 429)",
-                              retry_after_s=retry_after_seconds(resp.headers))
+                              retry_after_s=retry_after_seconds(resp.headers,
+                                                                now=self.ctx.clock.now()))
         if resp.status in TRANSIENT_STATUSES or resp.status >= 500:
             raise TransientError(self.name, f"token endpoint: HTTP {resp.status}"
                                             f"{': ' + detail if detail else ''}",
@@ -227,33 +221,23 @@ class StockXClient(Provider):
 
     # ---- requests ----
 
-    def _headers(self, token: str) -> dict[str, str]:
+    def _auth_headers(self, token: str | None) -> dict[str, str]:
         return {"x-api-key": self._opt("api_key"), "Authorization": f"Bearer {token}",
                 "Accept": "application/json"}
 
     async def _get(self, path: str, what: str, sku: str,
                    params: Mapping[str, str] | None = None) -> Any:
-        """One counted GET to the API; a 401/403 renews the token and tries once more."""
-        url = f"{self.ctx.config.base_url}{path}"
-        token = await self._access_token()
-        resp = await self._send("GET", url, headers=self._headers(token), params=params)
-        if resp.status in (401, 403):
-            log.info("stockx_token_rejected", status=resp.status, endpoint=what)
-            token = await self._access_token(rejected=token)
-            resp = await self._send("GET", url, headers=self._headers(token), params=params)
-        self._raise_for_status(resp, what, sku)
-        return _json(resp, what)
+        """One counted GET to the API (a refused token renewed once, in the base)."""
+        return await self._request("GET", f"{self.ctx.config.base_url}{path}", what=what,
+                                   subject=sku, params=params)
 
-    def _raise_for_status(self, resp: Response, what: str, sku: str) -> None:
-        status = resp.status
-        if status == 200:
-            return
+    def _error(self, resp: Response, what: str, subject: str) -> ProviderError:
+        """The typed error of a non-2xx answer, with StockX's own message and the SKU."""
         detail = error_detail(resp)
-        tail = f"HTTP {status} on {what}" + (f": {detail}" if detail else "")
-        log.info("stockx_http_error", status=status, endpoint=what, detail=detail)
+        tail = f"HTTP {resp.status} on {what}" + (f": {detail}" if detail else "")
+        log.info("stockx_http_error", status=resp.status, endpoint=what, detail=detail)
         # [?] StockX documents no Retry-After on 429; None lets the worker pick its pause
-        raise error_for_status(self.name, status, tail, headers=resp.headers,
-                               credential=API_CREDENTIAL, subject=sku)
+        return self._status_error(resp, tail, subject)
 
     # ---- catalog ----
 

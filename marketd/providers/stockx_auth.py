@@ -10,7 +10,6 @@ The redirect URI must be registered for the app in the StockX developer portal.
 from __future__ import annotations
 
 import asyncio
-import json
 import secrets
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -23,7 +22,7 @@ from aiohttp import web
 from marketd.clock import Clock
 from marketd.config import ProviderConfig
 from marketd.errors import AuthError, TransientError
-from marketd.providers.base import KeyValueStore
+from marketd.providers.base import KeyValueStore, send
 
 log = structlog.get_logger(__name__)
 
@@ -103,14 +102,11 @@ async def exchange_code(session: aiohttp.ClientSession, config: ProviderConfig, 
     form = {"grant_type": "authorization_code", "client_id": _opt(config, "client_id"),
             "client_secret": _opt(config, "client_secret"), "code": code,
             "redirect_uri": redirect_uri}
+    resp = await send(session, "POST", url, provider="stockx", timeout_s=config.timeout_s,
+                      headers={"Accept": "application/json"}, data=form)
+    status = resp.status
     try:
-        async with session.post(url, data=form, headers={"Accept": "application/json"},
-                                timeout=aiohttp.ClientTimeout(total=config.timeout_s)) as resp:
-            status, body = resp.status, await resp.read()
-    except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-        raise TransientError("stockx", f"token endpoint unreachable: {exc!r}") from None
-    try:
-        data = json.loads(body) if body.strip() else {}
+        data = resp.json() if resp.body.strip() else {}
     except ValueError:
         data = {}
     if status >= 500 or status in (408, 429):

@@ -31,7 +31,7 @@ from marketd.errors import (
 from marketd.models import Job, Price
 from marketd.providers.base import FetchResult, ProviderContext
 from marketd.providers.stockx import StockXClient
-from marketd.store import Store
+from marketd.store import SQLiteStore, Store
 from tests import support
 from tests.support import CountingBudget
 
@@ -115,7 +115,7 @@ class Rig:
 @pytest.fixture
 async def rig(tmp_path: Path, clock: FakeClock,
               monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Rig]:
-    store = await Store.open(str(tmp_path / "t.db"), clock)
+    store = await SQLiteStore.open(str(tmp_path / "t.db"), clock)
     try:
         async with aiohttp.ClientSession() as session:
             with aioresponses() as api:
