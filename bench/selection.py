@@ -91,7 +91,7 @@ def backlog_queries(path: Path) -> dict[str, dict[str, Any]]:
     import json
     import re
 
-    from marketd.store import Q
+    from marketd.store.sqlite.base import Q
 
     params = {"provider": "stockx", "now": iso_at(time.time()), "limit": 50, "offset": 0,
               "min_priority": 200, "priority": 100, "created_at": iso_at(time.time()),
@@ -120,7 +120,7 @@ def backlog_queries(path: Path) -> dict[str, dict[str, Any]]:
 
 
 def query_plan(path: Path) -> list[str]:
-    from marketd.store import Q
+    from marketd.store.sqlite.base import Q
 
     conn = sqlite3.connect(path)
     rows = conn.execute("EXPLAIN QUERY PLAN " + Q["select_pending"], {
