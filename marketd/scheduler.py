@@ -8,12 +8,15 @@ max_batch_size), hand the batch to its lane, and record the run and each batch. 
 Runs never overlap for one provider: a provider whose lane is busy is skipped by a run (and
 takes waiting manual jobs into its batch instead). Each run is its own task, so a caller that
 goes away (an HTTP client hanging up) cannot cancel it half-way.
+
+A provider's next run is also woken at an instant (a manual enqueue, the end of a pause, the
+moment the rolling window frees a call): a timer on the injected clock, earliest wins, so a
+FakeClock fires it when advanced past that instant.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -23,7 +26,7 @@ import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from marketd.clock import Clock, iso
+from marketd.clock import Clock, Timer, iso
 from marketd.config import Config
 from marketd.errors import MarketdError
 from marketd.models import Job, Priority
@@ -89,7 +92,7 @@ class Scheduler:
         self.last_run_at: float | None = None
         self.runs_started = 0
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._wake_handles: dict[str, asyncio.TimerHandle] = {}
+        self._wake_timers: dict[str, Timer] = {}
         self._aps: AsyncIOScheduler | None = None
         self._interval_task: asyncio.Task[Any] | None = None
         # called after every run (queue samples, failure-rate alerts); errors are logged only
@@ -260,24 +263,34 @@ class Scheduler:
         self._wake_later(provider, self.clock.now() + self.cfg.manual_wake_ms / 1000)
 
     def _wake_later(self, provider: str, at: float) -> None:
-        """Schedule a run for one provider at epoch second ``at`` (earliest wins)."""
+        """Schedule a run for one provider at epoch second ``at`` (now if that has passed;
+        earliest wins), on the clock's timer."""
         if self.stopping:
             return
-        loop = asyncio.get_running_loop()
-        delay = max(0.0, at - self.clock.now())
-        existing = self._wake_handles.get(provider)
-        if existing is not None and not existing.cancelled() and \
-                existing.when() <= loop.time() + delay:
+        at = max(at, self.clock.now())
+        existing = self._wake_timers.get(provider)
+        if existing is not None and not existing.cancelled() and existing.when <= at:
             return
         if existing is not None:
             existing.cancel()
 
         def fire() -> None:
-            self._wake_handles.pop(provider, None)
+            self._wake_timers.pop(provider, None)
             if not self.stopping:
                 self._spawn(self._run("manual", [provider]))
 
-        self._wake_handles[provider] = loop.call_later(delay, fire)
+        self._wake_timers[provider] = self.clock.call_at(at, fire)
+
+    def wake_at(self, provider: str) -> float | None:
+        """When a run for ``provider`` is woken next (None: no wake is armed)."""
+        timer = self._wake_timers.get(provider)
+        return None if timer is None or timer.cancelled() else timer.when
+
+    async def idle(self) -> None:
+        """Wait until no run is in flight, runs started meanwhile included (a wake fired by
+        advancing a FakeClock starts one without anyone awaiting it)."""
+        while pending := [t for t in self._tasks if not t.done()]:
+            await asyncio.wait(pending)
 
     # ---- the interval job and shutdown ---------------------------------------------------------
 
@@ -310,9 +323,9 @@ class Scheduler:
     async def stop(self, grace_s: float) -> None:
         """Stop taking work, let in-flight calls finish for ``grace_s``, cancel the rest."""
         self.stopping = True
-        for handle in self._wake_handles.values():
-            handle.cancel()
-        self._wake_handles.clear()
+        for timer in self._wake_timers.values():
+            timer.cancel()
+        self._wake_timers.clear()
         if self._aps is not None:
             aps, self._aps = self._aps, None
             if aps.running:
@@ -325,14 +338,14 @@ class Scheduler:
             lane.stopping = True
         pending = [t for t in self._tasks if not t.done()]
         if pending:
-            started = time.perf_counter()
+            started = self.clock.monotonic()
             _, still = await asyncio.wait(pending, timeout=grace_s)
             for t in still:
                 t.cancel()
             if still:
                 await asyncio.wait(still, timeout=5)
             log.info("scheduler_drained", in_flight=len(pending), cancelled=len(still),
-                     waited_s=round(time.perf_counter() - started, 2))
+                     waited_s=round(self.clock.monotonic() - started, 2))
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro)

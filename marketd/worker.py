@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -117,12 +116,12 @@ class Worker:
     async def run_batch(self, lane: Lane, jobs: Sequence[Job]) -> BatchStats:
         """Process claimed jobs (all 'running'); every job leaves as completed, failed or
         pending. Must be called with ``lane.lock`` held."""
-        started = time.perf_counter()
+        started = self.clock.monotonic()
         stats = BatchStats(lane.name, batch_size=len(jobs))
         calls_before = lane.budget.calls
         queue = group_by_sku(jobs, lane.coalesces)
         current: list[Job] = []  # the group in flight, until its outcomes are recorded
-        flushed = time.monotonic()
+        flushed = self.clock.monotonic()
         try:
             while queue:
                 stop = stats.stopped_by or self._stop_reason(lane)
@@ -141,9 +140,9 @@ class Worker:
                 # second later (a crash loses no more answers than that)
                 self.store.record_soon(outcomes)
                 current = []
-                if time.monotonic() - flushed >= RESULTS_FLUSH_S:
+                if self.clock.monotonic() - flushed >= RESULTS_FLUSH_S:
                     await asyncio.shield(self.store.flush())
-                    flushed = time.monotonic()
+                    flushed = self.clock.monotonic()
             lane.budget.release()
             await asyncio.shield(self.store.flush())
         except BaseException as exc:
@@ -161,7 +160,7 @@ class Worker:
         finally:
             stats.calls = lane.budget.calls - calls_before
             lane.counters.calls += stats.calls
-            stats.duration_ms = int((time.perf_counter() - started) * 1000)
+            stats.duration_ms = int((self.clock.monotonic() - started) * 1000)
             log.info("batch_finished", provider=lane.name, **stats.as_dict())
         return stats
 

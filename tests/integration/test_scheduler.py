@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from marketd.app import Daemon
-from marketd.clock import FakeClock
+from marketd.clock import FakeClock, iso
 from marketd.errors import (
     AuthError,
     NotFound,
@@ -146,7 +146,8 @@ async def test_size_error_fails_only_that_job(setup: Any) -> None:
 
 
 async def test_429_pauses_provider_and_defers_rest(setup: Any, clock: FakeClock) -> None:
-    """429 pauses the provider for Retry-After and returns the batch to pending, no retry."""
+    """429 pauses the provider for Retry-After and returns the batch to pending, no retry;
+    a run is woken for the instant the pause ends."""
     daemon, registry = setup
     registry["stockx"].script.append(raising(RateLimited("stockx", retry_after_s=120)))
     await daemon.enqueue([spec(f"SKU-{i}") for i in range(3)])
@@ -159,9 +160,15 @@ async def test_429_pauses_provider_and_defers_rest(setup: Any, clock: FakeClock)
     assert lane.paused_until == clock.now() + 120
     skipped = (await daemon.scheduler.run_once("test")).as_dict()
     assert skipped["providers"]["stockx"]["skipped"] == "paused"
-    clock.advance(121)
-    resumed = (await daemon.scheduler.run_once("test")).as_dict()
-    assert resumed["succeeded"] == 3
+    assert daemon.scheduler.wake_at("stockx") == lane.paused_until
+    clock.advance(119)
+    await daemon.scheduler.idle()
+    assert len(registry["stockx"].seen) == 1  # still paused: nothing woke
+    clock.advance(1)  # the pause's end: the woken run fetches the batch
+    await daemon.scheduler.idle()
+    assert (await daemon.store.job_counts())["stockx"] == {"completed": 3}
+    runs = await daemon.store.recent_runs()
+    assert (runs[0]["trigger"], runs[0]["succeeded"]) == ("manual", 3)
 
 
 async def test_429_without_retry_after_uses_default_pause(setup: Any, clock: FakeClock) -> None:
@@ -210,9 +217,7 @@ async def test_transient_errors_retry_with_backoff_then_fail(setup: Any, clock: 
         await daemon.scheduler.run_once("test")
         [job] = await daemon.store.list_jobs(status="pending")
         assert job.next_attempt_at is not None
-        from marketd.clock import parse_iso
-
-        delay = (parse_iso(job.next_attempt_at) or 0) - clock.now()
+        delay = job.next_attempt_at - clock.now()  # (epoch seconds)
         delays.append(delay)
         # not due yet: a run now selects nothing
         idle = (await daemon.scheduler.run_once("test")).as_dict()
@@ -335,6 +340,109 @@ async def test_manual_jobs_use_the_reserve(paced: Any, clock: FakeClock) -> None
     manual = (await daemon.scheduler.run_once("manual", ["stockx"])).as_dict()
     assert manual["calls"] == 1
     assert registry["stockx"].seen[-1][0] == "MANUAL-1"
+
+
+# ---- wakes: timers on the clock, fired by advancing the FakeClock -----------------------------
+
+
+async def test_a_manual_enqueue_wakes_a_run_after_manual_wake_ms(setup: Any,
+                                                                 clock: FakeClock) -> None:
+    """A manual job is fetched by a run woken manual_wake_ms later, with no interval run."""
+    daemon, registry = setup
+    wake_s = daemon.config.scheduler.manual_wake_ms / 1000
+    await daemon.enqueue([spec("MANUAL-1", priority=200)])
+    at = clock.now() + wake_s
+    assert daemon.scheduler.wake_at("stockx") == at
+    assert clock.next_timer() == at
+    clock.advance(wake_s / 2)
+    await daemon.scheduler.idle()
+    assert registry["stockx"].seen == []
+    clock.advance(at - clock.now())
+    await daemon.scheduler.idle()
+    assert registry["stockx"].seen == [("MANUAL-1", ["10"])]
+    assert daemon.scheduler.wake_at("stockx") is None
+    assert (await daemon.store.job_counts())["stockx"] == {"completed": 1}
+
+
+async def test_background_enqueues_wake_nothing(setup: Any, clock: FakeClock) -> None:
+    daemon, registry = setup
+    await daemon.enqueue([spec("BG-1"), spec("HOT-1", priority=150)])
+    assert daemon.scheduler.wake_at("stockx") is None
+    clock.advance(3600)
+    await daemon.scheduler.idle()
+    assert registry["stockx"].seen == []
+
+
+async def test_a_run_out_of_budget_wakes_when_a_call_frees(setup: Any, clock: FakeClock) -> None:
+    """10/hour spent: the run that finds no budget wakes the provider when the oldest call
+    leaves the window, and that run fetches what is left."""
+    daemon, registry = setup
+    await daemon.enqueue([spec(f"SKU-{i}") for i in range(15)])
+    await daemon.scheduler.run_once("test")
+    assert daemon.scheduler.wake_at("stockx") is None
+    skipped = (await daemon.scheduler.run_once("test")).as_dict()["providers"]["stockx"]
+    assert skipped["skipped"] == "budget"
+    at = daemon.scheduler.wake_at("stockx")
+    assert at is not None and iso(at) == skipped["next_free_at"]
+    assert at > clock.now() + 3600  # the window, its margin and the reservation's lease
+    clock.advance(at - clock.now() - 1)
+    await daemon.scheduler.idle()
+    assert len(registry["stockx"].seen) == 10
+    clock.advance(1)
+    await daemon.scheduler.idle()
+    assert len(registry["stockx"].seen) > 10
+    assert (await daemon.store.job_counts())["stockx"]["completed"] > 10
+
+
+async def test_the_earliest_wake_wins(setup: Any, clock: FakeClock) -> None:
+    """A manual enqueue during a pause wakes sooner than the pause's end; that run finds the
+    provider paused and wakes it again for the end; it then runs once, not twice."""
+    daemon, registry = setup
+    registry["stockx"].script.append(raising(RateLimited("stockx", retry_after_s=120)))
+    await daemon.enqueue([spec("BG-1"), spec("BG-2")])
+    await daemon.scheduler.run_once("test")
+    paused_until = daemon.lanes["stockx"].paused_until
+    assert paused_until is not None
+    assert daemon.scheduler.wake_at("stockx") == paused_until
+    await daemon.enqueue([spec("MANUAL-1", priority=200)])
+    wake_s = daemon.config.scheduler.manual_wake_ms / 1000
+    assert daemon.scheduler.wake_at("stockx") == clock.now() + wake_s
+    clock.advance(wake_s)
+    await daemon.scheduler.idle()
+    assert len(registry["stockx"].seen) == 1  # paused: the woken run skipped it
+    assert daemon.scheduler.wake_at("stockx") == paused_until
+    runs_before = daemon.scheduler.runs_started
+    clock.advance(paused_until - clock.now())
+    await daemon.scheduler.idle()
+    assert daemon.scheduler.runs_started == runs_before + 1
+    assert (await daemon.store.job_counts())["stockx"] == {"completed": 3}
+
+
+async def test_stop_disarms_the_wakes(setup: Any, clock: FakeClock) -> None:
+    daemon, registry = setup
+    await daemon.enqueue([spec("MANUAL-1", priority=200)])
+    assert clock.next_timer() is not None
+    await daemon.scheduler.stop(1)
+    assert daemon.scheduler.wake_at("stockx") is None
+    assert clock.next_timer() is None
+    runs = daemon.scheduler.runs_started
+    clock.advance(60)
+    await daemon.scheduler.idle()
+    assert daemon.scheduler.runs_started == runs and registry["stockx"].seen == []
+
+
+async def test_batch_durations_come_from_the_clock(setup: Any, clock: FakeClock) -> None:
+    """A batch whose provider takes 2.5 s of the clock's time lasts 2500 ms."""
+    daemon, registry = setup
+
+    async def slow() -> None:
+        clock.advance(1.25)
+
+    registry["stockx"].hook = slow
+    await daemon.enqueue([spec("A-1"), spec("B-1")])
+    summary = (await daemon.scheduler.run_once("test")).as_dict()
+    assert summary["providers"]["stockx"]["duration_ms"] == 2500
+    assert summary["duration_ms"] == 2500
 
 
 async def test_shutdown_past_grace_returns_in_flight_jobs(setup: Any) -> None:

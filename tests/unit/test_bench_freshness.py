@@ -1,4 +1,4 @@
-"""bench/freshness.py: its options, the optimum's arithmetic, and a tiny simulated day.
+"""bench/freshness/: its options, the optimum's arithmetic, and a tiny simulated day.
 
 The full bench is run by ``python -m bench.freshness`` (and --quick by test_bench_smoke.py);
 this checks the pieces a trial with other parameters depends on. Skips when the ``bench``
@@ -230,6 +230,35 @@ async def test_a_tiny_day(fr: ModuleType, tmp_path: Path, policy: str, limit: in
     assert r["manual_refreshes"] >= 0
     assert len(r["series"]) == p.day_h * 60 + 1
     assert len(r["calls_per_15min"]) == p.day_h * 4
+
+
+async def test_the_day_drives_marketds_own_scheduler_through_the_clock(
+        fr: ModuleType, tmp_path: Path) -> None:
+    """The judged row is marketd's Scheduler itself (no subclass): its wakes are timers on the
+    FakeClock, so manual refreshes are fetched manual_wake_ms after they are asked for, by
+    woken runs beside the interval ones; and the same seed gives the same day."""
+    from marketd.config import SchedulerConfig
+    from marketd.scheduler import Scheduler
+
+    assert fr.scheduler_classes()["marketd"] is Scheduler
+    p = fr.Params(limit_per_hour=100, manual_per_hour=6, **TINY)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    r = await fr.simulate(tmp_path / "a", "marketd", p)
+    assert r["manual_refreshes"] > 0
+    wake_s = SchedulerConfig().manual_wake_ms / 1000
+    assert r["manual_latency_p50_s"] == pytest.approx(wake_s, abs=0.001)  # (ms in the db)
+    intervals = math.ceil((p.warmup + p.day_h) * 3600 / SchedulerConfig().interval_seconds)
+    assert r["scheduler_runs"] > intervals  # woken runs too
+    again = await fr.simulate(tmp_path / "b", "marketd", p)
+    assert again == r
+
+
+def test_no_module_of_the_bench_is_over_500_lines() -> None:
+    package = ROOT / "bench" / "freshness"
+    sizes = {f.name: len(f.read_text().splitlines()) for f in package.glob("*.py")}
+    assert {"__init__.py", "__main__.py", "cli.py", "simulation.py"} <= set(sizes)
+    assert max(sizes.values()) <= 500, sizes
 
 
 async def test_the_sweep_reuses_what_was_run(fr: ModuleType, tmp_path: Path) -> None:
