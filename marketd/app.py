@@ -1,9 +1,13 @@
 """Wires everything together: start-up, the running daemon, and graceful shutdown.
 
 Start-up: open and migrate the database, return jobs a crash left running to pending, rebuild
-every provider's sliding log from the durable call log, restore pauses, start the HTTP server,
+every provider's sliding log from the durable call log, restore pauses, build the failure-rate
+alerts and the /metrics collector and hook them to the scheduler's runs, start the HTTP server,
 then the interval job. Shutdown (SIGTERM/SIGINT): stop taking work, give in-flight calls
 ``shutdown_grace_seconds``, return the rest to pending, close everything, exit 0.
+
+The daemon's state lives in :mod:`marketd.daemon` (what the handlers see); this module builds
+it and imports the others; only the command-line side (cli, demo, client) imports this one.
 """
 
 from __future__ import annotations
@@ -13,23 +17,25 @@ import errno
 import os
 import signal
 import socket
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 
 import aiohttp
 import structlog
 from aiohttp import web
 
 from marketd import __version__
+from marketd import daemon as state
+from marketd.alerts import FailureAlerts
 from marketd.budget import ProviderBudget
 from marketd.clock import Clock
 from marketd.config import Config
 from marketd.errors import MarketdError
-from marketd.models import EnqueueResult, JobSpec, Priority
+from marketd.metrics import PageMetrics
 from marketd.providers import client_class
 from marketd.providers.base import Provider, ProviderContext, new_session
 from marketd.scheduler import Scheduler
-from marketd.store import Store
+from marketd.store import Store, open_store
+from marketd.web import create_app
 from marketd.worker import Lane
 
 log = structlog.get_logger(__name__)
@@ -39,21 +45,18 @@ ClientFactory = Callable[[ProviderContext], Provider]
 NON_COALESCING = frozenset({"ebay"})
 
 
-@dataclass
-class Daemon:
-    config: Config
-    store: Store
-    clock: Clock
-    lanes: dict[str, Lane]
-    scheduler: Scheduler
-    session: aiohttp.ClientSession
+class Daemon(state.Daemon):
+    """The daemon's state (:class:`marketd.daemon.Daemon`) with how it is built and closed."""
 
     @classmethod
     async def create(cls, config: Config, *, clock: Clock | None = None,
-                     clients: Mapping[str, ClientFactory] | None = None) -> Daemon:
-        """Open the store and build the lanes; nothing runs until :meth:`start`."""
-        clock = clock or Clock()
-        store = await Store.open(config.database.path, clock)
+                     clients: Mapping[str, ClientFactory] | None = None,
+                     store: Store | None = None) -> Daemon:
+        """Open the store (or take ``store``, opened, which the daemon then owns and closes),
+        build the lanes, and hook the queue sampling and the failure-rate alerts to the
+        scheduler's runs; nothing runs until the scheduler starts."""
+        clock = clock or (store.clock if store is not None else Clock())
+        store = store or await open_store(config.database.path, clock)
         session = new_session(f"marketd/{__version__}")
         try:
             rescued = await store.rescue_stuck(0)
@@ -66,17 +69,10 @@ class Daemon:
             await store.close()
             raise
         scheduler = Scheduler(config, store, lanes, clock)
-        return cls(config, store, clock, lanes, scheduler, session)
-
-    async def enqueue(self, specs: Sequence[JobSpec]) -> list[EnqueueResult]:
-        results = await self.store.enqueue(specs, self.config.scheduler.fresh_for_seconds)
-        woken: set[str] = set()
-        for spec, res in zip(specs, results, strict=True):
-            if spec.priority >= Priority.MANUAL and res.status == "pending":
-                woken.add(spec.provider)
-        for provider in woken:
-            self.scheduler.wake(provider)
-        return results
+        alerts = FailureAlerts(config.alerts, clock, lambda: session)
+        metrics = PageMetrics(store, clock, lanes, alerts)
+        scheduler.after_run.extend([metrics.sample, alerts.on_run])
+        return cls(config, store, clock, lanes, scheduler, session, alerts, metrics)
 
     async def close(self) -> None:
         await self.scheduler.stop(self.config.scheduler.shutdown_grace_seconds)
@@ -133,7 +129,7 @@ async def serve(config: Config, *, clock: Clock | None = None,
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
     daemon = await Daemon.create(config, clock=clock, clients=clients)
-    runner = web.AppRunner(_make_app(daemon), access_log=None, handle_signals=False)
+    runner = web.AppRunner(create_app(daemon), access_log=None, handle_signals=False)
     try:
         await runner.setup()
         site = web.TCPSite(runner, config.server.host, config.server.port)
@@ -170,12 +166,6 @@ async def serve(config: Config, *, clock: Clock | None = None,
              failed=sum(v.failed for v in c.values()),
              rate_limited=sum(v.rate_limited for v in c.values()))
     return 0
-
-
-def _make_app(daemon: Daemon) -> web.Application:
-    from marketd.web import create_app
-
-    return create_app(daemon)
 
 
 def _url(runner: web.AppRunner, host: str) -> str:

@@ -1,18 +1,19 @@
 """``GET /metrics`` in the Prometheus text format.
 
-Each app has its own :class:`CollectorRegistry` (never the process-wide one, so tests and
-several apps in one process do not collide) holding one collector. A scrape reads the store and
+Each daemon has its own :class:`CollectorRegistry` (never the process-wide one, so tests and
+several daemons in one process do not collide) holding one collector. A scrape reads the store and
 the lanes asynchronously into metric families, then renders them under a lock, so two scrapes
 never mix their snapshots. Counters that live in the lanes count since the daemon started.
 
 It also keeps the status page's queue-depth time series: after a scheduler run, one row per
-provider in market_queue_samples (at most one a minute), pruned after 48 hours.
+provider in market_queue_samples (at most one a minute), pruned after 48 hours. It sees the
+store, the clock, the lanes and the alerts it is given (by :mod:`marketd.app`), not the daemon.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -23,14 +24,15 @@ from prometheus_client.metrics_core import (
     Metric,
 )
 
-from marketd.clock import iso, parse_iso
+from marketd.clock import Clock, iso, parse_iso
 from marketd.models import JOB_STATUSES
 from marketd.views import budget_view
 
 if TYPE_CHECKING:
     from marketd.alerts import FailureAlerts
-    from marketd.app import Daemon
     from marketd.scheduler import RunSummary
+    from marketd.store import Store
+    from marketd.worker import Lane
 
 __all__ = ["CONTENT_TYPE_LATEST", "PageMetrics"]
 
@@ -49,8 +51,11 @@ class _Snapshot:
 
 
 class PageMetrics:
-    def __init__(self, daemon: Daemon, alerts: FailureAlerts | None = None) -> None:
-        self.daemon = daemon
+    """The /metrics collector over one daemon's store, clock, lanes and alerts."""
+
+    def __init__(self, store: Store, clock: Clock, lanes: Mapping[str, Lane],
+                 alerts: FailureAlerts | None = None) -> None:
+        self.store, self.clock, self.lanes = store, clock, lanes
         self.alerts = alerts
         self.registry = CollectorRegistry(auto_describe=False)
         self._snapshot = _Snapshot()
@@ -60,35 +65,32 @@ class PageMetrics:
 
     async def render(self) -> bytes:
         async with self._lock:
-            self._snapshot.families = await families(self.daemon, self.alerts)
+            self._snapshot.families = await families(self.store, self.clock.now(), self.lanes,
+                                                     self.alerts)
             return bytes(generate_latest(self.registry))
 
     async def sample(self, summary: RunSummary | None = None) -> None:
         """One queue-depth row per provider (an after-run hook)."""
-        daemon = self.daemon
-        now = daemon.clock.now()
+        now = self.clock.now()
         if self.last_sample_at is not None and now - self.last_sample_at < SAMPLE_EVERY_S:
             return
         self.last_sample_at = now
-        counts = await daemon.store.job_counts()
+        counts = await self.store.job_counts()
         rows = [{"sampled_at": iso(now), "provider": p,
                  **{s: counts.get(p, {}).get(s, 0) for s in JOB_STATUSES}}
-                for p in sorted(set(daemon.lanes) | set(counts))]
+                for p in sorted(set(self.lanes) | set(counts))]
         # shielded like the scheduler's own writes: a shutdown never cuts a transaction short
-        await asyncio.shield(daemon.store.execute_write("page_insert_sample", rows, many=True))
-        await asyncio.shield(daemon.store.execute_write(
-            "page_prune_samples", {"before": iso(now - SAMPLES_KEEP_S)}))
+        await asyncio.shield(self.store.record_queue_samples(rows, now - SAMPLES_KEEP_S))
 
 
-async def families(daemon: Daemon, alerts: FailureAlerts | None) -> list[Metric]:
-    now = daemon.clock.now()
-    store = daemon.store
+async def families(store: Store, now: float, lanes: Mapping[str, Lane],
+                   alerts: FailureAlerts | None) -> list[Metric]:
     out: list[Metric] = []
 
     jobs = GaugeMetricFamily("marketd_jobs", "Jobs in the queue by provider and status.",
                              labels=["provider", "status"])
     counts = await store.job_counts()
-    for provider in sorted(set(daemon.lanes) | set(counts)):
+    for provider in sorted(set(lanes) | set(counts)):
         for status in JOB_STATUSES:
             jobs.add_metric([provider, status], counts.get(provider, {}).get(status, 0))
     out.append(jobs)
@@ -105,7 +107,7 @@ async def families(daemon: Daemon, alerts: FailureAlerts | None) -> list[Metric]
     paused = GaugeMetricFamily("marketd_provider_paused",
                                "1 while the provider is paused (429 or refused credentials).",
                                labels=["provider"])
-    for name, lane in sorted(daemon.lanes.items()):
+    for name, lane in sorted(lanes.items()):
         c = lane.counters
         calls.add_metric([name], c.calls)
         limited.add_metric([name], c.rate_limited)
@@ -122,26 +124,24 @@ async def families(daemon: Daemon, alerts: FailureAlerts | None) -> list[Metric]
                              labels=["provider"])
     hourly = GaugeMetricFamily("marketd_budget_rate_limit",
                                "The most calls a clock hour may hold.", labels=["provider"])
-    for name, b in sorted(budget_view(daemon.lanes, await store.budgets(), now).items()):
+    for name, b in sorted(budget_view(lanes, await store.budgets(), now).items()):
         used.add_metric([name], b["used"])
         hourly.add_metric([name], b["rate_limit"])
         for lim in b["limits"]:
             remaining.add_metric([name, lim["limit"]], lim["remaining"])
     out += [remaining, used, hourly]
 
-    totals = (await store.execute_read("page_run_totals"))[0]
-    buckets = [(str(float(r["le"])), float(r["n"]))
-               for r in await store.execute_read("page_run_buckets")]
+    buckets, runs, total_s = await store.run_durations()
     out.append(HistogramMetricFamily(
         "marketd_scheduler_run_duration_seconds", "Scheduler run durations (market_job_runs).",
-        buckets=[*buckets, ("+Inf", float(totals["n"]))],
-        sum_value=totals["total_ms"] / 1000))
+        buckets=[*((str(le), float(n)) for le, n in buckets), ("+Inf", float(runs))],
+        sum_value=total_s))
 
     count = GaugeMetricFamily("marketd_prices", "Latest prices held.", labels=["provider"])
     age = GaugeMetricFamily("marketd_price_age_seconds",
                             "Age of the oldest and the newest latest price.",
                             labels=["provider", "which"])
-    for r in await store.execute_read("page_price_ages"):
+    for r in await store.price_ages():
         count.add_metric([r["provider"]], r["n"])
         for which in ("oldest", "newest"):
             at = parse_iso(r[which])
@@ -156,7 +156,7 @@ async def families(daemon: Daemon, alerts: FailureAlerts | None) -> list[Metric]
         firing = GaugeMetricFamily("marketd_alert_firing",
                                    "1 while a failure-rate incident is open.",
                                    labels=["provider"])
-        for name in sorted(daemon.lanes):
+        for name in sorted(lanes):
             failed, attempts = alerts.rate(name, now)
             rate.add_metric([name], failed / attempts if attempts else 0.0)
             firing.add_metric([name], 1 if name in alerts.active else 0)

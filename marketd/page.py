@@ -6,6 +6,9 @@ need the cron secret once: sign-in swaps the visitor's random session token for 
 the server remembers as signed in (cookie HttpOnly, SameSite=Strict). Every form carries a CSRF
 token, an HMAC of the session token under a per-app key. With no cron secret configured the
 actions are open, but the CSRF token is still required.
+
+The routes are in :func:`marketd.web.create_app`'s table; the failure-rate alerts and the
+/metrics collector belong to the daemon (:mod:`marketd.daemon`), built by :mod:`marketd.app`.
 """
 
 from __future__ import annotations
@@ -19,11 +22,11 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from marketd.alerts import FailureAlerts
 from marketd.charts import budget_chart, queue_chart
 from marketd.clock import iso, parse_iso
+from marketd.daemon import DAEMON
 from marketd.errors import ValidationError
-from marketd.metrics import CONTENT_TYPE_LATEST, PageMetrics
+from marketd.metrics import CONTENT_TYPE_LATEST
 from marketd.models import JOB_STATUSES, PROVIDERS, Priority, normalize_provider, parse_job
 from marketd.page_forms import (
     COOKIE,
@@ -31,7 +34,6 @@ from marketd.page_forms import (
     PAGE,
     SESSION_TTL_S,
     Form,
-    PageState,
     can_act,
     is_signed_in,
     message_page,
@@ -42,7 +44,6 @@ from marketd.page_forms import (
     templates,
 )
 from marketd.views import price_view, status_view
-from marketd.web import DAEMON
 from marketd.worker import Lane
 
 log = structlog.get_logger(__name__)
@@ -52,20 +53,6 @@ REFRESH_S = 5
 MAX_REFRESH = 500
 VIEWS = ("active", "all", *JOB_STATUSES)
 _PAGE_RE = re.compile(r"^[0-9]{1,6}$")  # ASCII digits only: '²'.isdigit() is true
-
-
-def add_routes(app: web.Application) -> None:
-    daemon = app[DAEMON]
-    alerts = FailureAlerts(daemon.config.alerts, daemon.clock, lambda: daemon.session)
-    app[PAGE] = state = PageState(alerts, PageMetrics(daemon, alerts))
-    daemon.scheduler.after_run.extend([state.metrics.sample, alerts.on_run])
-    app.router.add_get("/", index)
-    app.router.add_post("/signin", sign_in)
-    app.router.add_post("/signout", sign_out)
-    app.router.add_post("/actions/trigger", act_trigger)
-    app.router.add_post("/actions/reset-failed", act_reset_failed)
-    app.router.add_post("/actions/refresh", act_refresh)
-    app.router.add_get("/metrics", metrics)
 
 
 @posted(action=False)
@@ -162,10 +149,9 @@ async def _count_ahead(request: web.Request, rows: list[dict[str, Any]], now: fl
     for r in (r for r in rows if r["status"] == "pending"):
         prev = last.get(r["provider"])
         if prev is None:
-            found = await request.app[DAEMON].store.execute_read("page_pending_ahead", {
-                **{k: r[k] for k in ("provider", "priority", "created_at", "row_id")},
-                "now": iso(now)})
-            r["ahead"] = int(found[0]["n"])
+            r["ahead"] = await request.app[DAEMON].store.pending_ahead(
+                provider=r["provider"], priority=r["priority"], created_at=r["created_at"],
+                row_id=r["row_id"], now=now)
         else:
             due = (parse_iso(prev["next_attempt_at"]) or now) <= now
             r["ahead"] = prev["ahead"] + int(due)
@@ -177,17 +163,15 @@ async def page_data(request: web.Request, now: float) -> dict[str, Any]:
     store = daemon.store
     data = await status_view(store, daemon.lanes, now)
     provider = q.get("provider") if q.get("provider") in PROVIDERS else None
-    view = q.get("status") if q.get("status") in VIEWS else "active"
+    view = q.get("status", "") if q.get("status") in VIEWS else "active"
     page = max(1, int(q["page"])) if _PAGE_RE.match(q.get("page", "")) else 1
-    params = {"view": view, "provider": provider, "now": iso(now)}
-    total = int((await store.execute_read("page_jobs_count", params))[0]["n"])
-    rows = await store.execute_read("page_jobs", {**params, "limit": PAGE_SIZE,
-                                                  "offset": (page - 1) * PAGE_SIZE})
+    total, rows = await store.page_jobs(view=view, provider=provider, now=now,
+                                        limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)
     history = await store.budgets(since=now - 23 * 3600)
     for name, b in data["budgets"].items():
         b["chart"] = budget_chart(name, [r for r in history if r["provider"] == name],
                                   int(b["rate_limit"]), now)
-    samples = await store.execute_read("page_samples_since", {"since": iso(now - 24 * 3600)})
+    samples = await store.queue_samples_since(now - 24 * 3600)
     prices = [price_view(r) | {"age_s": now - (parse_iso(r["fetched_at"]) or now),
                                "key": f"{r['provider']}|{r['sku']}|{r['size'] or ''}"}
               for r in await store.list_prices(limit=100)]
@@ -200,7 +184,7 @@ async def page_data(request: web.Request, now: float) -> dict[str, Any]:
         "providers": PROVIDERS, "page": page, "total": total,
         "pages": max(1, -(-total // PAGE_SIZE)), "queue_chart": queue_chart(samples, now),
         "prices": prices, "alerts": [a.as_dict(daemon.config.alerts)
-                                    for a in request.app[PAGE].alerts.active.values()],
+                                    for a in daemon.alerts.active.values()],
     }
 
 
@@ -224,5 +208,5 @@ async def index(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    body = await request.app[PAGE].metrics.render()
+    body = await request.app[DAEMON].metrics.render()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

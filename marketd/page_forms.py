@@ -21,9 +21,7 @@ import structlog
 from aiohttp import web
 from multidict import MultiDictProxy
 
-from marketd.alerts import FailureAlerts
-from marketd.metrics import PageMetrics
-from marketd.web import DAEMON, Handler
+from marketd.daemon import DAEMON
 
 log = structlog.get_logger(__name__)
 
@@ -53,8 +51,8 @@ templates.filters["ago"] = ago
 
 @dataclass
 class PageState:
-    alerts: FailureAlerts
-    metrics: PageMetrics
+    """One app's sign-in sessions, CSRF key and one-time messages (memory only)."""
+
     key: bytes = field(default_factory=lambda: secrets.token_bytes(32))
     signed_in: dict[str, float] = field(default_factory=dict)  # session token -> expiry
     flash: dict[str, str] = field(default_factory=dict)
@@ -113,6 +111,7 @@ def redirect_back(request: web.Request, token: str, flash: str, max_age: int | N
 
 Form = MultiDictProxy[Any]
 FormHandler = Callable[[web.Request, str, Form], Awaitable[web.Response | str]]
+Handler = Callable[[web.Request], Awaitable[web.Response]]
 
 
 def posted(*, action: bool) -> Callable[[FormHandler], Handler]:

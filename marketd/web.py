@@ -1,7 +1,9 @@
 """The HTTP API and the status page: a factory plus thin handlers.
 
-Handlers read and write through the store and ask the scheduler for runs; they never call a
-provider. Every failure becomes a JSON answer (``{"error", "field"}``), never a traceback.
+Handlers reach the daemon's state through :data:`marketd.daemon.DAEMON`; they read and write
+through the store and ask the scheduler for runs; they never call a provider. Every failure
+becomes a JSON answer (``{"error", "field"}``), never a traceback. The status page's handlers
+live in :mod:`marketd.page`; the whole route table is :func:`create_app`.
 """
 
 from __future__ import annotations
@@ -10,12 +12,13 @@ import hmac
 import json
 import re
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
 from aiohttp import web
 
+from marketd import page
+from marketd.daemon import DAEMON, Daemon
 from marketd.errors import MarketdError, StoreError, ValidationError
 from marketd.models import (
     JOB_STATUSES,
@@ -26,33 +29,40 @@ from marketd.models import (
     parse_enqueue_body,
     size_key,
 )
+from marketd.page_forms import PAGE, PageState
 from marketd.views import enqueue_json, price_view, status_view
-
-if TYPE_CHECKING:
-    from marketd.app import Daemon
 
 log = structlog.get_logger(__name__)
 
 MAX_BODY_BYTES = 1024 * 1024
-DAEMON: web.AppKey[Daemon] = web.AppKey("daemon")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def create_app(daemon: Daemon) -> web.Application:
+    """Every route marketd serves, over a daemon built (and hooked up) by :mod:`marketd.app`."""
     app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[_errors])
     app[DAEMON] = daemon
-    app.router.add_post("/enqueue", enqueue)
-    app.router.add_post("/trigger", trigger)
-    app.router.add_post("/api/market/scheduler/run", trigger)
-    app.router.add_post("/reset-failed", reset_failed)
-    app.router.add_get("/status", status)
-    app.router.add_get("/jobs", jobs)
-    app.router.add_get("/prices", prices)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/openapi.json", openapi)
-    from marketd import page
-
-    page.add_routes(app)
+    app[PAGE] = PageState()
+    app.add_routes([  # marketd.openapi describes every one of them
+        # the JSON API
+        web.post("/enqueue", enqueue),
+        web.post("/trigger", trigger),
+        web.post("/api/market/scheduler/run", trigger),
+        web.post("/reset-failed", reset_failed),
+        web.get("/status", status),
+        web.get("/jobs", jobs),
+        web.get("/prices", prices),
+        web.get("/healthz", healthz),
+        web.get("/openapi.json", openapi),
+        # the status page, its sign-in and actions (HTML forms), and Prometheus
+        web.get("/", page.index),
+        web.post("/signin", page.sign_in),
+        web.post("/signout", page.sign_out),
+        web.post("/actions/trigger", page.act_trigger),
+        web.post("/actions/reset-failed", page.act_reset_failed),
+        web.post("/actions/refresh", page.act_refresh),
+        web.get("/metrics", page.metrics),
+    ])
     return app
 
 
@@ -179,7 +189,7 @@ async def jobs(request: web.Request) -> web.Response:
     offset = _int_param(request, "offset", 0, 0, 10_000_000)
     rows = await daemon.store.list_jobs(status=status_, provider=provider, limit=limit,
                                         offset=offset)
-    return web.json_response({"jobs": [asdict(j) for j in rows]})
+    return web.json_response({"jobs": [j.as_dict() for j in rows]})
 
 
 async def prices(request: web.Request) -> web.Response:

@@ -362,8 +362,7 @@ async def test_queue_samples_feed_the_chart_and_are_pruned(make_page: MakePage,
     await p.daemon.enqueue([spec("DD1391-100")])
     await p.daemon.scheduler.run_once("test")
     await p.daemon.scheduler.run_once("test")  # within a minute: no second sample
-    since = {"since": "0"}
-    first = await p.daemon.store.execute_read("page_samples_since", since)
+    first = await p.daemon.store.queue_samples_since(0)
     assert len(first) == 3 and {r["provider"] for r in first} == {"stockx", "alias", "ebay"}
     clock.advance(600)
     await p.daemon.scheduler.run_once("test")
@@ -371,5 +370,5 @@ async def test_queue_samples_feed_the_chart_and_are_pruned(make_page: MakePage,
     assert doc.select("#queue svg polyline.series")
     clock.advance(49 * 3600)
     await p.daemon.scheduler.run_once("test")
-    rows = await p.daemon.store.execute_read("page_samples_since", since)
+    rows = await p.daemon.store.queue_samples_since(0)
     assert {r["sampled_at"] for r in rows} == {iso(clock.now())}

@@ -1,0 +1,50 @@
+"""The running daemon's state, as the HTTP handlers see it.
+
+:class:`Daemon` holds what one daemon owns (config, store, clock, lanes, scheduler, HTTP session,
+failure-rate alerts, the /metrics collector) and :data:`DAEMON` is the typed app key through
+which every handler reaches it. It is built, started and closed by :mod:`marketd.app`, the
+wiring module; web, page, page_forms and metrics depend on this module and never on that one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import aiohttp
+from aiohttp import web
+
+from marketd.alerts import FailureAlerts
+from marketd.clock import Clock
+from marketd.config import Config
+from marketd.metrics import PageMetrics
+from marketd.models import EnqueueResult, JobSpec, Priority
+from marketd.scheduler import Scheduler
+from marketd.store import Store
+from marketd.worker import Lane
+
+
+@dataclass
+class Daemon:
+    config: Config
+    store: Store
+    clock: Clock
+    lanes: dict[str, Lane]
+    scheduler: Scheduler
+    session: aiohttp.ClientSession
+    alerts: FailureAlerts
+    metrics: PageMetrics
+
+    async def enqueue(self, specs: Sequence[JobSpec]) -> list[EnqueueResult]:
+        """Store the jobs; a manual job that is pending wakes a run for its provider."""
+        results = await self.store.enqueue(specs, self.config.scheduler.fresh_for_seconds)
+        woken: set[str] = set()
+        for spec, res in zip(specs, results, strict=True):
+            if spec.priority >= Priority.MANUAL and res.status == "pending":
+                woken.add(spec.provider)
+        for provider in woken:
+            self.scheduler.wake(provider)
+        return results
+
+
+DAEMON: web.AppKey[Daemon] = web.AppKey("daemon", Daemon)
