@@ -29,6 +29,9 @@ class ServerConfig:
 @dataclass(frozen=True)
 class DatabaseConfig:
     path: str = "/var/lib/marketd/marketd.db"
+    # PostgreSQL instead of the SQLite file: "postgresql://user@host:port/dbname" (or
+    # MARKETD_DATABASE_URL); several daemons may share one database. Excludes ``path``.
+    url: str = ""
 
 
 @dataclass(frozen=True)
@@ -129,6 +132,8 @@ SECRET_ENV: dict[tuple[str, ...], str] = {
     ("providers", "ebay", "client_secret"): "EBAY_CLIENT_SECRET",
 }
 SECRET_KEYS = frozenset(k[-1] for k in SECRET_ENV)
+DATABASE_URL_ENV = "MARKETD_DATABASE_URL"
+_URL_SCHEMES = ("postgresql://", "postgres://")
 _SECTIONS = {
     "server": ServerConfig,
     "database": DatabaseConfig,
@@ -315,8 +320,8 @@ def parse_config(
     sched: SchedulerConfig = sections["scheduler"]
     if sched.retry_max_seconds < sched.retry_base_seconds:
         problems.add("scheduler.retry_max_seconds", "must not be less than retry_base_seconds")
-    if not sections["database"].path.strip():
-        problems.add("database.path", "must name a file, e.g. /var/lib/marketd/marketd.db")
+    sections["database"] = _check_database(sections["database"], data.get("database"), env,
+                                           problems)
     server: ServerConfig = sections["server"]
     security: SecurityConfig = sections["security"]
     if not _is_loopback(server.host) and not (security.cron_secret and security.api_token):
@@ -328,6 +333,35 @@ def parse_config(
     if problems:
         raise ConfigError(list(problems))
     return Config(providers=providers, source=source, **sections)
+
+
+def _check_database(db: DatabaseConfig, raw: Any, env: Mapping[str, str],
+                    problems: _Problems) -> DatabaseConfig:
+    """``url`` (the file's, or MARKETD_DATABASE_URL, which wins) or ``path``, never both."""
+    url_from = "database.url"
+    if env.get(DATABASE_URL_ENV):
+        db = replace(db, url=env[DATABASE_URL_ENV].strip())
+        url_from = DATABASE_URL_ENV
+    if not db.url:
+        if not db.path.strip():
+            problems.add("database.path", "must name a file, e.g. /var/lib/marketd/marketd.db")
+        return db
+    if isinstance(raw, dict) and "path" in raw:
+        problems.add("database.path", f"database.path and database.url are mutually exclusive "
+                     f"(url from {url_from}): set one, SQLite's path or PostgreSQL's url")
+    if not db.url.startswith(_URL_SCHEMES) or len(db.url) <= len("postgres://"):
+        problems.add(url_from, "must be a PostgreSQL URL such as "
+                     f"postgresql://marketd@127.0.0.1:5432/marketd, not {_redact_url(db.url)!r}")
+    return db
+
+
+def _redact_url(url: str) -> str:
+    """A database URL without its password."""
+    scheme, sep, rest = url.partition("://")
+    creds, at, host = rest.rpartition("@")
+    if not sep or not at or ":" not in creds:
+        return url
+    return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}"
 
 
 def _is_loopback(host: str) -> bool:
@@ -372,6 +406,7 @@ def redacted(config: Config) -> dict[str, Any]:
                      getattr(section, f.name))
             for f in fields(section)
         }
+    out["database"]["url"] = _redact_url(config.database.url)
     out["providers"] = {
         name: {
             "enabled": pc.enabled,

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import inspect
+import os
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -33,10 +35,63 @@ async def _sqlite(tmp_path: Path, clock: FakeClock) -> AsyncIterator[OpenStore]:
     yield open_one
 
 
+# the PostgreSQL server of the "postgres" backend: each test gets a database of its own on it
+POSTGRES_ADMIN_URL = os.environ.get("MARKETD_TEST_POSTGRES_URL",
+                                    "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def _service_missing(reason: str) -> None:
+    """Skip a test whose service is missing, or fail it where services are required
+    (MARKETD_REQUIRE_SERVICES=1, as .ci/run sets)."""
+    if os.environ.get("MARKETD_REQUIRE_SERVICES") == "1":
+        pytest.fail(f"{reason} (MARKETD_REQUIRE_SERVICES=1)")
+    pytest.skip(reason)
+
+
+async def postgres_database() -> AsyncIterator[str]:
+    """A fresh database (marketd_test_<uuid>) on the test server, dropped afterwards: yields
+    its URL. Skips (or fails, see _service_missing) when no server answers."""
+    try:
+        import asyncpg
+    except ImportError:
+        _service_missing("asyncpg is not installed (pip install '.[postgres]')")
+        raise
+    try:
+        admin = await asyncpg.connect(POSTGRES_ADMIN_URL, timeout=5)
+    except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
+        _service_missing(f"no PostgreSQL answers at {POSTGRES_ADMIN_URL}: {exc}")
+        raise
+    name = f"marketd_test_{uuid.uuid4().hex}"
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        yield POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    finally:
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+
+async def _postgres(tmp_path: Path, clock: FakeClock) -> AsyncIterator[OpenStore]:
+    from marketd.store.postgres import PostgresStore
+
+    databases = postgres_database()
+    url = await anext(databases)
+
+    async def open_one() -> Store:
+        return await PostgresStore.open(url, clock)
+
+    try:
+        yield open_one
+    finally:
+        await databases.aclose()
+
+
 # every store backend the store suite (tests/integration/test_store.py) runs against: an async
 # generator of a function that opens one more store on the test's own database
 STORE_BACKENDS: dict[str, Callable[[Path, FakeClock], AsyncIterator[OpenStore]]] = {
     "sqlite": _sqlite,
+    "postgres": _postgres,
 }
 
 

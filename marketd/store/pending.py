@@ -20,17 +20,23 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Sequence
+from typing import Generic, TypeVar
 
+# a pending write of the SQLite store: a function of the write connection
 Write = Callable[[sqlite3.Connection], None]
+# any backend's pending write (the PostgreSQL store's are coroutines of its connection)
+W = TypeVar("W")
 
 MAX_WAIT_S = 1.0
 
 
-class PendingWrites:
+class PendingWritesOf(Generic[W]):
+    """The buffer and its rules, for any backend's kind of write."""
+
     __slots__ = ("_first_at", "_writes")
 
     def __init__(self) -> None:
-        self._writes: list[Write] = []
+        self._writes: list[W] = []
         self._first_at: float | None = None
 
     def __bool__(self) -> bool:
@@ -39,13 +45,13 @@ class PendingWrites:
     def __len__(self) -> int:
         return len(self._writes)
 
-    def add(self, write: Write, now: float) -> None:
+    def add(self, write: W, now: float) -> None:
         if not self._writes:
             self._first_at = now
         self._writes.append(write)
 
     @property
-    def last(self) -> Write | None:
+    def last(self) -> W | None:
         """The newest write (a results buffer may take another group's rows)."""
         return self._writes[-1] if self._writes else None
 
@@ -53,13 +59,19 @@ class PendingWrites:
         """Rule 2: the oldest has waited long enough."""
         return self._first_at is not None and now - self._first_at >= MAX_WAIT_S
 
-    def take(self) -> list[Write]:
+    def take(self) -> list[W]:
         """Everything waiting, for one transaction."""
         taken, self._writes, self._first_at = self._writes, [], None
         return taken
 
-    def put_back(self, writes: Sequence[Write]) -> None:
+    def put_back(self, writes: Sequence[W]) -> None:
         """Writes a transaction could not write go back to the front, in order, due at once."""
         if writes:
             self._writes[:0] = writes
             self._first_at = float("-inf")
+
+
+class PendingWrites(PendingWritesOf[Write]):
+    """The SQLite store's pending writes."""
+
+    __slots__ = ()

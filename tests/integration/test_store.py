@@ -268,7 +268,9 @@ def test_every_backend_implements_the_interface() -> None:
     """Each backend class has every method of the Store protocol, with the same parameters."""
     members = [n for n in dir(Store) if not n.startswith("_") and callable(getattr(Store, n))]
     assert len(members) > 30
-    for cls in (SQLiteStore,):
+    from marketd.store.postgres import PostgresStore
+
+    for cls in (SQLiteStore, PostgresStore):
         for name in members:
             theirs = inspect.signature(getattr(cls, name))
             ours = inspect.signature(getattr(Store, name))

@@ -107,3 +107,30 @@ def test_nan_and_inf_are_refused() -> None:
     p = problems({"scheduler": {"retry_base_seconds": float("nan"),
                                 "fresh_for_seconds": float("inf")}})
     assert set(p) == {"scheduler.retry_base_seconds", "scheduler.fresh_for_seconds"}
+
+
+def test_database_url_selects_postgresql() -> None:
+    """[database] url names a PostgreSQL database; MARKETD_DATABASE_URL wins over the file."""
+    c = parse_config({"database": {"url": "postgresql://marketd@db:5432/marketd"}}, env={})
+    assert c.database.url == "postgresql://marketd@db:5432/marketd"
+    env = parse_config({}, env={"MARKETD_DATABASE_URL": "postgresql://m@127.0.0.1/m"})
+    assert env.database.url == "postgresql://m@127.0.0.1/m"
+    assert parse_config({}, env={}).database.url == ""
+
+
+def test_database_path_and_url_are_mutually_exclusive() -> None:
+    """Both keys set (or path and the environment's URL) is one problem naming both keys."""
+    both = {"database": {"path": "/tmp/m.db", "url": "postgresql://m@127.0.0.1/m"}}
+    p = problems(both)
+    assert "database.path" in p and "database.url" in p["database.path"]
+    p = problems({"database": {"path": "/tmp/m.db"}},
+                 env={"MARKETD_DATABASE_URL": "postgresql://m@127.0.0.1/m"})
+    assert "MARKETD_DATABASE_URL" in p["database.path"]
+
+
+def test_database_url_must_be_postgresql_and_is_redacted() -> None:
+    """Only postgresql:// URLs are taken; redacted() hides a password inside the URL."""
+    assert "database.url" in problems({"database": {"url": "mysql://x@h/db"}})
+    c = parse_config({"database": {"url": "postgresql://m:hunter2@127.0.0.1/m"}}, env={})
+    assert "hunter2" not in repr(redacted(c))
+    assert redacted(c)["database"]["url"] == "postgresql://m:***@127.0.0.1/m"

@@ -1,0 +1,113 @@
+"""The shared store: PostgreSQL through asyncpg, for several daemons on one database.
+
+The same tables and columns as the SQLite schema in PostgreSQL's types (timestamptz, uuid, a
+``job_status`` enum), with migrations of its own (``marketd/sql/postgres/migrations``) recorded
+in schema_migrations; the same methods with the same meaning (:class:`marketd.store.Store`).
+What several daemons need on top: claims skip rows another daemon is claiming (``FOR UPDATE
+SKIP LOCKED``), the partial unique index dedupes enqueues from every daemon, reservations
+serialise per provider (:mod:`marketd.store.postgres.calls`) and ``migrate`` holds an advisory
+transaction lock, so it is safe from several hosts at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from contextlib import suppress
+from pathlib import Path
+
+from marketd.clock import Clock
+from marketd.errors import StoreError
+from marketd.store.database import create_private
+from marketd.store.postgres.base import Q, migrations, ts
+from marketd.store.postgres.calls import CallTables
+from marketd.store.postgres.database import Conn, PgDatabase, redact
+from marketd.store.postgres.queue import QueueTables, _Queued
+from marketd.store.postgres.state import StateTables
+
+__all__ = ["PostgresStore"]
+
+
+class PostgresStore(QueueTables, CallTables, StateTables):
+    """:class:`marketd.store.Store` on PostgreSQL."""
+
+    def __init__(self, url: str, clock: Clock, *, pool_max: int | None = None) -> None:
+        self.url = url
+        self.path = redact(url)  # what logs and messages show: never the password
+        self.clock = clock
+        self.db = PgDatabase(url) if pool_max is None else PgDatabase(url, pool_max=pool_max)
+        self._queued: list[_Queued] = []
+        self._group_writer: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def open(cls, url: str, clock: Clock | None = None, *, migrate: bool = True,
+                   pool_max: int | None = None) -> PostgresStore:
+        """Connect and, unless told not to, migrate."""
+        store = cls(url, clock or Clock(), pool_max=pool_max)
+        await store.db.open()
+        if migrate:
+            try:
+                await store.migrate()
+            except BaseException:
+                await store.db.close()
+                raise
+        return store
+
+    async def close(self) -> None:
+        if self._group_writer is not None and not self._group_writer.done():
+            with suppress(Exception):
+                await self._group_writer  # enqueues already accepted are written first
+        await self.db.close()
+
+    async def migrate(self) -> list[int]:
+        """Apply the migrations not yet recorded, in one transaction holding an advisory
+        lock: daemons migrating at once run one after the other, and the later ones find
+        nothing to do."""
+        todo = migrations()
+        now = ts(self.clock.now())
+
+        async def work(conn: Conn) -> list[int]:
+            await conn.execute(Q["migrate_lock"].sql)
+            await conn.execute(Q["create_migrations_table"].sql)
+            done = {r[0] for r in await conn.fetch(Q["applied_migrations"].sql)}
+            applied = []
+            for version, name, text in todo:
+                if version not in done:
+                    await conn.execute(text)
+                    await conn.execute(Q["record_migration"].sql, version, name, now)
+                    applied.append(version)
+            return applied
+
+        return await self.db.write(work)
+
+    async def ping(self) -> bool:
+        try:
+            await self.db.read("SELECT 1")
+        except StoreError:
+            return False
+        return True
+
+    async def backup(self, target: str) -> None:
+        """A consistent copy (one snapshot) of the database at ``target``: ``pg_dump``'s custom
+        format, for ``pg_restore``."""
+        try:
+            create_private(Path(target), exclusive=True)
+        except FileExistsError:
+            raise StoreError(f"{target} exists: choose a new file name") from None
+        except OSError as exc:
+            raise StoreError(f"cannot create {target}: {exc}") from None
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                "pg_dump", "--format=custom", "--no-owner", f"--file={target}",
+                f"--dbname={self.url}", stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+        except OSError as exc:
+            with suppress(OSError):
+                os.unlink(target)
+            raise StoreError(f"cannot run pg_dump for the backup: {exc}") from None
+        _, err = await proc.communicate()
+        if proc.returncode != 0:
+            with suppress(OSError):
+                os.unlink(target)
+            text = err.decode(errors="replace").strip().replace(self.url, self.path)
+            raise StoreError(f"pg_dump failed ({proc.returncode}): {text}")

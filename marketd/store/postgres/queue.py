@@ -1,0 +1,270 @@
+"""The job queue on PostgreSQL: enqueue (group commit, deduplicated by the partial unique
+index across daemons), claim (``FOR UPDATE SKIP LOCKED``), outcomes, rescue and reads."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+
+from marketd.models import EnqueueResult, Job, JobSpec, Priority, dedupe_key
+from marketd.store.postgres.base import Q, Tables, count, job_from_record, ts
+from marketd.store.postgres.database import Conn
+from marketd.store.records import Outcomes
+from marketd.store.sqlite.queue import _new_ids
+
+_Queued = tuple[Sequence[JobSpec], float, "asyncio.Future[list[EnqueueResult]]"]
+
+
+class QueueTables(Tables):
+    _queued: list[_Queued]
+    _group_writer: asyncio.Task[None] | None
+
+    # ---- enqueue: group commit ---------------------------------------------------------------
+
+    async def enqueue(self, specs: Sequence[JobSpec], fresh_for_s: float) -> list[EnqueueResult]:
+        """Enqueue many jobs in one transaction, in order; all or nothing. Group commit as the
+        SQLite store's: concurrent callers share one transaction, written by a task of the
+        store's own; if a shared transaction fails, each caller's jobs are written alone."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[list[EnqueueResult]] = loop.create_future()
+        fut.add_done_callback(_consume)
+        self._queued.append((specs, fresh_for_s, fut))
+        if self._group_writer is None or self._group_writer.done():
+            self._group_writer = loop.create_task(self._drain())
+        return await asyncio.shield(fut)
+
+    async def _drain(self) -> None:
+        await asyncio.sleep(0)  # one loop turn: requests parsed meanwhile join this group
+        while self._queued:
+            group, self._queued = self._queued, []
+            by_fresh: dict[float, list[_Queued]] = {}
+            for item in group:
+                by_fresh.setdefault(item[1], []).append(item)
+            for fresh, items in by_fresh.items():
+                await self._write_group(items, fresh)
+
+    async def _write_group(self, items: list[_Queued], fresh_for_s: float) -> None:
+        if len(items) > 1:
+            try:
+                results = await self._enqueue_tx([s for specs, _, _ in items for s in specs],
+                                                 fresh_for_s)
+            except Exception:  # noqa: S110 - each caller is retried alone just below
+                pass
+            else:
+                at = 0
+                for specs, _, fut in items:
+                    if not fut.done():
+                        fut.set_result(results[at:at + len(specs)])
+                    at += len(specs)
+                return
+        for specs, _, fut in items:
+            try:
+                result = await self._enqueue_tx(specs, fresh_for_s)
+            except Exception as exc:
+                if not fut.done():
+                    fut.set_exception(exc)
+            else:
+                if not fut.done():
+                    fut.set_result(result)
+
+    async def _enqueue_tx(self, specs: Sequence[JobSpec],
+                          fresh_for_s: float) -> list[EnqueueResult]:
+        """One enqueue transaction: one statement (see enqueue_jobs)."""
+        if not specs:
+            return []
+        now = self.clock.now()
+        ids = _new_ids(len(specs))
+        q = Q["enqueue_jobs"]
+        args = q.args({
+            "ids": ids, "user_ids": [s.user_id for s in specs],
+            "providers": [s.provider for s in specs], "skus": [s.sku for s in specs],
+            "sizes": [s.size for s in specs], "size_systems": [s.size_system for s in specs],
+            "priorities": [s.priority for s in specs],
+            "dedupe_keys": [s.dedupe_key for s in specs],
+            "size_keys": [s.size_key for s in specs],
+            "fresh_after": ts(now - fresh_for_s) if fresh_for_s > 0 else None,
+            "manual": int(Priority.MANUAL), "now": ts(now)})
+
+        async def work(conn: Conn) -> list[asyncpg.Record]:
+            return list(await conn.fetch(q.sql, *args))
+
+        out: list[EnqueueResult] = []
+        seen: set[str] = set()
+        for r in await self.db.write(work):
+            if r["fresh"]:
+                out.append(EnqueueResult(None, r["dedupe_key"], "fresh", r["asked_priority"],
+                                         False))
+                continue
+            job_id = str(r["id"])
+            # a key given twice in one batch: the second is a duplicate of the first
+            dup = job_id != str(r["proposed_id"]) or job_id in seen
+            seen.add(job_id)
+            out.append(EnqueueResult(job_id, r["dedupe_key"], r["status"], r["priority"], dup))
+        return out
+
+    async def enqueue_stale(self, provider: str, units: int, *, per_sku: bool,
+                            older_than_s: float, asked_within_s: float, priority: int) -> int:
+        if units <= 0:
+            return 0
+        now = self.clock.now()
+        rows = await self._fetch("stale_wanted", {
+            "provider": provider, "per_sku": per_sku, "units": units,
+            "before": ts(now - older_than_s), "asked_since": ts(now - asked_within_s)})
+        if not rows:
+            return 0
+        specs = [JobSpec(provider, r["sku"], r["size"], r["size_system"], priority)
+                 for r in rows]
+        results = await self.enqueue(specs, older_than_s)
+        return sum(1 for r in results if r.status == "pending")
+
+    # ---- claim and outcomes ------------------------------------------------------------------
+
+    async def claim(self, provider: str, limit: int, *, min_priority: int = 0,
+                    max_skus: int | None = None) -> list[Job]:
+        """The due pending jobs, locked with ``FOR UPDATE SKIP LOCKED`` (another daemon's
+        claim in progress is skipped, never waited for or doubled), marked running."""
+        if limit <= 0 or (max_skus is not None and max_skus <= 0):
+            return []
+        now = ts(self.clock.now())
+        select, update = Q["select_pending"], Q["claim_jobs"]
+        select_args = select.args({"provider": provider, "now": now, "limit": limit,
+                                   "min_priority": min_priority})
+
+        async def work(conn: Conn) -> tuple[list[str], list[asyncpg.Record]]:
+            ids: list[str] = []
+            skus: set[str] = set()
+            for r in await conn.fetch(select.sql, *select_args):
+                sku = r["sku"]
+                if max_skus is not None and sku not in skus and len(skus) >= max_skus:
+                    continue
+                skus.add(sku)
+                ids.append(str(r["id"]))
+            if not ids:
+                return ids, []
+            claimed = await conn.fetch(update.sql, *update.args({"ids": ids, "now": now}))
+            return ids, list(claimed)
+
+        ids, claimed = await self.db.write(work)
+        order = {job_id: i for i, job_id in enumerate(ids)}
+        return sorted((job_from_record(r) for r in claimed), key=lambda j: order[j.id])
+
+    async def record(self, outcomes: Outcomes) -> None:
+        self.record_soon(outcomes)
+        await self.db.flush()
+
+    def record_soon(self, outcomes: Outcomes) -> None:
+        """Queue one group's results as pending writes (store.pending has the rules): they
+        share the commit of the next group's call reservation."""
+        pending, now = self.db.pending, self.clock.now()
+        last = pending.last
+        if not isinstance(last, _Results):
+            last = _Results()
+            pending.add(last, now)
+        last.add(outcomes, now)
+
+    async def flush(self) -> None:
+        await self.db.flush()
+
+    async def flush_due(self) -> None:
+        if self.db.pending.due(self.clock.now()):
+            await self.db.flush()
+
+    async def rescue_stuck(self, stuck_after_s: float) -> int:
+        now = self.clock.now()
+        return count(await self._write_one("rescue_stuck", {
+            "now": ts(now), "before": ts(now - stuck_after_s) if stuck_after_s > 0 else None}))
+
+    async def reset_failed(self, provider: str | None = None) -> int:
+        return count(await self._write_one("reset_failed", {"now": self.now_ts(),
+                                                            "provider": provider}))
+
+    # ---- reads -------------------------------------------------------------------------------
+
+    async def get_job(self, job_id: str) -> Job | None:
+        if not _is_uuid(job_id):
+            return None  # not a job id at all (SQLite finds no such row either)
+        rows = await self._fetch("job_by_id", {"id": job_id})
+        return job_from_record(rows[0]) if rows else None
+
+    async def list_jobs(self, *, status: str | None = None, provider: str | None = None,
+                        limit: int = 100, offset: int = 0) -> list[Job]:
+        rows = await self._fetch("list_jobs", {"status": status, "provider": provider,
+                                               "limit": limit, "offset": offset})
+        return [job_from_record(r) for r in rows]
+
+    async def job_counts(self) -> dict[str, dict[str, int]]:
+        out: dict[str, dict[str, int]] = {}
+        for r in await self._fetch("job_counts"):
+            out.setdefault(r["provider"], {})[r["status"]] = r["n"]
+        return out
+
+    async def any_due(self, provider: str, min_priority: int = 0) -> bool:
+        rows = await self._fetch("any_pending_due", {
+            "provider": provider, "min_priority": min_priority, "now": self.now_ts()})
+        return bool(rows[0][0])
+
+
+class _Results:
+    """Results of consecutive groups waiting as one pending write, kept as rows so one
+    transaction writes them all with one statement of each kind."""
+
+    __slots__ = ("jobs", "keys", "now", "prices", "wanted")
+
+    def __init__(self) -> None:
+        self.prices: list[tuple[Any, ...]] = []
+        self.wanted: list[tuple[Any, ...]] = []
+        self.keys: list[str] = []
+        self.now: Any = None
+        self.jobs: dict[str, list[tuple[Any, ...]]] = {
+            "complete_job": [], "fail_job": [], "retry_job": [], "defer_job": []}
+
+    def add(self, outcomes: Outcomes, now_s: float) -> None:
+        now = self.now = ts(now_s)
+        for p in outcomes.prices:
+            self.prices.append((p.provider, p.sku, p.size or "", p.currency, p.lowest_ask,
+                                p.highest_bid, p.last_sale, ts(p.fetched_at)))
+            self.keys.append(dedupe_key(p.provider, p.sku, p.size or ""))
+        self.wanted += [(*w, now) for w in outcomes.wanted]
+        jobs = self.jobs
+        jobs["complete_job"] += Q["complete_job"].rows({"id": i, "now": now}
+                                                       for i in outcomes.completed)
+        jobs["fail_job"] += Q["fail_job"].rows({"id": i, "now": now, "error": e[:1000]}
+                                               for i, e in outcomes.failed)
+        jobs["retry_job"] += Q["retry_job"].rows(
+            {"id": r.job_id, "now": now, "error": r.error[:1000],
+             "next_attempt_at": ts(r.next_attempt_at)} for r in outcomes.retried)
+        jobs["defer_job"] += Q["defer_job"].rows(
+            {"id": d.job_id, "now": now, "error": d.error,
+             "next_attempt_at": ts(d.next_attempt_at)} for d in outcomes.deferred)
+
+    async def __call__(self, conn: Conn) -> None:
+        if self.prices:
+            await conn.executemany(Q["upsert_price"].sql, self.prices)
+            await conn.executemany(Q["insert_price_history"].sql, self.prices)
+            answered = Q["complete_answered"]
+            await conn.execute(answered.sql, *answered.args({"now": self.now,
+                                                             "keys": self.keys}))
+        if self.wanted:
+            await conn.executemany(Q["remember_wanted"].sql, self.wanted)
+        for name, rows in self.jobs.items():
+            if rows:
+                await conn.executemany(Q[name].sql, rows)
+
+
+def _is_uuid(text: str) -> bool:
+    try:
+        uuid.UUID(text)
+    except (ValueError, TypeError, AttributeError):
+        return False
+    return True
+
+
+def _consume(fut: asyncio.Future[list[EnqueueResult]]) -> None:
+    """Retrieve the outcome of a caller's future even if the caller went away."""
+    if not fut.cancelled():
+        fut.exception()
+
