@@ -1,0 +1,210 @@
+"""What several daemons on one PostgreSQL database rely on, each daemon a store of its own
+(its own pool, its own transactions) on a fresh database: dedupe across daemons, exact budgets,
+claims never doubled, migrations from several hosts at once, and the seed's troubleshooting
+SQL running verbatim on the schema. The store interface itself is tests/integration/
+test_store.py, which runs against this backend too."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+
+from marketd.clock import Clock, FakeClock
+from marketd.models import JobSpec
+from marketd.store import Call
+from tests.conftest import postgres_database
+
+asyncpg = pytest.importorskip("asyncpg")
+from marketd.store.postgres import PostgresStore  # noqa: E402
+
+OpenPg = Callable[..., Awaitable[PostgresStore]]
+
+
+@pytest.fixture
+async def pg_url() -> AsyncIterator[str]:
+    databases = postgres_database()
+    url = await anext(databases)
+    try:
+        yield url
+    finally:
+        await databases.aclose()
+
+
+@pytest.fixture
+async def open_pg(pg_url: str, clock: FakeClock) -> AsyncIterator[OpenPg]:
+    """Opens one more daemon's store on the test's database; all are closed at the end."""
+    opened: list[PostgresStore] = []
+
+    async def open_one(clock_: Clock | None = None, *, migrate: bool = True) -> PostgresStore:
+        s = await PostgresStore.open(pg_url, clock_ or clock, migrate=migrate)
+        opened.append(s)
+        return s
+
+    yield open_one
+    for s in opened:
+        await s.close()
+
+
+def spec(sku: str, size: str | None = "10", priority: int = 100) -> JobSpec:
+    return JobSpec("stockx", sku, size, priority=priority)
+
+
+async def test_same_keys_enqueued_on_two_daemons_at_once_are_one_job_each(
+        open_pg: OpenPg) -> None:
+    """Two daemons enqueue the same 60 keys at once (in opposite orders, so their batches
+    cross): each key is one pending job, both daemons are told its id, one of them was first."""
+    a, b = await open_pg(), await open_pg()
+    keys = [spec(f"K-{i}") for i in range(60)]
+    for _ in range(3):
+        ra, rb = await asyncio.gather(a.enqueue(keys, 0), b.enqueue(keys[::-1], 0))
+        rb = rb[::-1]
+        for x, y in zip(ra, rb, strict=True):
+            assert x.id == y.id and x.status == y.status == "pending"
+        counts = await a.job_counts()
+        assert counts == {"stockx": {"pending": 60}}
+    firsts = [not x.deduplicated for x in ra] + [not y.deduplicated for y in rb]
+    assert sum(firsts) == 0  # the third round found every key active
+
+
+async def test_first_enqueue_of_a_key_is_told_new_on_exactly_one_daemon(
+        open_pg: OpenPg) -> None:
+    """Racing first enqueues of one key: exactly one daemon created it."""
+    stores = [await open_pg() for _ in range(4)]
+    for i in range(10):
+        results = await asyncio.gather(*(s.enqueue([spec(f"R-{i}")], 0) for s in stores))
+        assert len({r[0].id for r in results}) == 1
+        assert sum(not r[0].deduplicated for r in results) == 1
+
+
+async def test_reservations_from_several_daemons_never_exceed_a_limit(
+        open_pg: OpenPg, clock: FakeClock) -> None:
+    """5 daemons x 20 attempts against 30 calls an hour: exactly 30 recorded, each daemon
+    keeping its own log by 'calls after the last id I saw', as the limiter does."""
+    stores = [await open_pg() for _ in range(5)]
+    await stores[0].ensure_budgets({"stockx": 30})
+
+    async def daemon(store: PostgresStore) -> int:
+        log: list[Call] = []
+        granted = 0
+
+        def decide(rows: list[Call], now: float) -> tuple[int, float]:
+            window = [c for c in log + rows if c[1] > now - 3600]
+            return (1, now) if len(window) < 30 else (0, now)
+
+        for _ in range(20):
+            after = log[-1][0] if log else 0
+            new, _, rows = await store.reserve_calls("stockx", 30, after, 0.0, decide)
+            log.extend(rows + new)
+            log.sort()
+            granted += len(new)
+            await asyncio.sleep(0)
+        return granted
+
+    granted = await asyncio.gather(*(daemon(s) for s in stores))
+    assert sum(granted) == 30
+    assert len(await stores[0].load_calls("stockx", 0.0)) == 30
+    [budget] = await stores[0].budgets()
+    assert (budget["used"], budget["rate_limit"]) == (30, 30)
+
+
+async def test_calls_after_an_id_never_miss_another_daemons_call(open_pg: OpenPg) -> None:
+    """Within a provider, ids grow in commit order: a daemon reading 'after the last id I
+    saw' sees every call the others recorded."""
+    stores = [await open_pg() for _ in range(3)]
+    seen: list[list[Call]] = [[], [], []]
+
+    async def daemon(k: int) -> None:
+        for _ in range(15):
+            after = seen[k][-1][0] if seen[k] else 0
+            new, _, rows = await stores[k].reserve_calls(
+                "stockx", 1000, after, 0.0, lambda rows, now: (2, now))
+            seen[k] = sorted(seen[k] + rows + new)
+            await asyncio.sleep(0)
+
+    await asyncio.gather(*(daemon(k) for k in range(3)))
+    everything = await stores[0].load_calls("stockx", 0.0)
+    assert len(everything) == 90
+    for k in range(3):  # each saw everything recorded before its last reservation
+        last = seen[k][-1][0]
+        assert seen[k] == [c for c in everything if c[0] <= last]
+
+
+async def test_claims_from_several_daemons_never_hand_a_job_twice(open_pg: OpenPg) -> None:
+    """Three daemons claim in small batches at once until the queue is empty: every job is
+    handed out exactly once."""
+    stores = [await open_pg() for _ in range(3)]
+    await stores[0].enqueue([spec(f"C-{i}", str(s)) for i in range(50) for s in (8, 9, 10, 11)],
+                            0)
+
+    async def daemon(store: PostgresStore) -> list[str]:
+        got: list[str] = []
+        while jobs := await store.claim("stockx", 7):
+            got += [j.id for j in jobs]
+            await asyncio.sleep(0)
+        return got
+
+    claimed = await asyncio.gather(*(daemon(s) for s in stores))
+    every = [i for ids in claimed for i in ids]
+    assert len(every) == len(set(every)) == 200
+    assert await stores[0].job_counts() == {"stockx": {"running": 200}}
+
+
+async def test_migrate_from_three_hosts_at_once(open_pg: OpenPg) -> None:
+    """Three daemons migrating a fresh database at once: one applies every migration, the
+    others find nothing to do, and the schema works."""
+    stores = [await open_pg(migrate=False) for _ in range(3)]
+    applied = await asyncio.gather(*(s.migrate() for s in stores))
+    assert sorted(applied, key=len) == [[], [], [1]]
+    [r] = await stores[1].enqueue([spec("M-1")], 0)
+    assert r.status == "pending"
+    assert await stores[2].migrate() == []
+
+
+# the seed's troubleshooting SQL (docs: market-queue-system.md, "Troubleshooting"), verbatim
+SEED_RECENT_RUNS = "SELECT * FROM market_job_runs ORDER BY started_at DESC LIMIT 5;"
+SEED_BUDGETS = """SELECT * FROM market_budgets
+   WHERE hour_window = date_trunc('hour', NOW());"""
+SEED_STUCK = """UPDATE market_jobs
+SET status = 'pending', started_at = NULL
+WHERE status = 'running'
+  AND started_at < NOW() - INTERVAL '10 minutes';"""
+SEED_USAGE = """SELECT provider, used, rate_limit,
+  ROUND(100.0 * used / rate_limit, 1) as pct_used
+FROM market_budgets
+WHERE hour_window = date_trunc('hour', NOW());"""
+
+
+async def test_the_seeds_troubleshooting_sql_runs_verbatim(open_pg: OpenPg, pg_url: str) -> None:
+    """The seed's queries run as written on marketd's tables, and mean what they say: this
+    hour's budget rows, the usage percentage, the stuck-job reset, the recent runs."""
+    for _ in range(3):  # an hour boundary between marketd's clock and NOW(): try again
+        clock = FakeClock(time.time() - 700)
+        store = await open_pg(clock)
+        await store.enqueue([spec("S-1"), spec("S-2")], 0)
+        await store.claim("stockx", 1)  # started 700 s ago by the time the SQL runs
+        clock.advance(700)
+        await store.claim("stockx", 1)  # started just now: not stuck
+        run_id, _ = await store.begin_run("manual", {"stockx": 100, "alias": 200}, 3600, 0)
+        await store.reserve_calls("stockx", 100, 0, 0.0, lambda rows, now: (3, now))
+        conn = await asyncpg.connect(pg_url)
+        try:
+            budgets = await conn.fetch(SEED_BUDGETS)
+            if len(budgets) != 2:
+                await conn.execute("TRUNCATE market_jobs, market_budgets, market_calls, "
+                                   "market_job_runs CASCADE")
+                continue
+            usage = {r["provider"]: (r["used"], r["rate_limit"], float(r["pct_used"]))
+                     for r in await conn.fetch(SEED_USAGE)}
+            assert usage == {"stockx": (3, 100, 3.0), "alias": (0, 200, 0.0)}
+            assert await conn.execute(SEED_STUCK) == "UPDATE 1"
+            runs = await conn.fetch(SEED_RECENT_RUNS)
+            assert [r["id"] for r in runs] == [run_id]
+        finally:
+            await conn.close()
+        counts = await store.job_counts()
+        assert counts == {"stockx": {"pending": 1, "running": 1}}
+        return
+    pytest.fail("marketd's hour and NOW()'s hour differed three times")
