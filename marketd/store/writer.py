@@ -67,7 +67,11 @@ class ThreadWriter:
         self._thread = threading.Thread(target=self._serve, args=(connect, loop, opened),
                                         name="marketd-writer", daemon=True)
         self._thread.start()
-        await opened
+        try:
+            await opened
+        except BaseException:
+            self._thread.join()  # it is returning: no thread outlives a failed open
+            raise
         return self
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
