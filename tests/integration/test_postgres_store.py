@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import pytest
 
@@ -208,3 +209,67 @@ async def test_the_seeds_troubleshooting_sql_runs_verbatim(open_pg: OpenPg, pg_u
         assert counts == {"stockx": {"pending": 1, "running": 1}}
         return
     pytest.fail("marketd's hour and NOW()'s hour differed three times")
+
+
+async def test_open_store_picks_the_backend_from_the_configuration(
+        pg_url: str, tmp_path: Path, clock: FakeClock) -> None:
+    """open_store: a [database] section with a url opens PostgreSQL, a path (or a section
+    without a url) opens SQLite, as every caller did before."""
+    from marketd.config import DatabaseConfig
+    from marketd.store import SQLiteStore, open_store
+
+    pg = await open_store(DatabaseConfig(url=pg_url), clock)
+    sq = await open_store(DatabaseConfig(path=str(tmp_path / "a.db")), clock)
+    sq2 = await open_store(str(tmp_path / "b.db"), clock)
+    pg2 = await open_store(str(tmp_path / "c.db"), clock, url=pg_url)
+    try:
+        assert isinstance(pg, PostgresStore) and isinstance(pg2, PostgresStore)
+        assert isinstance(sq, SQLiteStore) and isinstance(sq2, SQLiteStore)
+    finally:
+        for s in (pg, sq, sq2, pg2):
+            await s.close()
+
+
+async def test_schema_uses_postgresql_types(open_pg: OpenPg, pg_url: str) -> None:
+    """The SQLite schema's tables and columns, in PostgreSQL's types: a job_status enum, uuid
+    ids, timestamptz times; the migration is recorded."""
+    await open_pg()
+    conn = await asyncpg.connect(pg_url)
+    try:
+        types = {(r["table_name"], r["column_name"]): r["udt_name"] for r in await conn.fetch(
+            "SELECT table_name, column_name, udt_name FROM information_schema.columns "
+            "WHERE table_schema = 'public'")}
+        versions = [r[0] for r in await conn.fetch("SELECT version FROM schema_migrations")]
+    finally:
+        await conn.close()
+    assert types[("market_jobs", "status")] == "job_status"
+    assert types[("market_jobs", "id")] == "uuid"
+    assert types[("market_jobs", "created_at")] == "timestamptz"
+    assert types[("market_budgets", "hour_window")] == "timestamptz"
+    assert versions == [1]
+    sqlite_tables = {"market_jobs", "market_budgets", "market_calls", "market_job_runs",
+                     "market_provider_metrics", "market_prices", "market_price_history",
+                     "market_catalog", "market_wanted", "provider_state", "provider_tokens",
+                     "market_queue_samples", "schema_migrations"}
+    assert {t for t, _ in types} == sqlite_tables
+
+
+async def test_rows_have_the_sqlite_stores_shapes(open_pg: OpenPg, clock: FakeClock) -> None:
+    """Page rows, budgets and runs come back with ISO-8601 UTC text times and text ids, as
+    the SQLite store gives them; the URL's password never shows in ``path``."""
+    from marketd.clock import iso
+
+    store = await open_pg()
+    [r] = await store.enqueue([spec("P-1")], 0)
+    total, rows = await store.page_jobs(view="active", provider=None, now=clock.now(),
+                                        limit=10, offset=0)
+    assert total == 1 and rows[0]["id"] == r.id and rows[0]["created_at"] == iso(clock.now())
+    assert rows[0]["status"] == "pending" and isinstance(rows[0]["row_id"], int)
+    ahead = await store.pending_ahead(provider="stockx", priority=100,
+                                      created_at=rows[0]["created_at"],
+                                      row_id=rows[0]["row_id"], now=clock.now())
+    assert ahead == 0
+    await store.ensure_budgets({"stockx": 100})
+    assert await store.budgets() == [{"provider": "stockx", "rate_limit": 100, "used": 0,
+                                      "hour_window": iso(clock.now() - clock.now() % 3600)}]
+    assert "***" in PostgresStore("postgresql://u:secret@h/db", clock).path
