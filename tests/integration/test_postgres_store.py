@@ -10,12 +10,13 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from marketd.clock import Clock, FakeClock
+from marketd.clock import Clock, FakeClock, iso
 from marketd.models import JobSpec
-from marketd.store import Call
+from marketd.store import Call, Store
 from tests.conftest import postgres_database
 
 asyncpg = pytest.importorskip("asyncpg")
@@ -273,3 +274,90 @@ async def test_rows_have_the_sqlite_stores_shapes(open_pg: OpenPg, clock: FakeCl
     assert await store.budgets() == [{"provider": "stockx", "rate_limit": 100, "used": 0,
                                       "hour_window": iso(clock.now() - clock.now() % 3600)}]
     assert "***" in PostgresStore("postgresql://u:secret@h/db", clock).path
+
+
+async def _parity_script(store: Store, clock: FakeClock) -> dict[str, Any]:
+    """The methods the store suite leaves out, called the same way on any backend; what they
+    return, with random ids replaced by their order of appearance."""
+    from marketd.models import Price
+    from marketd.store import Defer, Outcomes, Retry
+
+    out: dict[str, Any] = {}
+    res = await store.enqueue([spec("A-1", "9"), spec("A-1", "10"), spec("B-1", None),
+                               JobSpec("alias", "C-1", "8", "US", 150, "user-7")], 0)
+    jobs = await store.claim("stockx", 3) + await store.claim("alias", 1)
+    now = clock.now()
+    await store.record(Outcomes(
+        completed=[jobs[0].id], failed=[(jobs[1].id, "HTTP 404")],
+        retried=[Retry(jobs[2].id, "HTTP 503", now + 60)], deferred=[Defer(jobs[3].id)],
+        prices=[Price("stockx", "A-1", "9", "GBP", 100, 90, 95, now),
+                Price("stockx", "B-1", None, "GBP", 50, None, None, now - 5000)],
+        wanted=[("stockx", "A-1", "9", "9", "UK"), ("stockx", "B-1", "", None, "UK")]))
+    out["jobs"] = [j.as_dict() | {"id": None} for j in await store.list_jobs()]
+    out["jobs_failed"] = len(await store.list_jobs(status="failed", provider="stockx"))
+    out["any_due"] = [await store.any_due("stockx"), await store.any_due("alias", 200)]
+    out["prices"] = await store.list_prices()
+    out["prices_b"] = await store.list_prices(sku="B-1", size="")
+    clock.advance(100)
+    out["stale"] = await store.enqueue_stale("stockx", 5, per_sku=True, older_than_s=3600,
+                                             asked_within_s=86400, priority=50)
+    out["reset"] = await store.reset_failed("stockx")
+    out["counts"] = await store.job_counts()
+    await store.set_pause("ebay", now + 300, "429", "api_key")
+    out["states"] = await store.provider_states()
+    await store.put_token("ebay", "access", "tok", now + 7200)
+    out["token"] = [await store.get_token("ebay", "access"), await store.get_token("x", "y")]
+    await store.put_catalog("stockx", "A-1", product_id="p1", title="Dunk",
+                            data={"sizes": [9, 10]})
+    out["catalog"] = await store.get_catalog("stockx", "A-1")
+    await store.delete_catalog("stockx", "A-1")
+    out["catalog_gone"] = await store.get_catalog("stockx", "A-1")
+    run_id, rescued = await store.begin_run("manual", {"stockx": 100}, 600, now - 7200)
+    calls, _, _ = await store.reserve_calls("stockx", 100, 0, 0.0, lambda rows, t: (4, t))
+    store.release_soon("stockx", [c[0] for c in calls[2:]], clock.now())
+    store.record_metrics_soon(run_id=run_id, provider="stockx", batch_size=3, succeeded=1,
+                              failed=1, deferred=1, calls=2, rate_limited=0, duration_ms=40)
+    await store.finish_run(run_id, selected=3, succeeded=1, failed=1, deferred=1, rescued=0,
+                           duration_ms=1234, outcome="partial")
+    out["rescued"] = rescued
+    out["calls"] = [t for _, t in await store.load_calls("stockx", 0.0)]
+    out["budgets"] = await store.budgets()
+    out["budgets_since"] = await store.budgets(since=now - 7200)
+    out["runs"] = [r | {"id": None} for r in await store.recent_runs()]
+    out["metrics"] = [r | {"id": None, "run_id": None} for r in await store.recent_metrics()]
+    out["durations"] = await store.run_durations()
+    out["ages"] = await store.price_ages()
+    await store.record_queue_samples([{"sampled_at": iso(clock.now()), "provider": "stockx",
+                                       "pending": 1, "running": 2, "completed": 3,
+                                       "failed": 4}], clock.now() - 60)
+    out["samples"] = await store.queue_samples_since(clock.now() - 10)
+    out["pruned"] = await store.prune_calls(clock.now() + 1)
+    total, rows = await store.page_jobs(view="all", provider="stockx", now=clock.now(),
+                                        limit=2, offset=1)
+    out["page"] = (total, [(r["sku"], r["size"], r["status"]) for r in rows])
+    out["claimed"] = [(j.sku, j.status) for j in await store.claim("alias", 5)]
+    out["rescue_all"] = await store.rescue_stuck(0)
+    out["rescued_job"] = [(j.error_message, j.status) for j in await store.list_jobs(
+        provider="alias")]
+    assert res[0].id
+    return out
+
+
+async def test_every_other_method_answers_as_the_sqlite_store(tmp_path: Path,
+                                                              pg_url: str) -> None:
+    """The same calls on both backends (each with its own fake clock at the same instant)
+    give the same answers."""
+    from marketd.store import SQLiteStore
+
+    answers = []
+    for open_one in (lambda c: SQLiteStore.open(str(tmp_path / "p.db"), c),
+                     lambda c: PostgresStore.open(pg_url, c)):
+        clock = FakeClock()
+        store = await open_one(clock)
+        try:
+            answers.append(await _parity_script(store, clock))
+        finally:
+            await store.close()
+    sqlite, postgres = answers
+    for key in sqlite:
+        assert postgres[key] == sqlite[key], key
