@@ -205,7 +205,7 @@ async def open_daemon(config: Any, clients: Any, store_cls: Any = None) -> Any:
     store = None
     if store_cls is not None:
         store = await store_cls.open(config.database.path)
-    return await app_mod.Daemon.create(config, clients=clients, store=store)
+    return await app_mod.create_daemon(config, clients=clients, store=store)
 
 
 def instant_provider_factory(registry: dict[str, Any] | None = None) -> Any:

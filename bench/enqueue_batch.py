@@ -88,7 +88,7 @@ async def run(args: Any) -> Report:
     import aiohttp
     from aiohttp import web
 
-    from marketd.app import Daemon
+    from marketd.app import create_daemon
     from marketd.web import create_app
 
     rounds, requests = (2, 2) if args.quick else (5, 10)
@@ -100,7 +100,7 @@ async def run(args: Any) -> Report:
         raw_db = Path(tmp) / "raw.db"
         build_jobs_db(raw_db, 0)
         config = make_config(Path(tmp) / "marketd.db", providers={"stockx": {}})
-        daemon = await Daemon.create(config, clients={"stockx": instant_provider_factory()})
+        daemon = await create_daemon(config, clients={"stockx": instant_provider_factory()})
         runner = web.AppRunner(create_app(daemon), access_log=None, handle_signals=False)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)

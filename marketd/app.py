@@ -24,11 +24,11 @@ import structlog
 from aiohttp import web
 
 from marketd import __version__
-from marketd import daemon as state
 from marketd.alerts import FailureAlerts
 from marketd.budget import ProviderBudget
 from marketd.clock import Clock
 from marketd.config import Config
+from marketd.daemon import Daemon
 from marketd.errors import MarketdError
 from marketd.metrics import PageMetrics
 from marketd.providers import client_class
@@ -45,49 +45,30 @@ ClientFactory = Callable[[ProviderContext], Provider]
 NON_COALESCING = frozenset({"ebay"})
 
 
-class Daemon(state.Daemon):
-    """The daemon's state (:class:`marketd.daemon.Daemon`) with how it is built and closed."""
-
-    @classmethod
-    async def create(cls, config: Config, *, clock: Clock | None = None,
-                     clients: Mapping[str, ClientFactory] | None = None,
-                     store: Store | None = None) -> Daemon:
-        """Open the store (or take ``store``, opened, which the daemon then owns and closes),
-        build the lanes, and hook the queue sampling and the failure-rate alerts to the
-        scheduler's runs; nothing runs until the scheduler starts."""
-        clock = clock or (store.clock if store is not None else Clock())
-        store = store or await open_store(config.database.path, clock)
-        session = new_session(f"marketd/{__version__}")
-        try:
-            rescued = await store.rescue_stuck(0)
-            if rescued:
-                log.warning("crash_leftovers_rescued", jobs=rescued)
-            lanes = await build_lanes(config, store, clock, session, clients)
-            await store.ensure_budgets({n: ln.budget.rate_limit for n, ln in lanes.items()})
-        except BaseException:
-            await session.close()
-            await store.close()
-            raise
-        scheduler = Scheduler(config, store, lanes, clock)
-        alerts = FailureAlerts(config.alerts, clock, lambda: session)
-        metrics = PageMetrics(store, clock, lanes, alerts)
-        scheduler.after_run.extend([metrics.sample, alerts.on_run])
-        return cls(config, store, clock, lanes, scheduler, session, alerts, metrics)
-
-    async def close(self) -> None:
-        await self.scheduler.stop(self.config.scheduler.shutdown_grace_seconds)
-        for lane in self.lanes.values():
-            try:
-                if lane.client is not None:
-                    await lane.client.close()
-            except Exception:  # closing must go on for the others
-                log.exception("client_close_failed", provider=lane.name)
-        await self.session.close()
-        # anything still claimed (a batch cut short) goes back to pending: no job is lost
-        returned = await self.store.rescue_stuck(0)
-        if returned:
-            log.info("jobs_returned_to_pending", jobs=returned)
-        await self.store.close()
+async def create_daemon(config: Config, *, clock: Clock | None = None,
+                        clients: Mapping[str, ClientFactory] | None = None,
+                        store: Store | None = None) -> Daemon:
+    """Open the store (or take ``store``, opened, which the daemon then owns and closes),
+    build the lanes, and hook the queue sampling and the failure-rate alerts to the
+    scheduler's runs; nothing runs until the scheduler starts."""
+    clock = clock or (store.clock if store is not None else Clock())
+    store = store or await open_store(config.database.path, clock)
+    session = new_session(f"marketd/{__version__}")
+    try:
+        rescued = await store.rescue_stuck(0)
+        if rescued:
+            log.warning("crash_leftovers_rescued", jobs=rescued)
+        lanes = await build_lanes(config, store, clock, session, clients)
+        await store.ensure_budgets({n: ln.budget.rate_limit for n, ln in lanes.items()})
+    except BaseException:
+        await session.close()
+        await store.close()
+        raise
+    scheduler = Scheduler(config, store, lanes, clock)
+    alerts = FailureAlerts(config.alerts, clock, lambda: session)
+    metrics = PageMetrics(store, clock, lanes, alerts)
+    scheduler.after_run.extend([metrics.sample, alerts.on_run])
+    return Daemon(config, store, clock, lanes, scheduler, session, alerts, metrics)
 
 
 async def build_lanes(config: Config, store: Store, clock: Clock,
@@ -128,7 +109,7 @@ async def serve(config: Config, *, clock: Clock | None = None,
     if install_signals:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-    daemon = await Daemon.create(config, clock=clock, clients=clients)
+    daemon = await create_daemon(config, clock=clock, clients=clients)
     runner = web.AppRunner(create_app(daemon), access_log=None, handle_signals=False)
     try:
         await runner.setup()

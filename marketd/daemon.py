@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import aiohttp
+import structlog
 from aiohttp import web
 
 from marketd.alerts import FailureAlerts
@@ -22,6 +23,8 @@ from marketd.models import EnqueueResult, JobSpec, Priority
 from marketd.scheduler import Scheduler
 from marketd.store import Store
 from marketd.worker import Lane
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass
@@ -45,6 +48,23 @@ class Daemon:
         for provider in woken:
             self.scheduler.wake(provider)
         return results
+
+    async def close(self) -> None:
+        """Stop the scheduler (in-flight calls get the grace period), close the clients and
+        the session, return anything still claimed to pending, close the store."""
+        await self.scheduler.stop(self.config.scheduler.shutdown_grace_seconds)
+        for lane in self.lanes.values():
+            try:
+                if lane.client is not None:
+                    await lane.client.close()
+            except Exception:  # closing must go on for the others
+                log.exception("client_close_failed", provider=lane.name)
+        await self.session.close()
+        # anything still claimed (a batch cut short) goes back to pending: no job is lost
+        returned = await self.store.rescue_stuck(0)
+        if returned:
+            log.info("jobs_returned_to_pending", jobs=returned)
+        await self.store.close()
 
 
 DAEMON: web.AppKey[Daemon] = web.AppKey("daemon", Daemon)

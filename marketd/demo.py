@@ -14,8 +14,9 @@ from typing import Any
 
 from aiohttp import web
 
-from marketd.app import Daemon, serve
+from marketd.app import serve
 from marketd.config import Config, parse_config
+from marketd.daemon import Daemon
 from marketd.errors import MarketdError
 from marketd.logs import configure_logging
 from marketd.models import JobSpec, Priority

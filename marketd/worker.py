@@ -39,7 +39,6 @@ from marketd.store import Defer, Outcomes, Retry, Store
 log = structlog.get_logger(__name__)
 
 DEFAULT_429_PAUSE_S = 60.0
-RESULTS_FLUSH_S = 1.0  # results wait at most this long for a transaction to carry them
 
 
 @dataclass
@@ -121,7 +120,6 @@ class Worker:
         calls_before = lane.budget.calls
         queue = group_by_sku(jobs, lane.coalesces)
         current: list[Job] = []  # the group in flight, until its outcomes are recorded
-        flushed = self.clock.monotonic()
         try:
             while queue:
                 stop = stats.stopped_by or self._stop_reason(lane)
@@ -136,13 +134,11 @@ class Worker:
                 current = queue.pop(0)
                 lane.budget.ahead = len(queue) + 1  # calls it may reserve in one transaction
                 outcomes = await self._run_group(lane, current, stats)
-                # written with the next call's reservation, or by a flush: at the latest a
-                # second later (a crash loses no more answers than that)
+                # written with the next call's reservation, or once due (store.pending has
+                # the rules: a crash loses at most a second of answers)
                 self.store.record_soon(outcomes)
                 current = []
-                if self.clock.monotonic() - flushed >= RESULTS_FLUSH_S:
-                    await asyncio.shield(self.store.flush())
-                    flushed = self.clock.monotonic()
+                await asyncio.shield(self.store.flush_due())
             lane.budget.release()
             await asyncio.shield(self.store.flush())
         except BaseException as exc:

@@ -31,7 +31,7 @@ SAMPLE_EVERY_S = 60.0
 async def simulate(tmp: Path, policy: str, p: Params) -> dict[str, Any]:
     """One day of ``p`` under ``policy`` (a key of :func:`scheduler_classes`); the database
     goes in ``tmp``."""
-    from marketd.app import Daemon
+    from marketd.app import create_daemon
     from marketd.clock import FakeClock, parse_iso
     from marketd.models import JobSpec, Priority
 
@@ -46,7 +46,7 @@ async def simulate(tmp: Path, policy: str, p: Params) -> dict[str, Any]:
         item.added_at = rng.uniform(start, end) if i in late else t0
     db = tmp / f"{policy}-{p.limit_per_hour}-{p.seed}.db"
     config = make_config(db, providers={"stockx": {"limits": [f"{p.limit_per_hour}/hour"]}})
-    daemon = await Daemon.create(config, clock=clock, clients={"stockx": provider_factory(world)})
+    daemon = await create_daemon(config, clock=clock, clients={"stockx": provider_factory(world)})
     sched_cls = scheduler_classes()[policy]
     sched = sched_cls(config, daemon.store, daemon.lanes, clock)
     daemon.scheduler = sched  # (a manual enqueue wakes this one)

@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from marketd.app import Daemon, serve
+from marketd.app import serve
+from marketd.daemon import Daemon
 from marketd.errors import NotFound
 from marketd.models import JobSpec
 from tests.support import ScriptedProvider, make_config, raising, scripted_factory

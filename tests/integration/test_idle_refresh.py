@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
-from marketd.app import Daemon
+from marketd.app import create_daemon
 from marketd.clock import FakeClock
+from marketd.daemon import Daemon
 from marketd.models import Job, JobSpec
 from marketd.providers.base import FetchResult
 from marketd.scheduler import IDLE_REFRESH_PRIORITY
@@ -33,7 +34,7 @@ async def make(tmp_path: Path, clock: FakeClock) -> AsyncIterator[Make]:
         (tmp_path / f"d{len(made)}").mkdir()
         registry: dict[str, ScriptedProvider] = {}
         factory = scripted_factory(registry)
-        daemon = await Daemon.create(config, clock=clock,
+        daemon = await create_daemon(config, clock=clock,
                                      clients={"stockx": factory, "ebay": factory})
         made.append(daemon)
 

@@ -14,8 +14,9 @@ from bs4 import BeautifulSoup
 from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import capture_logs
 
-from marketd.app import Daemon
+from marketd.app import create_daemon
 from marketd.clock import FakeClock
+from marketd.daemon import Daemon
 from marketd.errors import NotFound, RateLimited
 from marketd.models import JobSpec
 from marketd.web import create_app
@@ -79,7 +80,7 @@ async def rig_factory(tmp_path: Path, clock: FakeClock) -> AsyncIterator[Any]:
         config = make_config(tmp_path / f"d{len(made)}", **sections)
         registry: dict[str, ScriptedProvider] = {}
         factory = scripted_factory(registry)
-        daemon = await Daemon.create(config, clock=clock, clients=dict.fromkeys(
+        daemon = await create_daemon(config, clock=clock, clients=dict.fromkeys(
             ("stockx", "alias", "ebay"), factory))
         client = TestClient(TestServer(create_app(daemon), host="127.0.0.1"))
         await client.start_server()

@@ -32,7 +32,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from marketd.app import Daemon
+from marketd.app import create_daemon
 from marketd.openapi import openapi_spec
 from marketd.page import COOKIE
 from marketd.web import create_app
@@ -62,7 +62,7 @@ def spec_routes(spec: dict[str, Any]) -> set[tuple[str, str]]:
 async def test_spec_names_every_route_and_only_those(tmp_path: Path) -> None:
     """Every route of create_app(...) is in the spec, and every path of the spec is served.
     (``/openapi.json`` itself is served by the app once web.py mounts it.)"""
-    daemon = await Daemon.create(make_config(tmp_path), clients=_clients({}))
+    daemon = await create_daemon(make_config(tmp_path), clients=_clients({}))
     try:
         served = router_routes(create_app(daemon)) | {("GET", SPEC_PATH)}
     finally:
@@ -147,7 +147,7 @@ class LiveServer:
         # no secrets: every request reaches the handlers' own validation
         config = make_config(self.tmp, scheduler={"interval_seconds": 3600,
                                                   "manual_wake_ms": 60000})
-        daemon = await Daemon.create(config, clients=_clients({}))
+        daemon = await create_daemon(config, clients=_clients({}))
         app = create_app(daemon)
         if ("GET", SPEC_PATH) not in router_routes(app):
             async def spec(request: web.Request) -> web.Response:

@@ -15,8 +15,9 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from bs4 import BeautifulSoup, Tag
 
-from marketd.app import Daemon
+from marketd.app import create_daemon
 from marketd.clock import FakeClock, iso
+from marketd.daemon import Daemon
 from marketd.errors import AuthError, NotFound, RateLimited, TransientError
 from marketd.models import JobSpec
 from marketd.web import create_app
@@ -71,7 +72,7 @@ async def make_page(tmp_path: Path, clock: FakeClock) -> AsyncIterator[MakePage]
         config = make_config(tmp_path / f"d{len(made)}", **sections)
         registry: dict[str, ScriptedProvider] = {}
         factory = scripted_factory(registry)
-        daemon = await Daemon.create(config, clock=clock, clients=dict.fromkeys(
+        daemon = await create_daemon(config, clock=clock, clients=dict.fromkeys(
             ("stockx", "alias", "ebay"), factory))
         client = TestClient(TestServer(create_app(daemon), host="127.0.0.1"))
         page = Page(daemon, client, registry, clock)

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from marketd.app import Daemon
+from marketd.app import create_daemon
 from marketd.budget import ProviderBudget
 from marketd.clock import FakeClock
 from marketd.config import ProviderConfig
@@ -64,7 +64,7 @@ async def test_scheduler_stops_at_the_quota_without_a_429(tmp_path: Path, clock:
         "stockx": {"enabled": False}, "alias": {"enabled": False},
         "ebay": {"limits": ["150/hour"], "base_url": base, "client_id": "c",
                  "client_secret": "s"}})
-    daemon = await Daemon.create(config, clock=clock)
+    daemon = await create_daemon(config, clock=clock)
     try:
         # manual refreshes: they may use the last calls of the quota (background and hot
         # jobs leave manual_reserve of it, here more than the 4 left)

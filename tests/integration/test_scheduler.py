@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
-from marketd.app import Daemon
+from marketd.app import create_daemon
 from marketd.clock import FakeClock, iso
+from marketd.daemon import Daemon
 from marketd.errors import (
     AuthError,
     NotFound,
@@ -35,7 +36,7 @@ async def setup(tmp_path: Path, clock: FakeClock) -> AsyncIterator[tuple[Daemon,
                                     "pacing": False, "manual_reserve": 0})
     registry: dict[str, ScriptedProvider] = {}
     factory = scripted_factory(registry)
-    daemon = await Daemon.create(config, clock=clock,
+    daemon = await create_daemon(config, clock=clock,
                                  clients={"stockx": factory, "alias": factory, "ebay": factory})
     yield daemon, registry
     await daemon.close()
@@ -306,7 +307,7 @@ async def paced(tmp_path: Path, clock: FakeClock) -> AsyncIterator[tuple[Daemon,
                                               "alias": {"enabled": False},
                                               "ebay": {"enabled": False}})
     registry: dict[str, ScriptedProvider] = {}
-    daemon = await Daemon.create(config, clock=clock,
+    daemon = await create_daemon(config, clock=clock,
                                  clients={"stockx": scripted_factory(registry)})
     yield daemon, registry
     await daemon.close()
@@ -473,7 +474,7 @@ async def test_a_daily_limit_is_paced_across_the_day(tmp_path: Path, clock: Fake
                                               "ebay": {"enabled": False}},
                          scheduler={"max_batch_size": 1000})
     registry: dict[str, ScriptedProvider] = {}
-    daemon = await Daemon.create(config, clock=clock,
+    daemon = await create_daemon(config, clock=clock,
                                  clients={"stockx": scripted_factory(registry)})
     try:
         await daemon.enqueue([spec(f"SKU-{i}") for i in range(400)])

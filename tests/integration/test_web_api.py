@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from marketd.app import Daemon
+from marketd.app import create_daemon
 from marketd.clock import FakeClock
+from marketd.daemon import Daemon
 from marketd.errors import NotFound
 from marketd.models import Job
 from marketd.providers.base import FetchResult
@@ -70,7 +71,7 @@ async def make_api(tmp_path: Path, clock: FakeClock) -> AsyncIterator[MakeApi]:
         config = make_config(tmp_path / f"d{len(made)}", **sections)
         registry: dict[str, ScriptedProvider] = {}
         factory = scripted_factory(registry)
-        daemon = await Daemon.create(config, clock=clock,
+        daemon = await create_daemon(config, clock=clock,
                                      clients={"stockx": factory, "alias": factory,
                                               "ebay": factory})
         client = TestClient(TestServer(create_app(daemon), host="127.0.0.1"))

@@ -16,8 +16,9 @@ from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from marketd.app import Daemon
+from marketd.app import create_daemon
 from marketd.clock import FakeClock
+from marketd.daemon import Daemon
 from marketd.errors import NotFound
 from marketd.web import create_app
 from tests.support import ScriptedProvider, make_config, raising, scripted_factory
@@ -41,7 +42,7 @@ async def start(tmp_path: Path, clock: FakeClock) -> Api:
     config = make_config(tmp_path, scheduler={"manual_wake_ms": 60000})
     registry: dict[str, ScriptedProvider] = {}
     factory = scripted_factory(registry)
-    daemon = await Daemon.create(config, clock=clock,
+    daemon = await create_daemon(config, clock=clock,
                                  clients={"stockx": factory, "alias": factory, "ebay": factory})
     client = TestClient(TestServer(create_app(daemon), host="127.0.0.1"))
     try:
