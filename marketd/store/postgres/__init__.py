@@ -19,10 +19,11 @@ from pathlib import Path
 from marketd.clock import Clock
 from marketd.errors import StoreError
 from marketd.store.database import create_private
+from marketd.store.group_commit import GroupCommit
 from marketd.store.postgres.base import Q, migrations, ts
 from marketd.store.postgres.calls import CallTables
 from marketd.store.postgres.database import Conn, PgDatabase, redact
-from marketd.store.postgres.queue import QueueTables, _Queued
+from marketd.store.postgres.queue import QueueTables
 from marketd.store.postgres.state import StateTables
 
 __all__ = ["PostgresStore"]
@@ -36,8 +37,7 @@ class PostgresStore(QueueTables, CallTables, StateTables):
         self.path = redact(url)  # what logs and messages show: never the password
         self.clock = clock
         self.db = PgDatabase(url) if pool_max is None else PgDatabase(url, pool_max=pool_max)
-        self._queued: list[_Queued] = []
-        self._group_writer: asyncio.Task[None] | None = None
+        self._group = GroupCommit(self._enqueue_tx)
 
     @classmethod
     async def open(cls, url: str, clock: Clock | None = None, *, migrate: bool = True,
@@ -54,9 +54,7 @@ class PostgresStore(QueueTables, CallTables, StateTables):
         return store
 
     async def close(self) -> None:
-        if self._group_writer is not None and not self._group_writer.done():
-            with suppress(Exception):
-                await self._group_writer  # enqueues already accepted are written first
+        await self._group.drained()  # enqueues already accepted are written first
         await self.db.close()
 
     async def migrate(self) -> list[int]:

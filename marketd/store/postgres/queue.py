@@ -3,7 +3,6 @@ index across daemons), claim (``FOR UPDATE SKIP LOCKED``), outcomes, rescue and 
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -11,65 +10,21 @@ from typing import Any
 import asyncpg
 
 from marketd.models import EnqueueResult, Job, JobSpec, Priority, dedupe_key
+from marketd.store.group_commit import GroupCommit, new_ids
 from marketd.store.postgres.base import Q, Tables, count, job_from_record, ts
 from marketd.store.postgres.database import Conn
 from marketd.store.records import Outcomes
-from marketd.store.sqlite.queue import _new_ids
-
-_Queued = tuple[Sequence[JobSpec], float, "asyncio.Future[list[EnqueueResult]]"]
 
 
 class QueueTables(Tables):
-    _queued: list[_Queued]
-    _group_writer: asyncio.Task[None] | None
+    _group: GroupCommit
 
     # ---- enqueue: group commit ---------------------------------------------------------------
 
     async def enqueue(self, specs: Sequence[JobSpec], fresh_for_s: float) -> list[EnqueueResult]:
-        """Enqueue many jobs in one transaction, in order; all or nothing. Group commit as the
-        SQLite store's: concurrent callers share one transaction, written by a task of the
-        store's own; if a shared transaction fails, each caller's jobs are written alone."""
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[list[EnqueueResult]] = loop.create_future()
-        fut.add_done_callback(_consume)
-        self._queued.append((specs, fresh_for_s, fut))
-        if self._group_writer is None or self._group_writer.done():
-            self._group_writer = loop.create_task(self._drain())
-        return await asyncio.shield(fut)
-
-    async def _drain(self) -> None:
-        await asyncio.sleep(0)  # one loop turn: requests parsed meanwhile join this group
-        while self._queued:
-            group, self._queued = self._queued, []
-            by_fresh: dict[float, list[_Queued]] = {}
-            for item in group:
-                by_fresh.setdefault(item[1], []).append(item)
-            for fresh, items in by_fresh.items():
-                await self._write_group(items, fresh)
-
-    async def _write_group(self, items: list[_Queued], fresh_for_s: float) -> None:
-        if len(items) > 1:
-            try:
-                results = await self._enqueue_tx([s for specs, _, _ in items for s in specs],
-                                                 fresh_for_s)
-            except Exception:  # noqa: S110 - each caller is retried alone just below
-                pass
-            else:
-                at = 0
-                for specs, _, fut in items:
-                    if not fut.done():
-                        fut.set_result(results[at:at + len(specs)])
-                    at += len(specs)
-                return
-        for specs, _, fut in items:
-            try:
-                result = await self._enqueue_tx(specs, fresh_for_s)
-            except Exception as exc:
-                if not fut.done():
-                    fut.set_exception(exc)
-            else:
-                if not fut.done():
-                    fut.set_result(result)
+        """Enqueue many jobs in one transaction, in order; all or nothing (concurrent callers
+        share transactions: store.group_commit)."""
+        return await self._group.enqueue(specs, fresh_for_s)
 
     async def _enqueue_tx(self, specs: Sequence[JobSpec],
                           fresh_for_s: float) -> list[EnqueueResult]:
@@ -77,7 +32,7 @@ class QueueTables(Tables):
         if not specs:
             return []
         now = self.clock.now()
-        ids = _new_ids(len(specs))
+        ids = new_ids(len(specs))
         q = Q["enqueue_jobs"]
         args = q.args({
             "ids": ids, "user_ids": [s.user_id for s in specs],
@@ -261,10 +216,3 @@ def _is_uuid(text: str) -> bool:
     except (ValueError, TypeError, AttributeError):
         return False
     return True
-
-
-def _consume(fut: asyncio.Future[list[EnqueueResult]]) -> None:
-    """Retrieve the outcome of a caller's future even if the caller went away."""
-    if not fut.cancelled():
-        fut.exception()
-

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
-from contextlib import suppress
 
 from marketd import sql
 from marketd.clock import Clock, iso
 from marketd.errors import StoreError
 from marketd.store.database import Database, translate
+from marketd.store.group_commit import GroupCommit
 from marketd.store.sqlite.base import Q
 from marketd.store.sqlite.calls import CallTables
-from marketd.store.sqlite.queue import QueueTables, _Queued
+from marketd.store.sqlite.queue import QueueTables
 from marketd.store.sqlite.state import StateTables
 
 
@@ -23,8 +22,7 @@ class SQLiteStore(QueueTables, CallTables, StateTables):
         self.path = path
         self.clock = clock
         self.db = Database(path, inline=inline)
-        self._queued: list[_Queued] = []
-        self._group_writer: asyncio.Task[None] | None = None
+        self._group = GroupCommit(self._enqueue_tx)
 
     @classmethod
     async def open(cls, path: str, clock: Clock | None = None, *, migrate: bool = True,
@@ -41,9 +39,7 @@ class SQLiteStore(QueueTables, CallTables, StateTables):
         return store
 
     async def close(self) -> None:
-        if self._group_writer is not None and not self._group_writer.done():
-            with suppress(Exception):
-                await self._group_writer  # enqueues already accepted are written first
+        await self._group.drained()  # enqueues already accepted are written first
         await self.db.close()
 
     @property

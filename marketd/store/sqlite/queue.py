@@ -2,84 +2,34 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
 import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
 from marketd.clock import iso
 from marketd.models import EnqueueResult, Job, JobSpec, Priority, dedupe_key
+from marketd.store.group_commit import GroupCommit, new_ids
 from marketd.store.records import Outcomes
 from marketd.store.sqlite.base import Q, Tables
 from marketd.store.sqlite.rows import job_from_row, price_row
 
-_Queued = tuple[Sequence[JobSpec], float, "asyncio.Future[list[EnqueueResult]]"]
-
 
 class QueueTables(Tables):
-    _queued: list[_Queued]
-    _group_writer: asyncio.Task[None] | None
+    _group: GroupCommit
 
     # ---- enqueue: group commit ---------------------------------------------------------------
 
     async def enqueue(self, specs: Sequence[JobSpec], fresh_for_s: float) -> list[EnqueueResult]:
-        """Enqueue many jobs in one transaction, in order; all or nothing.
-
-        Group commit: concurrent callers share one transaction (one staging fill, one upsert,
-        one COMMIT), written by a task of the store's own, so a caller that goes away cannot
-        strand the others. Each caller gets its own results in its own order, only after the
-        COMMIT that made them durable; if a shared transaction fails, each caller's jobs are
-        written alone, so one caller's failure is never another's.
-        """
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[list[EnqueueResult]] = loop.create_future()
-        fut.add_done_callback(_consume)
-        self._queued.append((specs, fresh_for_s, fut))
-        if self._group_writer is None or self._group_writer.done():
-            self._group_writer = loop.create_task(self._drain())
-        return await asyncio.shield(fut)
-
-    async def _drain(self) -> None:
-        await asyncio.sleep(0)  # one loop turn: requests parsed meanwhile join this group
-        while self._queued:
-            group, self._queued = self._queued, []
-            by_fresh: dict[float, list[_Queued]] = {}
-            for item in group:
-                by_fresh.setdefault(item[1], []).append(item)
-            for fresh, items in by_fresh.items():
-                await self._write_group(items, fresh)
-
-    async def _write_group(self, items: list[_Queued], fresh_for_s: float) -> None:
-        if len(items) > 1:
-            try:
-                results = await self._enqueue_tx([s for specs, _, _ in items for s in specs],
-                                                 fresh_for_s)
-            except Exception:  # noqa: S110 - each caller is retried alone just below
-                pass
-            else:
-                at = 0
-                for specs, _, fut in items:
-                    if not fut.done():
-                        fut.set_result(results[at:at + len(specs)])
-                    at += len(specs)
-                return
-        for specs, _, fut in items:
-            try:
-                result = await self._enqueue_tx(specs, fresh_for_s)
-            except Exception as exc:
-                if not fut.done():
-                    fut.set_exception(exc)
-            else:
-                if not fut.done():
-                    fut.set_result(result)
+        """Enqueue many jobs in one transaction, in order; all or nothing (concurrent callers
+        share transactions: store.group_commit)."""
+        return await self._group.enqueue(specs, fresh_for_s)
 
     async def _enqueue_tx(self, specs: Sequence[JobSpec],
                           fresh_for_s: float) -> list[EnqueueResult]:
         """One enqueue transaction."""
         now = self.clock.now()
-        ids = _new_ids(len(specs))
+        ids = new_ids(len(specs))
         rows = [(i, ids[i], s.user_id, s.provider, s.sku, s.size, s.size_system,
                  s.priority, s.dedupe_key, s.size_key) for i, s in enumerate(specs)]
 
@@ -244,21 +194,3 @@ class _Results:
         for name, params in self.jobs.items():
             if params:
                 conn.executemany(Q[name], params)
-
-
-def _consume(fut: asyncio.Future[list[EnqueueResult]]) -> None:
-    """Retrieve the outcome of a caller's future even if the caller went away."""
-    if not fut.cancelled():
-        fut.exception()
-
-
-def _new_ids(n: int) -> list[str]:
-    """n random UUIDv4 strings from one read of the OS's random source (uuid4() reads it once
-    per id)."""
-    raw = os.urandom(16 * n).hex()
-    out = []
-    for k in range(0, 32 * n, 32):
-        h = raw[k:k + 32]
-        out.append(f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-"
-                   f"{h[20:]}")
-    return out
