@@ -52,7 +52,7 @@ async def create_daemon(config: Config, *, clock: Clock | None = None,
     build the lanes, and hook the queue sampling and the failure-rate alerts to the
     scheduler's runs; nothing runs until the scheduler starts."""
     clock = clock or (store.clock if store is not None else Clock())
-    store = store or await open_store(config.database.path, clock)
+    store = store or await open_store(config.database, clock)
     session = new_session(f"marketd/{__version__}")
     try:
         rescued = await store.rescue_stuck(0)
@@ -123,7 +123,7 @@ async def serve(config: Config, *, clock: Clock | None = None,
                                f"{exc.strerror or exc} ({hint})") from None
         url = _url(runner, config.server.host)
         daemon.scheduler.start()
-        log.info("marketd_ready", url=url, database=config.database.path,
+        log.info("marketd_ready", url=url, database=config.database.where,
                  providers=sorted(daemon.lanes), version=__version__)
         _sd_notify("READY=1")
         watchdog = _start_watchdog(daemon)

@@ -135,7 +135,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"marketd: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except StoreError as exc:
-        print(f"marketd: {exc} (check database.path and its permissions)", file=sys.stderr)
+        print(f"marketd: {exc} (check database.path and its permissions, or database.url)",
+              file=sys.stderr)
         return EXIT_FAIL
     except MarketdError as exc:
         print(f"marketd: {exc}", file=sys.stderr)
@@ -175,12 +176,12 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     config = _config(args)
 
     async def go() -> int:
-        store = await open_store(config.database.path, migrate=False)
+        store = await open_store(config.database, migrate=False)
         try:
             applied = await store.migrate()
         finally:
             await store.close()
-        print(f"{config.database.path}: " + (
+        print(f"{config.database.where}: " + (
             f"applied migrations {', '.join(map(str, applied))}" if applied else "up to date"))
         return EXIT_OK
 
@@ -263,7 +264,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         f"{p.name} ({', '.join(lim.text for lim in p.limits)})"
         for p in config.enabled_providers()) or "none"
     print(f"ok: {config.source or 'built-in defaults'}; providers: {enabled}; "
-          f"database: {config.database.path}")
+          f"database: {config.database.where}")
     return EXIT_OK
 
 
@@ -278,7 +279,7 @@ def cmd_auth(args: argparse.Namespace) -> int:
                          "client_id/client_secret) first")
 
     async def go() -> int:
-        store = await open_store(config.database.path, Clock())
+        store = await open_store(config.database, Clock())
         try:
             await run_auth_flow(pc, store, port=args.port)
         finally:
@@ -331,12 +332,12 @@ def cmd_backup(args: argparse.Namespace) -> int:
     config = _config(args)
 
     async def go() -> int:
-        store = await open_store(config.database.path, Clock(), migrate=False)
+        store = await open_store(config.database, Clock(), migrate=False)
         try:
             await store.backup(args.path)
         finally:
             await store.close()
-        print(f"backed up {config.database.path} to {args.path}")
+        print(f"backed up {config.database.where} to {args.path}")
         return EXIT_OK
 
     return _run(go())

@@ -29,7 +29,7 @@ def daemon_url(config: Config) -> str:
 
 @asynccontextmanager
 async def _store(config: Config) -> AsyncIterator[Store]:
-    store = await open_store(config.database.path, Clock())
+    store = await open_store(config.database, Clock())
     try:
         yield store
     finally:

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from marketd.errors import ConfigError
 from marketd.models import PROVIDERS
@@ -30,8 +31,15 @@ class ServerConfig:
 class DatabaseConfig:
     path: str = "/var/lib/marketd/marketd.db"
     # PostgreSQL instead of the SQLite file: "postgresql://user@host:port/dbname" (or
-    # MARKETD_DATABASE_URL); several daemons may share one database. Excludes ``path``.
+    # MARKETD_DATABASE_URL); excludes ``path``. One daemon per database for now: start-up
+    # returns every running job to pending (instances and lane hand-over are issue 12's rest)
     url: str = ""
+
+    @property
+    def where(self) -> str:
+        """The database as logs and messages name it: the URL without its password, or the
+        SQLite file."""
+        return redact_url(self.url) if self.url else self.path
 
 
 @dataclass(frozen=True)
@@ -419,3 +427,15 @@ def redacted(config: Config) -> dict[str, Any]:
         for name, pc in config.providers.items()
     }
     return out
+
+
+def redact_url(url: str) -> str:
+    """The URL without its password (for logs, errors and ``Store.path``)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))

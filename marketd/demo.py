@@ -97,7 +97,7 @@ async def _enqueue_portfolio(daemon: Daemon, url: str, sim_url: str) -> None:
     print(f"""
 marketd demo is running (simulated StockX, Alias and eBay at {sim_url})
   status page:  {url}
-  database:     {daemon.config.database.path}
+  database:     {daemon.config.database.where}
   enqueued:     {len(jobs) + 1} jobs for a sample portfolio; prices appear within seconds
   try:          curl -s -X POST {url}enqueue -d '{MANUAL_JOB}'
                 curl -s {url}prices?sku=DD1391-100

@@ -138,7 +138,7 @@ class Worker:
                 # the rules: a crash loses at most a second of answers)
                 self.store.record_soon(outcomes)
                 current = []
-                await asyncio.shield(self.store.flush_due())
+                await self.store.flush_due()  # (a write finishes whole even if cancelled)
             lane.budget.release()
             await asyncio.shield(self.store.flush())
         except BaseException as exc:

@@ -47,6 +47,12 @@ def translate(exc: sqlite3.Error, what: str) -> StoreError:
     return StoreError(f"database {what} failed: {exc}")
 
 
+def _translated(exc: sqlite3.Error, what: str) -> StoreError:
+    out = translate(exc, what)
+    out.__cause__ = exc
+    return out
+
+
 def connect(path: str) -> sqlite3.Connection:
     """A connection with marketd's pragmas (autocommit mode: transactions are explicit)."""
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -139,23 +145,31 @@ class Database:
         if writer is None:
             raise StoreError("the database is closed")
         queued = self.pending.take()
+        caller: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._inflight += 1
-        try:
-            done, changes, dropped = await writer.run(_transaction_with_fallback, work, queued)
-        except _Requeue as exc:  # busy, I/O, a bug in work: the pending writes go again later
-            self.pending.put_back(exc.remaining)
-            if isinstance(exc.cause, sqlite3.Error):
-                raise translate(exc.cause, "write") from exc.cause
-            raise exc.cause from None
-        except sqlite3.Error as exc:
-            raise translate(exc, "write") from exc
-        finally:
+
+        def done(out: Any, exc: BaseException | None) -> None:
+            # on the loop, whatever became of the caller: the bookkeeping never depends on it
             self._inflight -= 1
-        for error in dropped:
-            log.error("queued_write_dropped", error=error)
-        self._changes = changes
-        self._maybe_checkpoint()
-        return done  # type: ignore[no-any-return]
+            if isinstance(exc, _Requeue):  # busy, I/O, a bug in work: they go again later
+                self.pending.put_back(exc.remaining)
+                exc = exc.cause
+            if isinstance(exc, sqlite3.Error):
+                exc = _translated(exc, "write")
+            elif exc is None:
+                result, self._changes, dropped = out
+                for error in dropped:
+                    log.error("queued_write_dropped", error=error)
+                self._maybe_checkpoint()
+            if caller.done():
+                return
+            if exc is not None:
+                caller.set_exception(exc)
+            else:
+                caller.set_result(result)
+
+        writer.submit(done, _transaction_with_fallback, work, queued)
+        return await caller
 
     async def flush(self) -> None:
         """Write the pending writes now, if any."""

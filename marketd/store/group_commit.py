@@ -36,7 +36,8 @@ class GroupCommit:
         self._queued.append((specs, fresh_for_s, fut))
         if self._task is None or self._task.done():
             self._task = loop.create_task(self._drain())
-        return await asyncio.shield(fut)
+        # a caller that goes away cancels only its own future: its jobs are still written
+        return await fut
 
     async def drained(self) -> None:
         """Wait until every enqueue already accepted is written (closing the store)."""

@@ -14,15 +14,20 @@ import sqlite3
 import threading
 from collections.abc import Callable
 from contextlib import suppress
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
-T = TypeVar("T")
 Fn = Callable[..., Any]
 
 
+# called with (result, None) or (None, exception) once a function has run
+Done = Callable[[Any, BaseException | None], None]
+
+
 class Writer(Protocol):
-    async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        """``fn(connection, *args)`` on the write connection."""
+    def submit(self, done: Done, fn: Fn, *args: Any) -> None:
+        """Run ``fn(connection, *args)`` on the write connection, then ``done`` on the loop;
+        ``done`` is called whatever happens to the caller (a cancelled caller cannot lose
+        what the transaction carried)."""
 
     async def stop(self) -> None:
         """Finish what was asked, then close the connection."""
@@ -34,10 +39,16 @@ class InlineWriter:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn: sqlite3.Connection | None = conn
 
-    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+    def submit(self, done: Done, fn: Fn, *args: Any) -> None:
         if self._conn is None:
-            raise sqlite3.ProgrammingError("the writer is stopped")
-        return fn(self._conn, *args)
+            done(None, sqlite3.ProgrammingError("the writer is stopped"))
+            return
+        try:
+            result = fn(self._conn, *args)
+        except Exception as exc:
+            done(None, exc)
+        else:
+            done(result, None)
 
     async def stop(self) -> None:
         conn, self._conn = self._conn, None
@@ -45,26 +56,26 @@ class InlineWriter:
             conn.close()
 
 
-_Item = tuple[Fn, tuple[Any, ...], asyncio.AbstractEventLoop, "asyncio.Future[Any]"] | None
+_Item = tuple[Done, Fn, tuple[Any, ...]] | None
 
 
 class ThreadWriter:
     """One daemon thread that owns the write connection and serves a queue of functions."""
 
-    def __init__(self) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
         self._queue: queue.SimpleQueue[_Item] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
-        self._stopped: asyncio.Future[None] | None = None
+        self._stopped: asyncio.Future[None] = loop.create_future()
         self._closing = False
 
     @classmethod
     async def start(cls, connect: Callable[[], sqlite3.Connection]) -> ThreadWriter:
         """Start the thread and open the connection on it (errors are raised here)."""
-        self = cls()
         loop = asyncio.get_running_loop()
+        self = cls(loop)
         opened: asyncio.Future[None] = loop.create_future()
-        self._stopped = loop.create_future()
-        self._thread = threading.Thread(target=self._serve, args=(connect, loop, opened),
+        self._thread = threading.Thread(target=self._serve, args=(connect, opened),
                                         name="marketd-writer", daemon=True)
         self._thread.start()
         try:
@@ -74,18 +85,14 @@ class ThreadWriter:
             raise
         return self
 
-    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+    def submit(self, done: Done, fn: Fn, *args: Any) -> None:
         if self._thread is None or self._closing:
-            raise sqlite3.ProgrammingError("the writer is stopped")
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[T] = loop.create_future()
-        fut.add_done_callback(_consume)
-        self._queue.put((fn, args, loop, fut))
-        # shielded: a cancelled caller leaves the transaction to finish whole on the thread
-        return await asyncio.shield(fut)
+            done(None, sqlite3.ProgrammingError("the writer is stopped"))
+            return
+        self._queue.put((done, fn, args))
 
     async def stop(self) -> None:
-        if self._thread is None or self._stopped is None:
+        if self._thread is None:
             return
         if not self._closing:
             self._closing = True
@@ -94,7 +101,8 @@ class ThreadWriter:
         self._thread = None
 
     def _serve(self, connect: Callable[[], sqlite3.Connection],
-               loop: asyncio.AbstractEventLoop, opened: asyncio.Future[None]) -> None:
+               opened: asyncio.Future[None]) -> None:
+        loop = self._loop
         try:
             conn = connect()
         except BaseException as exc:
@@ -104,13 +112,13 @@ class ThreadWriter:
         loop.call_soon_threadsafe(_settle, opened, None, None)
         try:
             while (item := self._queue.get()) is not None:
-                fn, args, caller_loop, fut = item
+                done, fn, args = item
                 try:
                     result = fn(conn, *args)
                 except BaseException as exc:
-                    caller_loop.call_soon_threadsafe(_settle, fut, None, exc)
+                    loop.call_soon_threadsafe(done, None, exc)
                 else:
-                    caller_loop.call_soon_threadsafe(_settle, fut, result, None)
+                    loop.call_soon_threadsafe(done, result, None)
         finally:
             with suppress(sqlite3.Error):
                 conn.close()
@@ -118,14 +126,8 @@ class ThreadWriter:
                 loop.call_soon_threadsafe(_settle, self._stopped, None, None)
 
 
-def _consume(fut: asyncio.Future[Any]) -> None:
-    """Retrieve the outcome even if the caller went away (no 'never retrieved' noise)."""
-    if not fut.cancelled():
-        fut.exception()
-
-
-def _settle(fut: asyncio.Future[Any] | None, result: Any, exc: BaseException | None) -> None:
-    if fut is None or fut.done():
+def _settle(fut: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
+    if fut.done():
         return
     if exc is not None:
         fut.set_exception(exc)

@@ -17,12 +17,13 @@ from contextlib import suppress
 from pathlib import Path
 
 from marketd.clock import Clock
+from marketd.config import redact_url as redact
 from marketd.errors import StoreError
 from marketd.store.database import create_private
 from marketd.store.group_commit import GroupCommit
 from marketd.store.postgres.base import Q, migrations, ts
 from marketd.store.postgres.calls import CallTables
-from marketd.store.postgres.database import Conn, PgDatabase, redact
+from marketd.store.postgres.database import Conn, PgDatabase
 from marketd.store.postgres.queue import QueueTables
 from marketd.store.postgres.state import StateTables
 

@@ -17,12 +17,12 @@ import random
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import suppress
 from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import structlog
 from asyncpg.pool import PoolConnectionProxy
 
+from marketd.config import redact_url as redact
 from marketd.errors import StoreError
 from marketd.store.pending import PendingWritesOf
 
@@ -44,18 +44,6 @@ _OPEN_ERRORS: tuple[type[BaseException], ...] = (*DRIVER_ERRORS, ValueError)
 _RACES = (asyncpg.exceptions.SerializationError, asyncpg.exceptions.DeadlockDetectedError)
 # the database refused the data itself (SQLSTATE classes 22 and 23)
 _DATA = (asyncpg.exceptions.DataError, asyncpg.exceptions.IntegrityConstraintViolationError)
-
-
-def redact(url: str) -> str:
-    """The URL without its password (for logs, errors and ``Store.path``)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 def translate(exc: BaseException, what: str) -> StoreError:
