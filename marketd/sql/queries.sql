@@ -4,6 +4,33 @@
 -- name: pragma_setup
 PRAGMA journal_mode = WAL;
 
+-- name: pragma_busy_timeout
+-- wait up to 10 s for another process's write lock before "database is locked"
+PRAGMA busy_timeout = 10000;
+
+-- name: pragma_synchronous
+PRAGMA synchronous = NORMAL;
+
+-- name: pragma_temp_store
+-- the enqueue staging table is TEMP: keep it in memory, not in a file made per write
+PRAGMA temp_store = MEMORY;
+
+-- name: pragma_foreign_keys
+PRAGMA foreign_keys = ON;
+
+-- name: pragma_no_autocheckpoint
+-- the write connection never checkpoints on commit (store.database runs them when idle)
+PRAGMA wal_autocheckpoint = 0;
+
+-- name: journal_mode
+PRAGMA journal_mode;
+
+-- name: ping
+SELECT 1;
+
+-- name: schema_exists
+SELECT 1 FROM sqlite_master WHERE name = 'schema_migrations';
+
 -- name: create_staging
 CREATE TEMP TABLE IF NOT EXISTS enqueue_staging (
     seq INTEGER PRIMARY KEY, id TEXT, user_id TEXT, provider TEXT, sku TEXT, size TEXT,

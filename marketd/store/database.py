@@ -39,7 +39,6 @@ log = structlog.get_logger(__name__)
 CHECKPOINT_AFTER_CHANGES = 5000
 CHECKPOINT_FORCE_CHANGES = 100_000
 CHECKPOINT_IDLE_S = 0.25
-BUSY_TIMEOUT_MS = 10_000
 
 
 def translate(exc: sqlite3.Error, what: str) -> StoreError:
@@ -63,15 +62,13 @@ def connect(path: str) -> sqlite3.Connection:
 
 
 def _pragmas() -> list[str]:
-    return [f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}", Q["pragma_setup"],
-            "PRAGMA synchronous = NORMAL",
-            # the enqueue staging table is TEMP: keep it in memory, not in a file made per write
-            "PRAGMA temp_store = MEMORY", "PRAGMA foreign_keys = ON"]
+    return [Q[name] for name in ("pragma_busy_timeout", "pragma_setup", "pragma_synchronous",
+                                 "pragma_temp_store", "pragma_foreign_keys")]
 
 
 def _writer_connection(path: str) -> sqlite3.Connection:
     conn = connect(path)
-    conn.execute("PRAGMA wal_autocheckpoint = 0")
+    conn.execute(Q["pragma_no_autocheckpoint"])
     return conn
 
 

@@ -371,3 +371,6 @@ SELECT b.le AS le,
        (SELECT count(*) FROM market_job_runs r
         WHERE r.duration_ms IS NOT NULL AND r.duration_ms <= b.le * 1000) AS n
 FROM b ORDER BY b.le;
+
+-- name: ping
+SELECT 1;

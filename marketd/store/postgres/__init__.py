@@ -81,7 +81,7 @@ class PostgresStore(QueueTables, CallTables, StateTables):
 
     async def ping(self) -> bool:
         try:
-            await self.db.read("SELECT 1")
+            await self._fetch("ping")
         except StoreError:
             return False
         return True

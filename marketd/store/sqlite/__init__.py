@@ -7,7 +7,7 @@ import sqlite3
 from marketd import sql
 from marketd.clock import Clock, iso
 from marketd.errors import StoreError
-from marketd.store.database import Database, translate
+from marketd.store.database import Database
 from marketd.store.group_commit import GroupCommit
 from marketd.store.sqlite.base import Q
 from marketd.store.sqlite.calls import CallTables
@@ -55,8 +55,7 @@ class SQLiteStore(QueueTables, CallTables, StateTables):
         now = iso(self.clock.now())
 
         def work(conn: sqlite3.Connection) -> list[int]:
-            exists = conn.execute(
-                "SELECT 1 FROM sqlite_master WHERE name = 'schema_migrations'").fetchone()
+            exists = conn.execute(Q["schema_exists"]).fetchone()
             if not exists:
                 _executescript(conn, sql.schema())
                 for version, name, _ in migrations:
@@ -75,7 +74,7 @@ class SQLiteStore(QueueTables, CallTables, StateTables):
 
     async def ping(self) -> bool:
         try:
-            await self.db.read("SELECT 1")
+            await self.db.read(Q["ping"])
         except StoreError:
             return False
         return True
@@ -85,10 +84,7 @@ class SQLiteStore(QueueTables, CallTables, StateTables):
 
     async def journal_mode(self) -> str:
         """The database's journal mode (``wal``)."""
-        try:
-            return str((await self.db.read("PRAGMA journal_mode"))[0][0])
-        except sqlite3.Error as exc:
-            raise translate(exc, "read") from exc
+        return str((await self.db.read(Q["journal_mode"]))[0][0])
 
 
 def _executescript(conn: sqlite3.Connection, script: str) -> None:
