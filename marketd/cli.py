@@ -59,8 +59,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sim-port", type=int, default=0,
                    help="simulator port (default: any free port)")
 
-    p = sub.add_parser("migrate", help="create or upgrade the database schema")
+    p = sub.add_parser(
+        "migrate", help="create or upgrade the database schema (--to: copy SQLite to PostgreSQL)",
+        description="Create or upgrade the schema of the configured database. With --to, copy "
+                    "the configured SQLite database (stopped: no daemon may have it open) into "
+                    "an empty PostgreSQL database: its schema is migrated first, then jobs, "
+                    "prices and history, catalog, tokens, wanted keys, budgets, runs, metrics, "
+                    "queue samples, provider state and the calls still inside their windows "
+                    "are copied in one transaction, and the counts are checked table by table.",
+        epilog="Then point the config at PostgreSQL ([database] url = \"postgresql://...\", "
+               "without path) and start the daemons. Exit status: 0 copied, 2 refused (no "
+               "SQLite file, daemon running, target not empty, bad URL), 1 failed (rolled "
+               "back).")
     _add_config(p)
+    p.add_argument("--to", metavar="URL",
+                   help="copy into this empty PostgreSQL database "
+                        "(postgresql://user@host:port/dbname) instead")
 
     p = sub.add_parser("enqueue", help="enqueue one job")
     _add_config(p)
@@ -174,6 +188,8 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     from marketd.store import open_store
 
     config = _config(args)
+    if args.to is not None:
+        return _migrate_to(config, args.to)
 
     async def go() -> int:
         store = await open_store(config.database, migrate=False)
@@ -186,6 +202,54 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         return EXIT_OK
 
     return _run(go())
+
+
+def _migrate_to(config: Config, url: str) -> int:
+    """``migrate --to``: the configured SQLite database copied into PostgreSQL."""
+    from urllib.parse import urlsplit
+
+    from marketd.config import redact_url
+
+    if config.database.url:
+        raise UsageError("migrate --to copies the SQLite database of the config, but it names "
+                         f"database.url ({config.database.where}); give the SQLite config "
+                         "(database.path), and unset MARKETD_DATABASE_URL")
+    if urlsplit(url).scheme not in ("postgresql", "postgres"):
+        raise UsageError(f"--to {redact_url(url)!r}: write postgresql://user@host:port/dbname")
+    try:
+        from marketd.store.transfer import Refused, TransferError, transfer
+    except ImportError as exc:
+        raise UsageError(f"migrate --to needs asyncpg ({exc}): pip install 'marketd[postgres]'"
+                         ) from None
+    windows = {p.name: max((lim.window_s for lim in p.limits), default=0.0)
+               for p in config.providers.values()}
+
+    def progress(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    try:
+        report = _run(transfer(config.database.path, url, windows=windows, progress=progress))
+    except Refused as exc:
+        raise UsageError(str(exc)) from None
+    except TransferError as exc:
+        print(f"marketd: copy failed, rolled back (the PostgreSQL database holds no rows): {exc}",
+              file=sys.stderr)
+        return EXIT_FAIL
+    schema = (f"applied migrations {', '.join(map(str, report.migrations))}"
+              if report.migrations else "up to date")
+    print(f"copied {report.source} -> {report.target} (schema {schema})")
+    for t in report.tables:
+        note = f" (of {t.source_rows}: older calls are outside every window)" \
+            if t.rows != t.source_rows else ""
+        if t.left_out:
+            note += f"; columns not in PostgreSQL, left out: {', '.join(t.left_out)}"
+        print(f"  {t.table:26} {t.rows:>10} rows{note}")
+    for name in report.skipped_tables:
+        print(f"  {name:26} {'-':>10} not in the PostgreSQL schema: not copied")
+    rate = report.rows / report.seconds if report.seconds > 0 else 0.0
+    print(f"  {'total':26} {report.rows:>10} rows in {len(report.tables)} tables, "
+          f"{report.seconds:.1f} s ({rate:,.0f} rows/s); counts checked table by table")
+    return EXIT_OK
 
 
 def cmd_enqueue(args: argparse.Namespace) -> int:
@@ -265,6 +329,18 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         for p in config.enabled_providers()) or "none"
     print(f"ok: {config.source or 'built-in defaults'}; providers: {enabled}; "
           f"database: {config.database.where}")
+    from marketd.config import LIMITS_SOURCE, PROVIDER_COMMON, missing_documented_limits
+
+    for pc in config.enabled_providers():
+        texts = [lim.text for lim in pc.limits]
+        origin = "default" if texts == PROVIDER_COMMON[pc.name]["limits"] else "configured"
+        print(f"{pc.name}: limits in force: {', '.join(texts)} ({origin}; "
+              f"{LIMITS_SOURCE[pc.name]})")
+        missing = missing_documented_limits(pc)
+        if missing:
+            print(f"warning: providers.{pc.name}.limits lacks {pc.name}'s documented "
+                  f"{' and '.join(missing)}: calls sent back to back will meet 429s; add "
+                  f"{', '.join(repr(m) for m in missing)} to the list")
     return EXIT_OK
 
 

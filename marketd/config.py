@@ -115,7 +115,10 @@ class Config:
 
 # Common provider keys and their defaults, then each provider's own.
 PROVIDER_COMMON: dict[str, dict[str, Any]] = {
-    "stockx": {"limits": ["100/hour"], "delay_ms": 0.0, "timeout_s": 30.0,
+    # StockX documents 1 request/second and 25,000/day (providers.md §1); 100/hour is the
+    # user's own plan. All hold at once, so a first look-up's three calls never meet a 429.
+    "stockx": {"limits": ["1/second", "25000/day", "100/hour"], "delay_ms": 0.0,
+               "timeout_s": 30.0,
                "base_url": "https://api.stockx.com"},
     "alias": {"limits": ["200/hour"], "delay_ms": 0.0, "timeout_s": 60.0,
               "base_url": "https://api.alias.org"},
@@ -128,6 +131,32 @@ PROVIDER_DEFAULTS: dict[str, dict[str, Any]] = {
     "alias": {"region": "UK", "consigned": "any", "api_token": ""},
     "ebay": {"marketplace": "EBAY_GB", "category_ids": "", "client_id": "", "client_secret": ""},
 }
+# What each provider itself documents (providers.md §1-§3), for check-config: a configured
+# limit list that lacks one of these will meet 429s the daemon could have avoided.
+DOCUMENTED_LIMITS: dict[str, tuple[str, ...]] = {
+    "stockx": ("1/second", "25000/day"),  # [3P] quoting developer.stockx.com api-introduction
+    "alias": (),  # no numeric limit is published [DOC]
+    "ebay": (),  # Browse's 5,000/day comes from getRateLimits at run time [DOC]
+}
+LIMITS_SOURCE: dict[str, str] = {
+    "stockx": "StockX documents 1/second and 25000/day; the hourly limit is your plan",
+    "alias": "Alias publishes no limit; this is your own pace",
+    "ebay": "eBay Browse allows 5000/day by default, read from getRateLimits hourly",
+}
+
+
+def missing_documented_limits(pc: ProviderConfig) -> list[str]:
+    """The provider's documented limits that ``pc.limits`` does not hold at least as strictly
+    (a limit of the same window with a count no higher)."""
+    missing = []
+    for text in DOCUMENTED_LIMITS.get(pc.name, ()):
+        documented = parse_limit(text)
+        if not any(lim.window_s == documented.window_s and lim.count <= documented.count
+                   for lim in pc.limits):
+            missing.append(text)
+    return missing
+
+
 SECRET_ENV: dict[tuple[str, ...], str] = {
     ("security", "cron_secret"): "CRON_SECRET",
     ("security", "api_token"): "MARKETD_API_TOKEN",
@@ -177,7 +206,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "logging.level": ("debug", "info", "warning", "error"),
     "logging.format": ("auto", "json", "console"),
     "alias.consigned": ("any", "true", "false"),
-    "alias.region": ("UK", "US", "EU", "AU", "CA", "JP", "GLOBAL"),
+    "alias.region": ("UK", "US", "EU", "GLOBAL"),  # ids with a source only (alias.REGION_IDS)
 }
 
 

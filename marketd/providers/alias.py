@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 from typing import Any
+from urllib.parse import quote as url_quote
 
 import structlog
 
@@ -37,10 +38,12 @@ from marketd.errors import (
 from marketd.models import Job, Price
 from marketd.providers.base import FetchResult, Provider, Response
 from marketd.providers.sizes import (
+    SCALE_NAMES,
     choose,
     format_size,
     options_from_chart,
     options_from_stockx,
+    product_scale,
     size_value,
     split_suffix,
 )
@@ -51,8 +54,13 @@ CREDENTIAL = "ALIAS_API_TOKEN"
 CURRENCY = "USD"  # Alias answers in USD cents whatever the region (providers.md §2)
 NEW = "PRODUCT_CONDITION_NEW"
 GOOD_BOX = "PACKAGING_CONDITION_GOOD_CONDITION"
-# observed ids (providers.md §2); "GLOBAL" (or "") sends no region_id
-REGION_IDS = {"US": "1", "EU": "2", "UK": "3", "AU": "4", "CA": "5", "JP": "6"}
+# Only the ids a source gives (providers.md §2: 1/2/3 observed in archvd's
+# src/lib/services/alias/regions.ts, inferred from prices; /regions itself answers 415). "GLOBAL"
+# (or "") sends no region_id, which docs.alias.org documents as global. No source gives AU, CA
+# or JP ids, so they are not offered: a guessed id would price another market silently.
+REGION_IDS = {"US": "1", "EU": "2", "UK": "3"}
+REGIONS = (*REGION_IDS, "GLOBAL")
+US_UNIT = "SIZE_UNIT_US"
 CATALOG_PAGE = 20
 # after one of these, further calls of the same group would fare no better: stop calling
 _STOP = (RateLimited, AuthError, BudgetExhausted, TransientError)
@@ -86,8 +94,23 @@ class CatalogItem:
     brand: str | None
     gender: str | None
     image_url: str | None
-    allowed_sizes: tuple[Fraction, ...]
+    allowed_sizes: tuple[Fraction, ...]  # allowed_sizes[].value, in the item's size_unit
     cached: bool = False
+    size_unit: str | None = None
+    us_equivalents: tuple[Fraction | None, ...] = ()  # allowed_sizes[].us_size_equivalent
+
+    @property
+    def us_native(self) -> bool:
+        return self.size_unit in (None, "", US_UNIT)
+
+    def us_sizes(self) -> tuple[Fraction, ...]:
+        """The item's sizes as US numbers: ``value`` where the item is sized in US, else each
+        size's ``us_size_equivalent`` (providers.md §2)."""
+        # [?] price rows' ``size`` is taken to be in the unit the ``size`` parameter is sent
+        # in (the US equivalent): no public capture shows a non-US item's rows
+        if self.us_native:
+            return self.allowed_sizes
+        return tuple(us for us in self.us_equivalents if us is not None)
 
 
 class AliasClient(Provider):
@@ -126,7 +149,9 @@ class AliasClient(Provider):
             return CatalogItem(
                 catalog_id=entry["product_id"], name=entry.get("title"), brand=entry.get("brand"),
                 gender=data.get("gender"), image_url=entry.get("image_url"),
-                allowed_sizes=_allowed(data.get("allowed_sizes")), cached=True)
+                allowed_sizes=_allowed(data.get("allowed_sizes")), cached=True,
+                size_unit=data.get("size_unit"),
+                us_equivalents=_allowed(data.get("allowed_sizes"), "us_size_equivalent"))
         return await self._search(sku)
 
     async def _search(self, sku: str) -> CatalogItem:
@@ -143,7 +168,8 @@ class AliasClient(Provider):
         item = CatalogItem(
             catalog_id=str(match["catalog_id"]), name=match.get("name"), brand=match.get("brand"),
             gender=match.get("gender"), image_url=match.get("main_picture_url"),
-            allowed_sizes=_allowed(raw_sizes))
+            allowed_sizes=_allowed(raw_sizes), size_unit=match.get("size_unit"),
+            us_equivalents=_allowed(raw_sizes, "us_size_equivalent"))
         await self.ctx.store.put_catalog(
             self.name, sku, product_id=item.catalog_id, title=item.name, brand=item.brand,
             image_url=item.image_url,
@@ -159,8 +185,8 @@ class AliasClient(Provider):
         variants: list[Any] | None = None
         out: dict[str, Fraction | SizeError] = {}
         for job in jobs:
-            if job.size is not None and job.size_system != "US" and variants is None:
-                variants = await self._stockx_variants(sku)
+            if job.size is not None and variants is None:
+                variants = await self._stockx_variants(sku)  # a store read, no call
             try:
                 out[job.id] = self._alias_size(job, item, variants or [])
             except SizeError as exc:
@@ -176,27 +202,36 @@ class AliasClient(Provider):
         return variants if isinstance(variants, list) else []
 
     def _alias_size(self, job: Job, item: CatalogItem, variants: Sequence[Any]) -> Fraction:
+        """The job's size as Alias prices it: a US number in the item's own scale (US M, US W
+        or US youth by the item's gender). A US size in another scale (8.5W asked of a men's
+        item) and UK/EU sizes are converted through StockX's cached variants, then the brand's
+        chart; what neither can convert is a SizeError that says what to enqueue instead."""
         if job.size is None:
-            if len(item.allowed_sizes) == 1:
-                return item.allowed_sizes[0]
+            if len(item.us_sizes()) == 1:
+                return item.us_sizes()[0]
             raise SizeError(self.name, "alias prices are per size: enqueue the job with a size")
-        number, _suffix = split_suffix(job.size)  # Alias wants 9, not 9W
-        if job.size_system == "US":
+        number, suffix = split_suffix(job.size)
+        target = product_scale(item.gender)
+        if target is None:
+            raise SizeError(self.name, (
+                f"alias lists this item as {item.gender!r}, a size scale marketd has no "
+                f"conversion for: enqueue it on another provider"))
+        asked = f"{job.size_system} {job.size}"
+        if job.size_system == "US" and (suffix or "M") == target:
             us = size_value(number)
             if us is None:
                 raise SizeError(self.name, f"US {job.size} is not a size")
         else:
-            options = options_from_stockx(variants, job.size_system, number)
+            options = options_from_stockx(variants, job.size_system, job.size, target)
             if not options:
-                chart = options_from_chart(item.brand, item.gender, job.size_system, number)
+                chart = options_from_chart(item.brand, item.gender, job.size_system, job.size)
                 if chart is None:
-                    raise SizeError(self.name, (
-                        f"no size conversion data for {item.brand or 'this brand'} "
-                        f"({item.gender or 'unknown gender'}): enqueue the US size"))
+                    raise SizeError(self.name, _unconvertible(asked, suffix, target, item))
                 options = chart
             us = choose(options, provider=self.name, system=job.size_system, size=job.size).us
-        if item.allowed_sizes and us not in item.allowed_sizes:
-            raise SizeError(self.name, f"{job.size_system} {job.size} (US {format_size(us)}) "
+        allowed = item.us_sizes()
+        if allowed and us not in allowed:
+            raise SizeError(self.name, f"{asked} (US {format_size(us)}{_SUFFIX[target]}) "
                                        f"is not a size of this product on alias")
         return us
 
@@ -205,8 +240,10 @@ class AliasClient(Provider):
     async def _availabilities(self, item: CatalogItem) -> dict[Fraction, Quote] | None:
         """Every size's NEW + GOOD_CONDITION quote in one call; None when the endpoint 404s."""
         try:
-            body = await self._get(f"/pricing_insights/availabilities/{item.catalog_id}",
-                                   self._market_params())
+            # catalog_id comes from Alias's answer: quoted, so it stays one path segment
+            body = await self._get(
+                f"/pricing_insights/availabilities/{url_quote(item.catalog_id, safe='')}",
+                self._market_params())
         except NotFound:
             return None
         quotes: dict[Fraction, Quote] = {}
@@ -263,7 +300,7 @@ class AliasClient(Provider):
                 result.outcomes[job.id] = self._price(sku, job.size_key, quotes[job_size], now)
             elif stop is not None and job.id not in result.outcomes:
                 result.outcomes[job.id] = stop
-        suffix = {"women": "W", "youth": "Y"}.get((item.gender or "").lower(), "")
+        suffix = _SUFFIX.get(product_scale(item.gender) or "M", "")
         for size, quote in sorted(quotes.items()):
             if size not in wanted and quote != Quote(None, None, None):
                 result.extra_prices.append(
@@ -293,9 +330,10 @@ class AliasClient(Provider):
         region = str(self.ctx.config.options.get("region") or "GLOBAL").upper()
         if region != "GLOBAL":
             if region not in REGION_IDS:
+                # config validation refuses it first; a client built around it still says so
                 raise PermanentError(self.name, (
-                    f"providers.alias.region {region!r} is unknown: use GLOBAL or one of "
-                    f"{', '.join(REGION_IDS)}"))
+                    f"providers.alias.region {region!r} is unknown: use one of "
+                    f"{', '.join(REGIONS)}"))
             params["region_id"] = REGION_IDS[region]
         consigned = self._consigned()
         if consigned is not None:
@@ -353,17 +391,34 @@ def _pick(fn: Callable[[list[int]], int], a: int | None, b: int | None) -> int |
     return fn(values) if values else None
 
 
-def _allowed(raw: Any) -> tuple[Fraction, ...]:
-    out = []
+def _allowed(raw: Any, key: str = "value") -> tuple[Any, ...]:
+    """``allowed_sizes[].value`` (entries without one skipped), or with ``key`` another field
+    of the same entries, None where unreadable."""
+    out: list[Fraction | None] = []
     for entry in raw if isinstance(raw, list) else ():
-        value = size_value(entry.get("value")) if isinstance(entry, Mapping) else None
-        if value is not None:
-            out.append(value)
+        if not isinstance(entry, Mapping) or size_value(entry.get("value")) is None:
+            continue
+        out.append(size_value(entry.get(key)))
     return tuple(out)
 
 
 def _errors(sizes: Mapping[str, Fraction | SizeError]) -> list[tuple[str, SizeError]]:
     return [(job_id, s) for job_id, s in sizes.items() if isinstance(s, SizeError)]
+
+
+_SUFFIX = {"M": "", "W": "W", "Y": "Y", "C": "C"}
+
+
+def _unconvertible(asked: str, suffix: str, target: str, item: CatalogItem) -> str:
+    """Why a size cannot be put in the item's scale, and what to enqueue instead."""
+    brand = item.brand or "this brand"
+    scale = SCALE_NAMES[target]
+    if asked.startswith("US ") and suffix:
+        return (f"{asked} is a {SCALE_NAMES.get(suffix, suffix)} size and this {brand} item "
+                f"is priced in {scale} sizes; neither StockX's size chart nor marketd's "
+                f"{brand} chart converts it: enqueue the {scale} US size or the EU size")
+    return (f"no size conversion data for {asked} on {brand} ({scale} sizes): enqueue the "
+            f"US size")
 
 
 def _header(resp: Response, name: str) -> str | None:

@@ -1,6 +1,9 @@
 """Shoe-size conversion from real conversion data, without I/O.
 
-A job names a UK, US or EU size; Alias (and others) want a US size in the product's own scale.
+A job names a UK, US or EU size; Alias (and others) want a US size in the product's own scale
+(US M for a men's item, US W for a women's, US youth for grade school). A US size's W/Y/C suffix
+names the scale it is written in, so US 8.5W asked of a men's item is US M 7, never men's 8.5
+(providers.md §2, corrected); under UK and EU the number is matched in the product's own chart.
 Sizes are converted through data, never a formula (INTERFACE §6), from two sources in order:
 
 1. a StockX catalog entry's per-variant conversions (StockX's own data, providers.md §1/§5):
@@ -91,10 +94,51 @@ class SizeOption:
 # ---- source 1: StockX per-variant conversions ------------------------------------------------
 
 _SYSTEM_TYPES = {"UK": "uk", "EU": "eu"}
+# a US scale (suffix letter, "M" for none) -> StockX's conversion type ("us" labels keep the
+# suffix: "US 5.5Y")
+_PAREN_RE = re.compile(r"\([^)]*\)")
+_SCALE_TYPES = {"M": "us m", "W": "us w", "Y": "us", "C": "us"}
+SCALE_NAMES = {"M": "men's", "W": "women's", "Y": "youth (grade school)", "C": "child"}
 
 
-def options_from_stockx(variants: Iterable[Any], system: str, size: str) -> list[SizeOption]:
-    """The StockX variants whose conversion of ``system`` (UK or EU) equals ``size``.
+def product_scale(gender: str | None) -> str | None:
+    """The US scale a catalog's gender prices in: ``"M"``, ``"W"``, ``"Y"``; None when no
+    chart has it (toddler, infant, preschool, or a gender nobody has seen yet). StockX calls
+    grade school ``child``, Alias ``youth``."""
+    g = (gender or "").strip().lower()
+    if g in _MEN:
+        return "M"
+    if g in ("women", "womens", "woman", "female"):
+        return "W"
+    if g in _YOUTH:
+        return "Y"
+    return None
+
+
+def variant_scale(value: str | None) -> str:
+    """The scale of a StockX variantValue: ``"8.5W"`` -> W, ``"5.5Y"`` -> Y, ``"10"`` -> M."""
+    return split_suffix(value or "")[1] or "M"
+
+
+def _scale_size(value: str | None, conversions: Mapping[str, list[str]],
+                scale: str) -> Fraction | None:
+    """A StockX variant's size in one US scale: its own value when that is the scale, else
+    its conversion label of the scale's type (a youth/child label must carry the suffix)."""
+    if value is not None and variant_scale(value) == scale:
+        return size_value(value)
+    for label in conversions.get(_SCALE_TYPES[scale], ()):
+        text = re.sub(r"^\s*US\s+[MW]?\s*", "", _PAREN_RE.sub("", label), flags=re.I)
+        number, suffix = split_suffix(text)
+        if suffix == ("" if scale in "MW" else scale):
+            return size_value(number)
+    return None
+
+
+def options_from_stockx(variants: Iterable[Any], system: str, size: str,
+                        target: str | None = None) -> list[SizeOption]:
+    """The StockX variants that carry ``size`` in ``system`` (UK, EU, or US, where a W/Y/C
+    suffix names the scale), as sizes in the US scale ``target`` (M, W or Y; None: each
+    variant's own value). A variant with no label in ``target`` is skipped.
 
     A variant may come in either of two shapes (malformed ones are skipped):
 
@@ -105,21 +149,30 @@ def options_from_stockx(variants: Iterable[Any], system: str, size: str) -> list
     The US size is the variant value without its W/Y suffix (providers.md §5)."""
     want = size_value(size)
     kind = _SYSTEM_TYPES.get(system)
-    if want is None or kind is None:
+    scale = (split_suffix(size)[1] or "M") if system == "US" else None
+    if want is None or (kind is None and scale is None):
         return []
     found: list[SizeOption] = []
     for variant in variants:
         value, conversions = _stockx_variant(variant)
+        by_type: dict[str, list[str]] = {}
         labels: dict[str, tuple[Fraction | None, str | None]] = {}
         for conv_type, label in conversions:
+            by_type.setdefault(conv_type, []).append(label)
             labels.setdefault(conv_type, parse_conversion(label))
-        if labels.get(kind, (None, None))[0] != want:
-            continue
-        us = size_value(value)
+        if scale is not None:
+            if _scale_size(value, by_type, scale) != want:
+                continue
+            note = None
+        else:
+            assert kind is not None
+            if labels.get(kind, (None, None))[0] != want:
+                continue
+            note = labels.get(kind, (None, None))[1]
+        us = size_value(value) if target is None else _scale_size(value, by_type, target)
         if us is None:
             continue
         uk, eu = labels.get("uk", (None, None))[0], labels.get("eu", (None, None))[0]
-        note = labels.get(kind, (None, None))[1]
         if eu is None and note and note.upper().startswith("EU"):
             eu = parse_conversion(note)[0]  # "UK 6 (EU 39)" names its EU size
         found.append(SizeOption(us=us, uk=_fmt(uk), eu=_fmt(eu)))
@@ -171,9 +224,10 @@ def _rows(table: str) -> tuple[_Row, ...]:
     return tuple(out)
 
 
-# Nike/Jordan men's, verbatim from StockX's per-variant data for DD1391-100 (providers.md §5).
-# The US W column doubles as Nike women's (US W = US M + 1.5, UK = US W - 2.5, §5) and the men's
-# rows up to US 7 as Nike grade school (3.5Y-7Y match men's UK/EU, §5).
+# Nike/Jordan men's, verbatim from StockX's per-variant data for DD1391-100 (providers.md §5:
+# archvd's captures of StockX /v2/catalog/products/{id}/variants). Its US W column is Nike's
+# US W = US M + 1.5 and its men's rows up to US 7 double as Nike grade school (3.5Y-7Y match
+# men's UK/EU, §5). Women's UK is NOT this UK column: see NIKE_WOMEN.
 NIKE = _rows("""
 3.5 | 3 | 35.5 | 5
 4 | 3.5 | 36 | 5.5
@@ -197,6 +251,31 @@ NIKE = _rows("""
 13 | 12 | 47.5 | 14.5
 14 | 13 | 48.5 | 15.5
 15 | 14 | 49.5 | 16.5
+""")
+
+# Nike/Jordan women's (providers.md §5 [OBS], StockX's women's variants in archvd's logs, e.g.
+# 8.5W = UK 6 = EU 40): US W = US M + 1.5, UK = US W - 2.5, EU as the men's row of the same
+# foot. Reusing the men's UK column here put women's UK half a size off below US W 8.5 (UK 5.5
+# read as 7.5W instead of 8W); every row below follows UK = US W - 2.5.
+NIKE_WOMEN = _rows("""
+3.5 | 2.5 | 35.5 | 5
+4 | 3 | 36 | 5.5
+4.5 | 3.5 | 36.5 | 6
+5 | 4 | 37.5 | 6.5
+5.5 | 4.5 | 38 | 7
+6 | 5 | 38.5 | 7.5
+6.5 | 5.5 | 39 | 8
+7 | 6 | 40 | 8.5
+7.5 | 6.5 | 40.5 | 9
+8 | 7 | 41 | 9.5
+8.5 | 7.5 | 42 | 10
+9 | 8 | 42.5 | 10.5
+9.5 | 8.5 | 43 | 11
+10 | 9 | 44 | 11.5
+10.5 | 9.5 | 44.5 | 12
+11 | 10 | 45 | 12.5
+11.5 | 10.5 | 45.5 | 13
+12 | 11 | 46 | 13.5
 """)
 
 # adidas (StockX Samba/Handball data, §5): UK = US M - 0.5, US W = US M + 1, EU in thirds.
@@ -260,15 +339,16 @@ NEW_BALANCE = _rows("""
 13 | 12.5 | - | -
 """)
 
-_MEN = ("men", "unisex", "")
-_YOUTH = ("youth", "kids", "grade school", "gs")
+_MEN = ("men", "mens", "unisex", "")
+_YOUTH = ("youth", "kids", "grade school", "gs", "child")
 
 
-def chart_for(brand: str | None) -> tuple[_Row, ...] | None:
-    """The chart of a brand name as catalogs write it (``"Jordan"``, ``"adidas Originals"``)."""
+def chart_for(brand: str | None, gender: str | None = None) -> tuple[_Row, ...] | None:
+    """The chart of a brand name as catalogs write it (``"Jordan"``, ``"adidas Originals"``),
+    women's where the brand has its own women's chart."""
     b = (brand or "").strip().lower()
     if "nike" in b or "jordan" in b:
-        return NIKE
+        return NIKE_WOMEN if product_scale(gender) == "W" else NIKE
     if "adidas" in b or "yeezy" in b:
         return ADIDAS
     if "asics" in b:
@@ -278,31 +358,49 @@ def chart_for(brand: str | None) -> tuple[_Row, ...] | None:
     return None
 
 
+def _column(rows: tuple[_Row, ...], scale: str) -> tuple[tuple[_Row, ...], str] | None:
+    """The rows and the column of one US scale in a chart; None where the chart lacks it
+    (grade school is known for Nike only, up to 7Y; child sizes for no brand)."""
+    if scale == "M":
+        return rows, "us_m"
+    if scale == "W":
+        return (rows, "us_w") if any(r.us_w for r in rows) else None
+    if scale == "Y" and rows in (NIKE, NIKE_WOMEN):
+        return tuple(r for r in NIKE if Fraction(r.us_m) <= 7), "us_m"
+    return None
+
+
 def options_from_chart(brand: str | None, gender: str | None, system: str,
                        size: str) -> list[SizeOption] | None:
-    """The chart rows carrying ``size`` in ``system`` (UK or EU), as US sizes in the scale of
-    ``gender`` (men's, women's US W, or Nike grade school). None: no chart for that brand and
-    gender, so nothing can be said."""
-    rows = chart_for(brand)
+    """The chart rows carrying ``size`` in ``system`` (UK or EU in the product's own chart; US
+    in the scale its suffix names), as US sizes in the scale of ``gender`` (men's US M,
+    women's US W, Nike grade school). None: no chart for that brand, gender or scale, so
+    nothing can be said."""
+    rows = chart_for(brand, gender)
     want = size_value(size)
-    g = (gender or "").strip().lower()
-    if rows is None or want is None or system not in _SYSTEM_TYPES:
+    target = product_scale(gender)
+    if rows is None or want is None or target is None:
         return None
-    if g in _YOUTH:
-        if rows is not NIKE:
+    out = _column(rows, target)
+    if out is None:
+        return None
+    rows, column = out
+    if system == "US":
+        scale = split_suffix(size)[1] or "M"
+        source = _column(rows, scale)
+        if source is None:
             return None
-        rows = tuple(r for r in rows if Fraction(r.us_m) <= 7)
-        column = "us_m"
-    elif g == "women":
-        column = "us_w"
-    elif g in _MEN:
-        column = "us_m"
-    else:  # toddler, infant, or something new: no data
+        match_column = source[1]
+        if scale == "Y":  # grade school sizes stop at 7Y
+            rows = tuple(r for r in rows if Fraction(r.us_m) <= 7)
+    elif system in _SYSTEM_TYPES:
+        match_column = system.lower()
+    else:
         return None
     found = []
     for row in rows:
         us = getattr(row, column)
-        label = row.uk if system == "UK" else row.eu
+        label = getattr(row, match_column)
         if us is not None and label is not None and size_value(label) == want:
             found.append(SizeOption(us=Fraction(us), uk=row.uk, eu=row.eu))
     return _dedupe(found)

@@ -15,6 +15,7 @@ from typing import Any
 
 from marketd.errors import SizeError, ValidationError
 from marketd.models import Job, normalize_size, size_key
+from marketd.providers.sizes import options_from_chart, size_value, variant_scale
 
 CATALOG_FORMAT = 1
 
@@ -158,6 +159,8 @@ def resolve_size(product: Product, job: Job, sku: str) -> Variant | SizeError:
             hit = hit or label_size(v.value) == job.size
         if hit:
             found[v.variant_id] = v
+    if not found and job.size_system == "US" and job.size[-1:] in ("W", "Y", "C"):
+        found = _by_chart(product, job.size)
     if len(found) == 1:
         return next(iter(found.values()))
     if found:
@@ -171,6 +174,19 @@ def resolve_size(product: Product, job: Job, sku: str) -> Variant | SizeError:
     listed = ", ".join(available[:12]) + (", …" if len(available) > 12 else "")
     where = f"{scale} sizes: {listed}" if available else "it has no sizes: enqueue none"
     return SizeError("stockx", f"{label} not found on stockx for {sku} ({where})")
+
+
+def _by_chart(product: Product, size: str) -> dict[str, Variant]:
+    """The variants a US size of another scale names by the brand's chart, when StockX's own
+    labels lack that scale (a men's item has no youth labels: 5.5Y is US M 5.5 by Nike's
+    grade-school chart, providers.md §5), so StockX and Alias price the same shoe."""
+    scales = {variant_scale(v.value) for v in product.variants}
+    if len(scales) != 1:
+        return {}
+    gender = {"M": "men", "W": "women", "Y": "youth"}.get(scales.pop())
+    options = options_from_chart(product.brand, gender, "US", size) or []
+    wanted = {o.us for o in options}
+    return {v.variant_id: v for v in product.variants if size_value(v.value) in wanted}
 
 
 def extra_key(variant: Variant, uk_counts: Counter[str]) -> str | None:

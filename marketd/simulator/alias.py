@@ -38,7 +38,8 @@ _COMBOS = (
     ("PRODUCT_CONDITION_NEW_WITH_DEFECTS", "PACKAGING_CONDITION_GOOD_CONDITION", 0.80),
 )
 _FACTORS = {(p, k): f for p, k, f in _COMBOS}
-_REGIONS = ("1", "2", "3", "4", "5", "6")  # US, EU, UK, AU, CA, JP
+# US, EU, UK: the only ids any source gives (providers.md §2); empty or omitted is global
+_REGIONS = ("1", "2", "3")
 
 
 def render_error(err: ApiError) -> web.Response:
@@ -99,9 +100,9 @@ def _consigned(request: web.Request) -> bool | None:
 
 def _region(request: web.Request) -> str | None:
     raw = request.query.get("region_id")
-    if raw is not None and raw not in _REGIONS:
+    if raw is not None and raw not in (*_REGIONS, ""):
         raise ApiError(400, f"invalid value for region_id: {raw!r}")
-    return raw
+    return raw or None
 
 
 def _item(request: web.Request, catalog_id: str | None) -> Product:
@@ -118,7 +119,8 @@ def _size(request: web.Request, item: Product) -> Variant | None:
     if raw is None:
         raise _missing("Size")
     try:
-        number = float(raw.rstrip("WwYy"))
+        # a double in the item's own scale (US W for a women's item): "8.5W" is no number
+        number = float(raw)
     except ValueError:
         raise ApiError(400, f"invalid value for size: {raw!r}") from None
     return item.variant_for(number)

@@ -255,8 +255,10 @@ async def test_list_404_falls_back_per_size(http: aioresponses, make_client: Fac
     assert budget.spent == 4 and len(requests_to(http, "/catalog")) == 1
 
 
-async def test_suffix_is_stripped_for_alias(http: aioresponses, make_client: Factory) -> None:
-    """A US 11W job asks Alias for size 11 (W/Y suffixes are not Alias sizes)."""
+async def test_womens_size_on_a_mens_item_is_the_mens_size(http: aioresponses,
+                                                            make_client: Factory) -> None:
+    """US 11W asked of a men's Dunk is US M 9.5 (Nike US W = US M + 1.5), never men's 11: the
+    suffix names the scale, and dropping it priced a shoe 1.5 sizes larger (issue 13)."""
     serve_catalog(http)
     serve_list(http)
     http.get(ONE_RE, payload=fixture("availability_single.json"))
@@ -264,7 +266,103 @@ async def test_suffix_is_stripped_for_alias(http: aioresponses, make_client: Fac
     p = price(await make_client().fetch_group(SKU, [job]), job)
     assert p.size == "US 11W"
     [(url, _)] = requests_to(http, "/availability")
-    assert url.query["size"] == "11"
+    assert url.query["size"] == "9.5"
+
+
+def _womens_catalog() -> Any:
+    """The Dunk's catalog answer as a women's item (Alias prices it in US W)."""
+    body = fixture("catalog_search.json")
+    for item in body["catalog_items"]:
+        item["gender"] = "women"
+        for entry in item["allowed_sizes"]:
+            entry["value"] = entry["us_size_equivalent"] = entry["value"] + 1.5
+    return body
+
+
+async def test_womens_item_takes_w_as_is_and_converts_mens(http: aioresponses,
+                                                           make_client: Factory) -> None:
+    """On a women's item, US 8.5W is size 8.5 and a bare (men's) US 7 is also 8.5W."""
+    http.get(CATALOG_RE, payload=_womens_catalog())
+    serve_list(http)
+    http.get(ONE_RE, payload=fixture("availability_single.json"), repeat=True)
+    w, m = make_job("8.5W", "US"), make_job("7", "US")
+    result = await make_client().fetch_group(SKU, [w, m])
+    assert price(result, w).lowest_ask == price(result, m).lowest_ask
+    assert {url.query["size"] for url, _ in requests_to(http, "/availability")} == {"8.5"}
+
+
+async def test_womens_uk_uses_the_womens_chart(http: aioresponses, make_client: Factory) -> None:
+    """Nike women's UK = US W - 2.5: UK 5.5 on a women's item is 8W (the men's UK column
+    would have said 7.5W)."""
+    http.get(CATALOG_RE, payload=_womens_catalog())
+    serve_list(http)
+    http.get(ONE_RE, payload=fixture("availability_single.json"))
+    job = make_job("5.5")
+    price(await make_client().fetch_group(SKU, [job]), job)
+    [(url, _)] = requests_to(http, "/availability")
+    assert url.query["size"] == "8"
+
+
+async def test_stockx_cached_chart_converts_womens_first(http: aioresponses, store: Store,
+                                                         make_client: Factory) -> None:
+    """A brand with no chart (Salomon) converts US 10.5W through StockX's cached US W labels,
+    and without them the job fails saying what to enqueue instead."""
+    serve_catalog(http, "catalog_search_salomon.json")
+    serve_list(http, "availabilities_salomon.json")
+    job = make_job("11.5W", "US", sku="L41086600")
+    result = await make_client().fetch_group("L41086600", [job])
+    err = result.outcomes[job.id]
+    assert isinstance(err, SizeError) and "women's" in str(err) and "enqueue" in str(err)
+    await store.put_catalog("stockx", "L41086600", product_id="c6a2", brand="Salomon", data={
+        "format": 1, "variants": [
+            {"id": "v2", "value": "10", "conversions": [
+                ["us m", "US M 10"], ["uk", "UK 9.5"], ["us w", "US W 11.5"]]}]})
+    p = price(await make_client().fetch_group("L41086600", [job]), job)
+    assert (p.size, p.lowest_ask) == ("US 11.5W", 15500)
+
+
+async def test_youth_size_without_a_chart_is_a_clear_error(http: aioresponses, store: Store,
+                                                           make_client: Factory) -> None:
+    """US 5Y on a men's item of a brand without a grade-school chart cannot be converted."""
+    serve_catalog(http, "catalog_search_salomon.json")
+    job = make_job("5Y", "US", sku="L41086600")
+    result = await make_client().fetch_group("L41086600", [job])
+    err = result.outcomes[job.id]
+    assert isinstance(err, SizeError) and "youth" in str(err)
+    assert not requests_to(http, "/availabilities/xt-6-black-phantom-l41086600")
+
+
+async def test_non_us_size_unit_sends_the_us_equivalent(http: aioresponses,
+                                                        make_client: Factory) -> None:
+    """An item sized in EU is asked for by its allowed_sizes' us_size_equivalent, and a US size
+    that no equivalent carries is refused without a price call."""
+    body = fixture("catalog_search.json")
+    for item in body["catalog_items"]:
+        item["size_unit"] = "SIZE_UNIT_EU"
+        for entry in item["allowed_sizes"]:
+            entry["us_size_equivalent"], entry["value"] = entry["value"], entry["value"] + 34
+    http.get(CATALOG_RE, payload=body)
+    http.get(LIST_RE, payload={"variants": []})
+    http.get(ONE_RE, payload=fixture("availability_single.json"))
+    ok, bad = make_job("10", "US"), make_job("16", "US")
+    result = await make_client().fetch_group(SKU, [ok, bad])
+    assert price(result, ok).lowest_ask == 13100
+    assert isinstance(result.outcomes[bad.id], SizeError)
+    [(url, _)] = requests_to(http, "/availability")
+    assert url.query["size"] == "10"
+
+
+async def test_catalog_id_is_quoted_in_the_path(http: aioresponses, make_client: Factory) -> None:
+    """A catalog_id from Alias's answer stays one path segment, whatever it holds."""
+    body = fixture("catalog_search.json")
+    for item in body["catalog_items"]:
+        item["catalog_id"] = "../../admin?x=1"
+    http.get(CATALOG_RE, payload=body)
+    http.get(LIST_RE, payload=fixture("availabilities.json"))
+    await make_client().fetch_group(SKU, [make_job("10", "US")])
+    [(url, _)] = [(u, k) for u, k in requests_to(http, "") if "availabilities" in u.raw_path]
+    assert url.raw_path.split("/")[-2:] == ["availabilities", "..%2F..%2Fadmin%3Fx=1"]
+    assert dict(url.query) == {"region_id": "3"}
 
 
 # ---- sizes -----------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ def test_defaults_follow_the_interface() -> None:
     c = parse_config({}, env={})
     assert (c.server.host, c.server.port) == ("127.0.0.1", 8787)
     assert c.scheduler.interval_seconds == 900 and c.scheduler.max_batch_size == 50
-    assert [lim.text for lim in c.providers["stockx"].limits] == ["100/hour"]
+    assert [lim.text for lim in c.providers["stockx"].limits] == ["1/second", "25000/day", "100/hour"]
     assert c.providers["alias"].timeout_s == 60
     assert c.providers["ebay"].option("marketplace") == "EBAY_GB"
 
