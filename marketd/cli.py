@@ -235,9 +235,12 @@ def _migrate_to(config: Config, url: str) -> int:
         print(f"marketd: copy failed, rolled back (the PostgreSQL database holds no rows): {exc}",
               file=sys.stderr)
         return EXIT_FAIL
-    schema = (f"applied migrations {', '.join(map(str, report.migrations))}"
+    except StoreError as exc:  # the target cannot be reached or migrated: nothing copied
+        print(f"marketd: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    schema = (f"migrations {', '.join(map(str, report.migrations))} applied"
               if report.migrations else "up to date")
-    print(f"copied {report.source} -> {report.target} (schema {schema})")
+    print(f"copied {report.source} -> {report.target} (schema: {schema})")
     for t in report.tables:
         note = f" (of {t.source_rows}: older calls are outside every window)" \
             if t.rows != t.source_rows else ""

@@ -129,7 +129,9 @@ PROVIDER_DEFAULTS: dict[str, dict[str, Any]] = {
     "stockx": {"auth_url": "https://accounts.stockx.com", "currency": "GBP", "api_key": "",
                "client_id": "", "client_secret": "", "refresh_token": ""},
     "alias": {"region": "UK", "consigned": "any", "api_token": ""},
-    "ebay": {"marketplace": "EBAY_GB", "category_ids": "", "client_id": "", "client_secret": ""},
+    "ebay": {"marketplace": "EBAY_GB", "category_ids": "", "size_aspect": "auto",
+             "delivery_country": "", "delivery_postcode": "", "client_id": "",
+             "client_secret": ""},
 }
 # What each provider itself documents (providers.md §1-§3), for check-config: a configured
 # limit list that lacks one of these will meet 429s the daemon could have avoided.

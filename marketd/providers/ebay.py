@@ -25,6 +25,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, time, timedelta
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
+from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
 import structlog
@@ -32,10 +33,10 @@ import structlog
 from marketd.clock import parse_iso
 from marketd.errors import (
     AuthError,
-    BudgetExhausted,
+    MarketdError,
     ProviderError,
     QuotaExhausted,
-    RateLimited,
+    SizeError,
     TransientError,
 )
 from marketd.models import Job, Price
@@ -47,6 +48,7 @@ from marketd.providers.base import (
     Response,
 )
 from marketd.providers.sizes import split_suffix
+from marketd.providers.stockx_catalog import Product, resolve_size
 
 log = structlog.get_logger(__name__)
 
@@ -55,7 +57,8 @@ SCOPE = "https://api.ebay.com/oauth/api_scope"
 TOKEN_KIND = "access_token"  # noqa: S105 -- the store key of the token, not a secret
 TOKEN_RENEW_EARLY_S = 300.0
 TOKEN_DEFAULT_LIFETIME_S = 7200.0
-SEARCH_LIMIT = 50
+SEARCH_LIMIT = 200  # Browse's maximum page [DOC]; the default 50 let cheap junk crowd sizes out
+MAX_PAGES = 2  # searches per SKU at most: a second page only while some size has no listing
 QUOTA_ERROR_ID = 2001
 QUOTA_TZ = ZoneInfo("America/Los_Angeles")
 MARKETPLACE_CURRENCY = {
@@ -64,8 +67,15 @@ MARKETPLACE_CURRENCY = {
     "EBAY_AU": "AUD", "EBAY_CA": "CAD", "EBAY_CH": "CHF", "EBAY_PL": "PLN", "EBAY_HK": "HKD",
     "EBAY_SG": "SGD",
 }
-# after one of these, the group's next calls would fare no better: stop calling
-_STOP = (RateLimited, AuthError, BudgetExhausted, TransientError)
+MARKETPLACE_COUNTRY = {
+    "EBAY_GB": "GB", "EBAY_US": "US", "EBAY_DE": "DE", "EBAY_FR": "FR", "EBAY_IT": "IT",
+    "EBAY_ES": "ES", "EBAY_IE": "IE", "EBAY_NL": "NL", "EBAY_AT": "AT", "EBAY_BE": "BE",
+    "EBAY_AU": "AU", "EBAY_CA": "CA", "EBAY_CH": "CH", "EBAY_PL": "PL", "EBAY_HK": "HK",
+    "EBAY_SG": "SG",
+}
+# [?] the shoe-size aspect of trainer categories, by marketplace, and the size system its
+# values are in; used only with a configured category_ids (aspect_filter needs the category)
+MARKETPLACE_SIZE_ASPECT = {"EBAY_GB": "UK Shoe Size", "EBAY_US": "US Shoe Size"}
 
 
 class EbayClient(Provider):
@@ -79,21 +89,54 @@ class EbayClient(Provider):
         self._token_lock = asyncio.Lock()  # one mint at a time, even for concurrent groups
 
     async def fetch_group(self, sku: str, jobs: Sequence[Job]) -> FetchResult:
-        """One search per job. A failure that the next call would share (429, refused
-        credentials, spent budget, transient) stops the group: raised when no job has an
-        outcome yet, otherwise the outcome of every job not yet searched."""
-        result = FetchResult()
-        for i, job in enumerate(jobs):
+        """Every size of the SKU from one search (a second page only while a size has no
+        listing yet; at most MAX_PAGES): listings are matched to each job's size from that one
+        answer. A lone sized job whose GTIN StockX's catalog gave is searched by ``gtin=``
+        first, falling back to the SKU search when that finds nothing."""
+        if not jobs:
+            return FetchResult()
+        pages_left = MAX_PAGES
+        gtin = await self._gtin(sku, jobs[0]) if len(jobs) == 1 and jobs[0].size else None
+        if gtin is not None:
+            found = _list(await self._search(sku, jobs, gtin=gtin), "itemSummaries")
+            if found:  # a GTIN names one variant: every listing is that size
+                return self._result(sku, jobs, found, by_gtin=True)
+            pages_left -= 1
+        items: list[Mapping[str, Any]] = []
+        offset = 0
+        stop: MarketdError | None = None
+        while pages_left > 0:
             try:
-                result.outcomes[job.id] = await self._search(sku, job)
-            except _STOP as exc:
-                if not result.outcomes:
-                    raise
-                result.outcomes.update({j.id: exc for j in jobs[i:]})
+                body = await self._search(sku, jobs, offset=offset)
+            except MarketdError as exc:
+                if not offset:
+                    raise  # the first page: the whole group shares the failure
+                stop = exc  # a later page: it is the outcome of each size still unpriced
                 break
-            except ProviderError as exc:
-                result.outcomes[job.id] = exc
+            pages_left -= 1
+            items += _list(body, "itemSummaries")
+            if all(self._matching(items, sku, j) for j in jobs) \
+                    or not isinstance(body, Mapping) or not body.get("next"):
+                break
+            offset += SEARCH_LIMIT
+        return self._result(sku, jobs, items, stop=stop)
+
+    def _result(self, sku: str, jobs: Sequence[Job], items: Sequence[Mapping[str, Any]], *,
+                by_gtin: bool = False, stop: MarketdError | None = None) -> FetchResult:
+        result = FetchResult()
+        for job in jobs:
+            matching = items if by_gtin else self._matching(items, sku, job)
+            result.outcomes[job.id] = stop if stop is not None and not matching \
+                else self._price(sku, job, matching)
+        log.info("ebay_search_priced", sku=sku, jobs=len(jobs), listings=len(items),
+                 by_gtin=by_gtin)
         return result
+
+    @staticmethod
+    def _matching(items: Sequence[Mapping[str, Any]], sku: str,
+                  job: Job) -> list[Mapping[str, Any]]:
+        return [it for it in items
+                if title_matches(str(it.get("title") or ""), sku, job.size, job.size_system)]
 
     async def quota(self) -> Quota | None:
         """What is left of today's Browse quota (getRateLimits), or None if eBay does not say.
@@ -124,21 +167,41 @@ class EbayClient(Provider):
 
     # ---- search ----------------------------------------------------------------------------
 
-    async def _search(self, sku: str, job: Job) -> Price:
+    async def _search(self, sku: str, jobs: Sequence[Job], *, offset: int = 0,
+                      gtin: str | None = None) -> Any:
+        """One ``item_summary/search``: the SKU (or a GTIN), new fixed-price listings that
+        deliver to the user's country, cheapest first, 200 a page; the category and its shoe
+        size aspect when configured; shipping priced for ``contextualLocation``."""
         marketplace = self._marketplace()
+        country = self._country()
         filters = ["conditionIds:{1000}", "buyingOptions:{FIXED_PRICE}"]
-        if marketplace == "EBAY_GB":
-            filters.append("deliveryCountry:GB")
-        params = {"q": search_query(sku, job.size), "filter": ",".join(filters),
-                  "limit": str(SEARCH_LIMIT), "sort": "price"}
+        if country:
+            filters.append(f"deliveryCountry:{country}")
+        params = {"filter": ",".join(filters), "limit": str(SEARCH_LIMIT), "sort": "price"}
+        if gtin is not None:
+            params["gtin"] = gtin
+        else:
+            params["q"] = sku
+        if offset:
+            params["offset"] = str(offset)
         category = str(self.ctx.config.options.get("category_ids") or "").strip()
         if category:
             params["category_ids"] = category
-        body = await self._get("/buy/browse/v1/item_summary/search", params,
-                               {"X-EBAY-C-MARKETPLACE-ID": marketplace})
-        items = [it for it in _list(body, "itemSummaries")
-                 if title_matches(str(it.get("title") or ""), sku, job.size, job.size_system)]
-        currency = MARKETPLACE_CURRENCY.get(marketplace)
+            aspect = size_aspect_filter(category, self._size_aspect(), jobs)
+            if aspect and gtin is None:
+                params["aspect_filter"] = aspect
+        headers = {"X-EBAY-C-MARKETPLACE-ID": marketplace}
+        if country:
+            location = quote(f"country={country}", safe="")
+            postcode = str(self.ctx.config.options.get("delivery_postcode") or "").strip()
+            if postcode:
+                location += quote(f",zip={postcode}", safe="")
+            headers["X-EBAY-C-ENDUSERCTX"] = f"contextualLocation={location}"
+        return await self._get("/buy/browse/v1/item_summary/search", params, headers)
+
+    def _price(self, sku: str, job: Job, items: Sequence[Mapping[str, Any]]) -> Price:
+        """The lowest total (price + first shipping) in the marketplace's currency."""
+        currency = MARKETPLACE_CURRENCY.get(self._marketplace())
         asks: list[int] = []
         for item in items:
             ask = _total_cost(item)
@@ -149,6 +212,28 @@ class EbayClient(Provider):
         return Price(provider=self.name, sku=sku, size=job.size_key,
                      currency=currency or "USD", lowest_ask=min(asks, default=None),
                      highest_bid=None, last_sale=None, fetched_at=self.ctx.clock.now())
+
+    async def _gtin(self, sku: str, job: Job) -> str | None:
+        """The UPC of the job's variant from StockX's cached catalog (no call), if any."""
+        entry = await self.ctx.store.get_catalog("stockx", sku)
+        product = Product.from_cache(entry) if entry else None
+        if product is None:
+            return None
+        variant = resolve_size(product, job, sku)
+        if isinstance(variant, SizeError):
+            return None
+        return next((g for kind, g in variant.gtins if kind.upper() in ("UPC", "")), None)
+
+    def _country(self) -> str:
+        """The delivery country shipping is priced for: the option, else the marketplace's."""
+        configured = str(self.ctx.config.options.get("delivery_country") or "").strip()
+        return (configured or MARKETPLACE_COUNTRY.get(self._marketplace(), "")).upper()
+
+    def _size_aspect(self) -> str:
+        value = str(self.ctx.config.options.get("size_aspect", "auto")).strip()
+        if value.lower() == "auto":
+            return MARKETPLACE_SIZE_ASPECT.get(self._marketplace(), "")
+        return value
 
     def _marketplace(self) -> str:
         return str(self.ctx.config.options.get("marketplace") or "EBAY_GB").upper()
@@ -242,17 +327,25 @@ class EbayClient(Provider):
 # ---- pure helpers --------------------------------------------------------------------------------
 
 
-def search_query(sku: str, size: str | None) -> str:
-    """``q`` for a job: the SKU and the bare size number (``"DD1391-100 10"``).
+def size_aspect_filter(category: str, aspect: str, jobs: Sequence[Job]) -> str | None:
+    """``aspect_filter`` for the jobs' sizes: ``categoryId:15709,UK Shoe Size:{9|10}`` when
+    every job has a size in the aspect's own system (the aspect name starts with it); None
+    otherwise, since one search serves every size and an aspect filter would hide the rest."""
+    system = aspect.split(" ", 1)[0].upper() if aspect else ""
+    if not aspect or not jobs or system not in ("UK", "US", "EU") \
+            or "," in category or "|" in aspect:
+        return None
+    sizes = []
+    for job in jobs:
+        if job.size is None or job.size_system != system:
+            return None
+        sizes.append(split_suffix(job.size)[0])
+    return f"categoryId:{category},{aspect}:{{{'|'.join(dict.fromkeys(sizes))}}}"
 
-    Words in ``q`` are ANDed, so every extra word can only lose listings. The size system is
-    left out because sellers write it many ways (``UK 10``, ``UK10``, ``Size 10``, ``10 UK``);
-    :func:`title_matches` then checks the system on what comes back."""
-    if size is None:
-        return sku
-    return f"{sku} {split_suffix(size)[0]}"
 
-
+# listings that name the SKU (and often a size) but are not the shoe [INF]
+_ACCESSORY = re.compile(r"\b(?:BOX ONLY|EMPTY BOX|NO SHOES|(?:SHOE\s?)?LACES|INSOLES?|"
+                        r"CREASE (?:PROTECTORS?|GUARDS?)|KEY ?RING|KEYCHAIN|DUST ?BAG)\b")
 _LABEL = r"\b(UK|US|EUR?|CM|JP)"
 _LABEL_BEFORE = re.compile(
     _LABEL + r"\s*(?:SIZE|SZ)?[\s.:]*(?:MEN'?S|WOMEN'?S|M|W)?\s*$")
@@ -271,8 +364,11 @@ def title_matches(title: str, sku: str, size: str | None, system: str) -> bool:
       ``100`` or ``10 1/3``), and must not be labelled with another size system. The label is
       the system word just before the number (``UK 10``, ``UK10``, ``US M 10``, ``UK size 10``)
       or, failing that, just after it (``10 UK``). An unlabelled number (``Size 10``) counts.
-      A W/Y/C suffix on the job's size is ignored."""
+      A W/Y/C suffix on the job's size is ignored.
+    - Accessories (laces, an empty box, insoles) never match, whatever size they name."""
     text = " ".join(title.upper().split())
+    if _ACCESSORY.search(text):
+        return False
     parts = [re.escape(p) for p in sku.upper().replace("-", " ").split()]
     if not parts:
         return False

@@ -38,6 +38,7 @@ class Variant:
     variant_id: str
     value: str  # variantValue: "10" (US M), "8.5W" (US W), "5.5Y" (US youth)
     conversions: tuple[tuple[str, str], ...]  # (type, label): ("uk", "UK 6 (EU 39)")
+    gtins: tuple[tuple[str, str], ...] = ()  # (type, identifier): ("UPC", "195238853624")
 
     def sizes(self, kind: str) -> list[str]:
         """The normalised sizes of one conversion type (``"uk"`` -> ``["6"]``)."""
@@ -64,10 +65,12 @@ class Product:
     def cache_data(self) -> dict[str, Any]:
         """What ``market_catalog.data`` holds. Other clients read it (alias.py sizes through
         ``sizes.options_from_stockx``), so keep the shape: ``{"format": 1, "url_key",
-        "variants": [{"id", "value", "conversions": [[type, label], ...]}]}``."""
+        "variants": [{"id", "value", "conversions": [[type, label], ...], "gtins":
+        [[type, identifier], ...]}]}`` (eBay searches a lone size by its UPC)."""
         return {"format": CATALOG_FORMAT, "url_key": self.url_key,
                 "variants": [{"id": v.variant_id, "value": v.value,
-                              "conversions": [list(c) for c in v.conversions]}
+                              "conversions": [list(c) for c in v.conversions],
+                              "gtins": [list(g) for g in v.gtins]}
                              for v in self.variants]}
 
     @classmethod
@@ -80,7 +83,8 @@ class Product:
         try:
             variants = tuple(
                 Variant(str(v["id"]), str(v["value"]),
-                        tuple((str(t), str(label)) for t, label in v["conversions"]))
+                        tuple((str(t), str(label)) for t, label in v["conversions"]),
+                        tuple((str(t), str(g)) for t, g in v.get("gtins") or ()))
                 for v in data["variants"])
         except (KeyError, TypeError, ValueError):
             return None
@@ -97,7 +101,11 @@ def parse_variant(raw: Any) -> Variant | None:
         (str(c["type"]).lower(), str(c["size"]))
         for c in (chart.get("availableConversions") or [])
         if isinstance(c, dict) and c.get("type") and c.get("size"))
-    return Variant(str(raw["variantId"]), str(raw.get("variantValue") or ""), conversions)
+    gtins = tuple(
+        (str(g.get("type") or ""), str(g["identifier"]))
+        for g in (raw.get("gtins") or []) if isinstance(g, dict) and g.get("identifier"))
+    return Variant(str(raw["variantId"]), str(raw.get("variantValue") or ""), conversions,
+                   gtins)
 
 
 def style_key(text: str) -> str:

@@ -19,9 +19,10 @@ import binascii
 import random
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from typing import Any
+from urllib.parse import unquote
 
 from aiohttp import web
 
@@ -96,6 +97,7 @@ class Listing:
     authenticity: bool  # eBay UK's Authenticity Guarantee: new trainers from GBP 100
     age_hours: int  # listed this many hours before the current hour
     hours_left: int  # auctions end this many hours after the current hour
+    accessory: bool = False  # laces, an empty box: the SKU in the title, not the shoe
 
 
 def _make(rng: random.Random, product: Product, variant: Variant) -> Listing:
@@ -144,7 +146,32 @@ def listings(seed: int) -> tuple[Listing, ...]:
             mid = abs(variant.index - (n - 1) / 2) <= n / 4  # sellers hold mid sizes most
             count = rng.randint(2, 5) if mid else rng.randint(0, 2)
             out += [_make(rng, product, variant) for _ in range(count)]
+        out += _accessories(random.Random(f"{seed}|ebay-extras|{product.sku}"), product)
     return tuple(out)
+
+
+_ACCESSORIES = (
+    "Replacement Laces for {name} {sku}",
+    "EMPTY BOX ONLY {name} {sku} UK {uk}",
+    "{name} {sku} Crease Protectors",
+    "Insoles for {name} {sku} UK {uk}",
+)
+
+
+def _accessories(rng: random.Random, product: Product) -> list[Listing]:
+    """What a real search for a SKU also finds, cheaper than any shoe: laces, empty boxes,
+    insoles (some with a size in the title). Drawn apart so the shoes' draws do not move."""
+    out = []
+    name = f"{product.family} {product.nickname}"
+    for _ in range(rng.randint(3, 12)):
+        variant = rng.choice(product.variants)
+        template = rng.choice(_ACCESSORIES)
+        title = template.format(name=name, sku=product.sku, uk=num(variant.size.uk))[:80]
+        item = _make(rng, product, variant)
+        out.append(replace(item, title=title, key=norm(title), condition_id="1000",
+                           condition="New", auction=False, authenticity=False,
+                           price_factor=rng.uniform(0.02, 0.08), accessory=True))
+    return out
 
 
 def render_error(err: ApiError) -> web.Response:
@@ -265,9 +292,35 @@ def _summary(item: Listing, price: float, shipping: float, currency: str, host: 
 Row = tuple[Listing, float, float]  # listing, price, shipping (marketplace currency)
 
 
+def _aspects(raw: str, category: str) -> tuple[str, set[str]] | None:
+    """``categoryId:15709,UK Shoe Size:{9|10}`` -> ("UK Shoe Size", {"9", "10"}). eBay wants
+    the category in it and in category_ids too."""
+    if not raw:
+        return None
+    parts = dict(p.split(":", 1) for p in re.findall(r"[^,{]+:(?:\{[^}]*\}|[^,]*)", raw))
+    parts = {k.strip(): v.strip() for k, v in parts.items()}
+    cat = parts.pop("categoryId", "")
+    if not cat or cat not in category.split(","):
+        raise ApiError(400, "The 'aspect_filter' needs a categoryId that is also in "
+                       "'category_ids'.", code=12001)
+    if len(parts) != 1:
+        return None
+    name, values = next(iter(parts.items()))
+    return name, {v.strip() for v in values.strip("{}").split("|") if v.strip()}
+
+
+def _size_aspect(item: Listing, name: str) -> str | None:
+    """A listing's shoe size aspect: the UK or US size; accessories have none."""
+    if item.accessory:
+        return None
+    size = item.variant.size
+    return {"UK Shoe Size": num(size.uk), "US Shoe Size": num(size.number)}.get(name)
+
+
 def _select(state: SimState, q: str, category: str, gtin: str, filters: dict[str, str],
-            currency: str) -> list[Row]:
-    """The listings a search finds, priced at the current hour."""
+            currency: str, aspects: tuple[str, set[str]] | None = None,
+            country: str = "GB") -> list[Row]:
+    """The listings a search finds, priced at the current hour, shipping to ``country``."""
     lo, hi = _price_range(filters)
     buying = set(filters.get("buyingOptions", "FIXED_PRICE").split("|"))
     conditions = set(filters["conditionIds"].split("|")) if "conditionIds" in filters else None
@@ -280,7 +333,10 @@ def _select(state: SimState, q: str, category: str, gtin: str, filters: dict[str
     terms = _terms(q)
     rows = []
     for item in listings(state.options.seed):
-        if ((terms and not _matches(item, terms)) or (gtin and item.variant.gtin != gtin)
+        if aspects is not None and _size_aspect(item, aspects[0]) not in aspects[1]:
+            continue
+        if ((terms and not _matches(item, terms))
+                or (gtin and (item.accessory or item.variant.gtin != gtin))
                 or (category and _CATEGORIES[item.product.gender][0] not in category.split(","))
                 or ("AUCTION" if item.auction else "FIXED_PRICE") not in buying
                 or (conditions is not None and item.condition_id not in conditions)
@@ -290,9 +346,26 @@ def _select(state: SimState, q: str, category: str, gtin: str, filters: dict[str
         price = round(convert(usd * item.price_factor, currency), 2)
         if (lo is not None and price < lo) or (hi is not None and price > hi):
             continue
-        shipping = round(convert(item.shipping_gbp / FX_PER_USD["GBP"], currency), 2)
+        shipping_gbp = item.shipping_gbp + (INTERNATIONAL_GBP if item.country != country else 0)
+        shipping = round(convert(shipping_gbp / FX_PER_USD["GBP"], currency), 2)
         rows.append((item, price, shipping))
     return rows
+
+
+INTERNATIONAL_GBP = 9.99  # what a seller abroad adds to post to the buyer's country
+
+
+def _country(request: web.Request, marketplace: str) -> str:
+    """The buyer's country shipping is priced for: X-EBAY-C-ENDUSERCTX's contextualLocation
+    (URL-encoded ``country=GB,zip=…``), else the marketplace's own country."""
+    raw = request.headers.get("X-EBAY-C-ENDUSERCTX", "")
+    for part in raw.split(","):
+        key, _, value = part.strip().partition("=")
+        if key == "contextualLocation":
+            found = re.search(r"country=([A-Za-z]{2})", unquote(value))
+            if found:
+                return found.group(1).upper()
+    return marketplace.removeprefix("EBAY_")
 
 
 @routes.get("/buy/browse/v1/item_summary/search")
@@ -308,13 +381,16 @@ async def search(request: web.Request) -> web.Response:
     if not (q.strip() or category or gtin or request.query.get("epid")):
         raise ApiError(400, "The call must have a valid 'q', 'category_ids', 'epid' or 'gtin' "
                        "query parameter.", code=12001)
-    limit = _int_param(request, "limit", 50, 1, 200, 12003)
-    offset = _int_param(request, "offset", 0, 0, 10_000, 12004)
+    # the Browse spec's ids: 12006 a bad limit, 12029 a bad offset (12023 is "response too
+    # large", not a parameter error)
+    limit = _int_param(request, "limit", 50, 1, 200, 12006)
+    offset = _int_param(request, "offset", 0, 0, 10_000, 12029)
     sort = request.query.get("sort", "")
     if sort not in ("", "price", "-price", "newlyListed", "endingSoonest", "distance"):
         raise ApiError(400, f"The sort value {sort!r} is invalid.", code=12011)
+    aspects = _aspects(request.query.get("aspect_filter", ""), category)
     rows = _select(state, q, category, gtin, _filters(request.query.get("filter", "")),
-                   currency)
+                   currency, aspects, _country(request, marketplace))
     order: dict[str, Callable[[Row], Any]] = {
         "price": lambda r: (r[1] + r[2], r[0].legacy_id),
         "-price": lambda r: (-(r[1] + r[2]), r[0].legacy_id),

@@ -31,7 +31,7 @@ import os
 import sqlite3
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -243,26 +243,21 @@ def to_uuid(value: Any) -> uuid.UUID:
         return uuid.uuid5(uuid.NAMESPACE_URL, f"marketd:{value}")
 
 
-def _as(kind: type, make: Convert) -> Convert:
-    """``make`` for values not already of ``kind`` (most are: SQLite's types match)."""
-    return lambda v: v if type(v) is kind else make(v)
+def to_json(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
 
 
+# the conversions of values whose PostgreSQL type differs from SQLite's; integers, floats and
+# text go as they are (asyncpg refuses a value of the wrong type, and the copy rolls back)
 _CONVERTS: dict[str, Convert] = {
     "timestamp with time zone": to_timestamptz, "timestamp without time zone": to_timestamp,
-    "uuid": to_uuid, "smallint": _as(int, int), "integer": _as(int, int),
-    "bigint": _as(int, int), "double precision": _as(float, float), "real": _as(float, float),
-    "numeric": lambda v: Decimal(str(v)), "text": _as(str, str), "json": _as(str, json.dumps),
-    "jsonb": _as(str, json.dumps), "bytea": _as(bytes, lambda v: str(v).encode()),
-    "boolean": _as(bool, bool),
+    "uuid": to_uuid, "numeric": lambda v: Decimal(str(v)), "json": to_json, "jsonb": to_json,
+    "boolean": bool, "bytea": lambda v: v if isinstance(v, bytes) else str(v).encode(),
 }
 
 
 def converter(column: _Column) -> Convert | None:
-    base = column.type.split("(", 1)[0].strip()
-    if column.is_enum or base in ("character varying", "character"):
-        return _CONVERTS["text"]
-    return _CONVERTS.get(base)
+    return None if column.is_enum else _CONVERTS.get(column.type.split("(", 1)[0].strip())
 
 
 def _integer_affinity(declared: str) -> bool:
@@ -360,17 +355,34 @@ class _Ticker:
             self.progress(f"copying {table}: {done} of {total} rows")
 
 
-def _batches(conn: sqlite3.Connection, plan: _Plan,
-             keep: Callable[[Sequence[Any]], bool] | None) -> Iterator[list[tuple[Any, ...]]]:
-    cur = conn.execute(f"SELECT {', '.join(plan.select)} FROM {quote(plan.table)}")
-    fns = plan.converts
-    while rows := cur.fetchmany(BATCH_ROWS):
-        if keep is not None:
-            rows = [r for r in rows if keep(r)]
-        if any(fns):
-            rows = [tuple(v if f is None or v is None else f(v)
-                          for v, f in zip(r, fns, strict=True)) for r in rows]
-        yield rows
+class _Rows:
+    """A table's rows as PostgreSQL's COPY takes them, for one COPY per table (reading and
+    converting here overlap with the server's writing): only the columns whose values change
+    type are converted; it counts the rows it gave and ticks the progress."""
+
+    def __init__(self, conn: sqlite3.Connection, plan: _Plan,
+                 keep: Callable[[Sequence[Any]], bool] | None, ticker: _Ticker,
+                 total: int) -> None:
+        self.cur = conn.execute(f"SELECT {', '.join(plan.select)} FROM {quote(plan.table)}")
+        self.plan, self.keep, self.ticker, self.total = plan, keep, ticker, total
+        self.count = 0
+
+    async def __aiter__(self) -> AsyncIterator[Sequence[Any]]:
+        converts = [(i, f) for i, f in enumerate(self.plan.converts) if f is not None]
+        while rows := self.cur.fetchmany(BATCH_ROWS):
+            if self.keep is not None:
+                rows = [r for r in rows if self.keep(r)]
+            for row in rows:
+                if converts:
+                    out = list(row)
+                    for i, f in converts:
+                        if out[i] is not None:
+                            out[i] = f(out[i])
+                    yield out
+                else:
+                    yield row
+            self.count += len(rows)
+            self.ticker.tick(self.plan.table, self.count, self.total)
 
 
 def call_filter(plan: _Plan, windows: Mapping[str, float],
@@ -391,18 +403,15 @@ def call_filter(plan: _Plan, windows: Mapping[str, float],
 async def _copy_table(src: sqlite3.Connection, pg: asyncpg.Connection, plan: _Plan,
                       keep: Callable[[Sequence[Any]], bool] | None, ticker: _Ticker) -> Copied:
     total = int(src.execute(f"SELECT count(*) FROM {quote(plan.table)}").fetchone()[0])
-    copied = 0
+    rows = _Rows(src, plan, keep, ticker, total)
     try:
-        for rows in _batches(src, plan, keep):
-            if rows:
-                await pg.copy_records_to_table(plan.table, records=rows, columns=plan.columns)
-                copied += len(rows)
-            ticker.tick(plan.table, copied, total)
+        await pg.copy_records_to_table(plan.table, records=rows, columns=plan.columns)
     except (ValueError, TypeError, OverflowError) as exc:
         raise TransferError(f"{plan.table}: a value does not convert: {exc}") from None
-    except asyncpg.PostgresError as exc:
+    except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         raise TransferError(f"{plan.table}: PostgreSQL refused the rows: "
                             f"{type(exc).__name__}: {exc}") from None
+    copied = rows.count
     found = int(await pg.fetchval(f"SELECT count(*) FROM {quote(plan.table)}"))
     if found != copied or (keep is None and copied != total):
         raise TransferError(f"{plan.table}: count check failed: SQLite {total}, copied {copied}, "
@@ -458,8 +467,9 @@ async def transfer(path: str, url: str, *, windows: Mapping[str, float] | None =
 async def _refuse_nonempty(pg: asyncpg.Connection, tables: Iterable[str], target: str) -> None:
     full = await nonempty(pg, tables)
     if full:
-        raise Refused(f"{target} is not empty ({', '.join(full)} hold rows): copy into a new "
-                      "database (createdb ...), nothing was changed")
+        raise Refused(f"{target} is not empty ({', '.join(full)} hold"
+                      f"{'s' if len(full) == 1 else ''} rows): nothing was changed; copy into "
+                      "a new database (createdb ...)")
 
 
 async def _copy_all(src: sqlite3.Connection, pg: asyncpg.Connection, report: Report,

@@ -55,8 +55,10 @@ def test_migrate_twice(tmp_path: Path) -> None:
 
 
 def test_enqueue_without_daemon_writes_the_database(tmp_path: Path) -> None:
-    """With no daemon listening, enqueue stores the job directly; status and prices read it."""
+    """With no daemon listening, enqueue stores the job directly (in a database migrate made:
+    enqueue creates none); status and prices read it."""
     c = str(cfg(tmp_path))
+    assert marketd("migrate", "-c", c).returncode == 0
     out = marketd("enqueue", "-c", c, "--provider", "StockX", "--sku", "dd1391-100",
                   "--size", "10", "--priority", "manual")
     assert out.returncode == 0, out.stderr
@@ -91,6 +93,7 @@ def test_trigger_without_daemon_says_what_to_do(tmp_path: Path) -> None:
 def test_reset_failed_and_backup(tmp_path: Path) -> None:
     """reset-failed moves failed jobs back; backup writes a copy and refuses to overwrite."""
     c = str(cfg(tmp_path))
+    marketd("migrate", "-c", c)
     marketd("enqueue", "-c", c, "--provider", "alias", "--sku", "X-1")
     con = sqlite3.connect(tmp_path / "m.db")
     con.execute("UPDATE market_jobs SET status = 'failed'")
@@ -128,3 +131,37 @@ def test_serve_on_a_busy_port_is_one_line(tmp_path: Path) -> None:
     errors = [line for line in out.stderr.splitlines() if line.startswith("marketd:")]
     assert len(errors) == 1 and f"127.0.0.1:{port}" in errors[0]
     assert "Traceback" not in out.stderr
+
+
+async def test_migrate_to_postgresql(tmp_path: Path) -> None:
+    """migrate --to copies the SQLite database into an empty PostgreSQL one and says what it
+    copied (exit 0); a second copy into it is refused (exit 2), as is a missing SQLite file
+    (never created) and a URL that is not PostgreSQL's; --help says how."""
+    from tests.conftest import postgres_database
+
+    databases = postgres_database()
+    url = await anext(databases)
+    try:
+        c = str(cfg(tmp_path))
+        assert marketd("migrate", "-c", c).returncode == 0  # enqueue creates no database
+        for sku in ("DD1391-100", "CW2288-111"):
+            assert marketd("enqueue", "-c", c, "--provider", "stockx", "--sku", sku,
+                           "--size", "10").returncode == 0
+        out = marketd("migrate", "-c", c, "--to", url)
+        assert out.returncode == 0, out.stderr
+        lines = out.stdout.splitlines()
+        assert any(line.split()[:2] == ["market_jobs", "2"] for line in lines), out.stdout
+        assert lines[-1].split()[:2] == ["total", "2"] and "counts checked" in lines[-1]
+        again = marketd("migrate", "-c", c, "--to", url)
+        assert again.returncode == 2 and "not empty" in again.stderr
+        assert len(again.stderr.strip().splitlines()) == 1
+        missing = tmp_path / "none.db"
+        c2 = write_config(tmp_path / "c2.toml", f'[database]\npath = "{missing}"\n')
+        gone = marketd("migrate", "-c", str(c2), "--to", url)
+        assert gone.returncode == 2 and "no SQLite database" in gone.stderr
+        assert not missing.exists()
+        bad = marketd("migrate", "-c", c, "--to", "mysql://x@y/z")
+        assert bad.returncode == 2 and "postgresql://" in bad.stderr
+        assert "--to URL" in marketd("migrate", "--help").stdout
+    finally:
+        await databases.aclose()

@@ -31,8 +31,8 @@ from marketd.models import Job, Price
 from marketd.providers.base import ProviderContext
 from marketd.providers.ebay import (
     EbayClient,
-    search_query,
     seconds_until_quota_reset,
+    size_aspect_filter,
     title_matches,
 )
 from marketd.store import Store
@@ -116,7 +116,7 @@ async def test_token_minted_once_not_counted_and_reused_from_store(
     await make_client().fetch_group(SKU, [make_job("10"), make_job("11")])
     await make_client().fetch_group(SKU, [make_job("10")])  # a restart: a new instance
     assert len(requests_to(http, "/oauth2/token")) == 1
-    assert budget.spent == 3 == len(requests_to(http, "/item_summary/search"))
+    assert budget.spent == 2 == len(requests_to(http, "/item_summary/search"))  # one per SKU
     assert await store.get_token("ebay", "access_token") == (FIRST_TOKEN,
                                                             clock.now() + 7200)
     for _, kwargs in requests_to(http, "/item_summary/search"):
@@ -183,27 +183,37 @@ async def test_missing_credentials_send_nothing(http: aioresponses, make_client:
 
 
 async def test_search_request_shape(http: aioresponses, make_client: Factory) -> None:
-    """The search sends the marketplace header, q = SKU + size, new fixed-price GB filter."""
+    """One search per SKU: the marketplace and end-user-context headers, q = the SKU, 200 a
+    page, new fixed-price delivered to GB, and the category with its UK shoe-size aspect."""
     serve_token(http)
     http.get(SEARCH_RE, payload=fixture("search_empty.json"))
-    await make_client(category_ids="15709").fetch_group(SKU, [make_job("10.5")])
+    await make_client(category_ids="15709").fetch_group(SKU, [make_job("10.5"), make_job("9")])
     [(url, kwargs)] = requests_to(http, "/item_summary/search")
     assert kwargs["headers"]["X-EBAY-C-MARKETPLACE-ID"] == "EBAY_GB"
+    assert kwargs["headers"]["X-EBAY-C-ENDUSERCTX"] == "contextualLocation=country%3DGB"
     assert dict(url.query) == {
-        "q": "DD1391-100 10.5", "limit": "50", "sort": "price", "category_ids": "15709",
+        "q": "DD1391-100", "limit": "200", "sort": "price", "category_ids": "15709",
+        "aspect_filter": "categoryId:15709,UK Shoe Size:{10.5|9}",
         "filter": "conditionIds:{1000},buyingOptions:{FIXED_PRICE},deliveryCountry:GB"}
 
 
-async def test_other_marketplace_header_and_no_delivery_filter(http: aioresponses,
-                                                               make_client: Factory) -> None:
-    """EBAY_US goes in the header, without deliveryCountry:GB; a null price is in USD."""
+async def test_other_marketplace_header_and_delivery_country(http: aioresponses,
+                                                             make_client: Factory) -> None:
+    """EBAY_US goes in the header and delivers to the US; a configured delivery country and
+    postcode price shipping for the user; a null price is in USD."""
     serve_token(http)
-    http.get(SEARCH_RE, payload=fixture("search_empty.json"))
+    http.get(SEARCH_RE, payload=fixture("search_empty.json"), repeat=True)
     job = make_job("10", "US")
     result = await make_client(marketplace="EBAY_US").fetch_group(SKU, [job])
-    [(url, kwargs)] = requests_to(http, "/item_summary/search")
-    assert kwargs["headers"]["X-EBAY-C-MARKETPLACE-ID"] == "EBAY_US"
-    assert "deliveryCountry" not in url.query["filter"] and "category_ids" not in url.query
+    await make_client(delivery_country="IE", delivery_postcode="D02 X285").fetch_group(
+        SKU, [job])
+    [(us, us_kw), (gb, gb_kw)] = requests_to(http, "/item_summary/search")
+    assert us_kw["headers"]["X-EBAY-C-MARKETPLACE-ID"] == "EBAY_US"
+    assert us.query["filter"].endswith("deliveryCountry:US") and "category_ids" not in us.query
+    assert us_kw["headers"]["X-EBAY-C-ENDUSERCTX"] == "contextualLocation=country%3DUS"
+    assert gb.query["filter"].endswith("deliveryCountry:IE")
+    assert gb_kw["headers"]["X-EBAY-C-ENDUSERCTX"] == \
+        "contextualLocation=country%3DIE%2Czip%3DD02%20X285"
     assert price(result, job).currency == "USD"
 
 
@@ -282,17 +292,17 @@ async def test_400_is_permanent_with_message(http: aioresponses, make_client: Fa
     serve_token(http)
     http.get(SEARCH_RE, status=400, payload=fixture("error_400.json"))
     job = make_job("10")
-    err = (await make_client().fetch_group(SKU, [job])).outcomes[job.id]
-    assert isinstance(err, PermanentError) and err.status == 400
-    assert re.search(r"12023.*conditionIdz", str(err))
+    with pytest.raises(PermanentError) as info:
+        await make_client().fetch_group(SKU, [job])
+    assert info.value.status == 400 and re.search(r"12006.*limit", str(info.value))
 
 
 async def test_404_is_not_found(http: aioresponses, make_client: Factory) -> None:
-    """A 404 fails the job NotFound."""
+    """A 404 fails the group NotFound (one search serves all its jobs)."""
     serve_token(http)
     http.get(SEARCH_RE, status=404, body="")
-    job = make_job("10")
-    assert isinstance((await make_client().fetch_group(SKU, [job])).outcomes[job.id], NotFound)
+    with pytest.raises(NotFound):
+        await make_client().fetch_group(SKU, [make_job("10")])
 
 
 @pytest.mark.parametrize("status", [500, 502, 503, 504])
@@ -323,11 +333,26 @@ async def test_bad_json_is_transient(http: aioresponses, make_client: Factory) -
         await make_client().fetch_group(SKU, [make_job("10")])
 
 
+def _page(items: list[dict[str, Any]], *, more: bool) -> dict[str, Any]:
+    body: dict[str, Any] = {"total": len(items) + (200 if more else 0), "limit": 200,
+                            "offset": 0, "itemSummaries": items}
+    if more:
+        body["next"] = "https://api.ebay.com/buy/browse/v1/item_summary/search?offset=200"
+    return body
+
+
+def _junk(n: int) -> list[dict[str, Any]]:
+    """Cheap listings that are not the shoe: laces, boxes, other SKUs."""
+    return [{"itemId": f"v1|{i}|0", "title": f"Laces for Dunk DD1391 {i}",
+             "price": {"value": "2.00", "currency": "GBP"}} for i in range(n)]
+
+
 async def test_stop_error_after_a_price_keeps_the_price(http: aioresponses,
                                                         make_client: Factory) -> None:
-    """After a price, a 429 fails the rest of the group RateLimited without calling again."""
+    """A 429 on the second page fails the sizes still unpriced; priced ones keep their price."""
     serve_token(http)
-    http.get(SEARCH_RE, payload=fixture("search_dd1391_uk10.json"))
+    http.get(SEARCH_RE, payload=_page(fixture("search_dd1391_uk10.json")["itemSummaries"],
+                                      more=True))
     http.get(SEARCH_RE, status=429, payload=fixture("error_2001.json"))
     jobs = [make_job("10"), make_job("11"), make_job("12")]
     result = await make_client().fetch_group(SKU, jobs)
@@ -336,16 +361,52 @@ async def test_stop_error_after_a_price_keeps_the_price(http: aioresponses,
     assert len(requests_to(http, "/item_summary/search")) == 2
 
 
-async def test_job_failure_does_not_stop_the_group(http: aioresponses,
-                                                   make_client: Factory) -> None:
-    """A 400 on one job fails that job only; the next is still searched."""
+async def test_one_search_prices_every_size(http: aioresponses, make_client: Factory,
+                                            budget: CountingBudget) -> None:
+    """Three sizes of one SKU cost one search; each is priced from listings of its size."""
     serve_token(http)
-    http.get(SEARCH_RE, status=400, payload=fixture("error_400.json"))
     http.get(SEARCH_RE, payload=fixture("search_dd1391_uk10.json"))
-    bad, good = make_job("11"), make_job("10")
-    result = await make_client().fetch_group(SKU, [bad, good])
-    assert isinstance(result.outcomes[bad.id], PermanentError)
-    assert price(result, good).lowest_ask == 9750
+    jobs = [make_job("10"), make_job("9"), make_job("10.5"), make_job("12")]
+    result = await make_client().fetch_group(SKU, jobs)
+    assert [price(result, j).lowest_ask for j in jobs] == [9750, 7599, 7900, None]
+    assert budget.spent == 1 == len(requests_to(http, "/item_summary/search"))
+
+
+async def test_cheap_junk_takes_a_second_page_never_a_third(http: aioresponses,
+                                                            make_client: Factory) -> None:
+    """200 cheaper non-matching listings no longer leave "no price": the next page is read
+    while a size is unpriced, and a SKU never costs more than two searches."""
+    serve_token(http)
+    real = fixture("search_dd1391_uk10.json")["itemSummaries"]
+    http.get(SEARCH_RE, payload=_page(_junk(200), more=True))
+    http.get(SEARCH_RE, payload=_page(real, more=True))
+    jobs = [make_job("10"), make_job("12")]
+    result = await make_client().fetch_group(SKU, jobs)
+    assert (price(result, jobs[0]).lowest_ask, price(result, jobs[1]).lowest_ask) == (9750, None)
+    urls = [url for url, _ in requests_to(http, "/item_summary/search")]
+    assert [u.query.get("offset") for u in urls] == [None, "200"]
+    assert all(u.query["limit"] == "200" and u.query["q"] == SKU for u in urls)
+
+
+async def test_gtin_from_stockx_catalog_is_searched_first(http: aioresponses, store: Store,
+                                                          make_client: Factory) -> None:
+    """A lone size whose UPC StockX's catalog cached is searched by gtin=, and every listing
+    found is that size; nothing found falls back to the SKU search (two searches at most)."""
+    await store.put_catalog("stockx", SKU, product_id="p1", brand="Nike", data={
+        "format": 1, "variants": [{"id": "v10", "value": "10", "gtins": [["UPC", "195238853624"]],
+                                   "conversions": [["us m", "US M 10"], ["uk", "UK 9"]]}]})
+    serve_token(http)
+    item = {"itemId": "v1|1|0", "title": "Nike Dunk Low Panda",
+            "price": {"value": "88.00", "currency": "GBP"}}
+    http.get(SEARCH_RE, payload=_page([item], more=False))
+    job = make_job("9")
+    assert price(await make_client().fetch_group(SKU, [job]), job).lowest_ask == 8800
+    [(url, _)] = requests_to(http, "/item_summary/search")
+    assert url.query["gtin"] == "195238853624" and "q" not in url.query
+    http.get(SEARCH_RE, payload=fixture("search_empty.json"))
+    http.get(SEARCH_RE, payload=fixture("search_dd1391_uk10.json"))
+    assert price(await make_client().fetch_group(SKU, [job]), job).lowest_ask == 7599
+    assert len(requests_to(http, "/item_summary/search")) == 3
 
 
 async def test_quota_reads_get_rate_limits_uncounted(http: aioresponses, make_client: Factory,
@@ -413,11 +474,15 @@ def test_title_matches(title: str, sku: str, size: str | None, system: str, ok: 
     assert title_matches(title, sku, size, system) is ok
 
 
-def test_search_query_has_sku_and_bare_size() -> None:
-    """q is the SKU plus the size number, without system or suffix."""
-    assert search_query(SKU, "10") == "DD1391-100 10"
-    assert search_query(SKU, "8.5W") == "DD1391-100 8.5"
-    assert search_query(SKU, None) == SKU
+def test_size_aspect_filter_names_every_size_or_none() -> None:
+    """One aspect filter for all the group's sizes in the aspect's system; None when a job is
+    size-less or in another system (one search serves the whole group)."""
+    uk = [make_job("10"), make_job("8.5W"), make_job("10")]
+    assert size_aspect_filter("15709", "UK Shoe Size", uk) == \
+        "categoryId:15709,UK Shoe Size:{10|8.5}"
+    assert size_aspect_filter("15709", "UK Shoe Size", [*uk, make_job("44", "EU")]) is None
+    assert size_aspect_filter("15709", "UK Shoe Size", [make_job(None)]) is None
+    assert size_aspect_filter("15709", "", uk) is None
 
 
 @pytest.mark.parametrize(("utc", "hours"), [

@@ -358,6 +358,15 @@ async def test_alias_availability_needs_a_size(sim: Start) -> None:
                                          "global_indicator_price_cents"}
 
 
+async def test_alias_regions_are_the_observed_ids_or_global(sim: Start) -> None:
+    """region_id 1-3 (US, EU, UK) and empty (global) answer; 4 (no source) is a 400."""
+    client = await sim()
+    path = f"/api/v1/pricing_insights/availabilities/{PANDA_ALIAS}"
+    for region in ("1", "2", "3", ""):
+        await get_json(client, path, ALIAS, region_id=region)
+    await get_json(client, path, ALIAS, 400, region_id="4")
+
+
 async def test_alias_recent_sales(sim: Start) -> None:
     """Recent sales of one size come newest first, in cents; none for the no-market product."""
     client = await sim()
@@ -398,13 +407,16 @@ async def test_ebay_search_needs_token_and_marketplace(sim: Start) -> None:
 
 
 async def test_ebay_search_returns_listings_in_gbp(sim: Start) -> None:
-    """Listings mention the SKU and a UK size, cost GBP, and some are of a neighbouring SKU."""
+    """Shoe listings mention the SKU and a UK size, cost GBP, and some are of a neighbouring
+    SKU; cheap accessories (laces, crease protectors) name the SKU too, as on eBay."""
     client = await sim()
     body = await get_json(client, "/buy/browse/v1/item_summary/search", await ebay_headers(client),
                           q="DD1391-100", limit="200")
     items = body["itemSummaries"]
     assert body["total"] == len(items) > 0
-    assert all("UK" in i["title"] for i in items)
+    extras = ("Laces", "Crease Protectors")
+    assert all("UK" in i["title"] for i in items if not any(x in i["title"] for x in extras))
+    assert any(x in i["title"] for i in items for x in ("Laces", "EMPTY BOX", "Insoles"))
     assert any("DD1391-100" in i["title"] for i in items)
     assert any("DD1391-100" not in i["title"] for i in items)
     item = items[0]
@@ -425,6 +437,49 @@ async def test_ebay_sort_by_price(sim: Start) -> None:
     totals = [float(i["price"]["value"]) + float(i["shippingOptions"][0]["shippingCost"]["value"])
               for i in body["itemSummaries"]]
     assert len(totals) > 5 and totals == sorted(totals)
+
+
+async def test_ebay_limit_and_offset_errors_use_the_specs_ids(sim: Start) -> None:
+    """A bad limit is errorId 12006 and a bad offset 12029, as the Browse spec says (12023 is
+    "response too large")."""
+    client = await sim()
+    headers = await ebay_headers(client)
+    path = "/buy/browse/v1/item_summary/search"
+    body = await get_json(client, path, headers, 400, q="dunk", limit="201")
+    assert body["errors"][0]["errorId"] == 12006
+    body = await get_json(client, path, headers, 400, q="dunk", offset="10001")
+    assert body["errors"][0]["errorId"] == 12029
+
+
+async def test_ebay_aspect_filter_keeps_the_named_sizes(sim: Start) -> None:
+    """aspect_filter needs its category in category_ids too; it keeps only listings whose UK
+    Shoe Size is named (accessories have none)."""
+    client = await sim()
+    headers = await ebay_headers(client)
+    path = "/buy/browse/v1/item_summary/search"
+    await get_json(client, path, headers, 400, q="DD1391-100",
+                   aspect_filter="categoryId:15709,UK Shoe Size:{9}")
+    body = await get_json(client, path, headers, q="DD1391-100", category_ids="15709",
+                          limit="200", aspect_filter="categoryId:15709,UK Shoe Size:{9|10}")
+    titles = [i["title"] for i in body.get("itemSummaries", [])]
+    assert titles and all(("UK 9" in t or "UK9" in t or "UK 10" in t or "UK10" in t)
+                          and "Laces" not in t and "BOX" not in t for t in titles)
+
+
+async def test_ebay_end_user_context_prices_shipping_for_the_buyer(sim: Start) -> None:
+    """X-EBAY-C-ENDUSERCTX's country prices shipping: a listing abroad costs more to post."""
+    client = await sim()
+    headers = await ebay_headers(client)
+    path = "/buy/browse/v1/item_summary/search"
+
+    async def shipping(country: str) -> dict[str, float]:
+        ctx = {"X-EBAY-C-ENDUSERCTX": f"contextualLocation=country%3D{country}"}
+        body = await get_json(client, path, headers | ctx, q="Nike Dunk", limit="200")
+        return {i["itemId"]: float(i["shippingOptions"][0]["shippingCost"]["value"])
+                for i in body["itemSummaries"]}
+
+    gb, de = await shipping("GB"), await shipping("DE")
+    assert gb.keys() == de.keys() and gb != de
 
 
 async def test_ebay_no_market_sku_has_no_item_summaries(sim: Start) -> None:

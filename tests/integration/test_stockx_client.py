@@ -288,6 +288,34 @@ async def test_us_w_size_on_a_womens_product(rig: Rig) -> None:
     assert price(result).size == "US 8.5W"
 
 
+async def test_womens_and_youth_sizes_on_a_mens_product(rig: Rig) -> None:
+    """US 8.5W on a men's Dunk is the US M 7 variant (its US W label); US 5.5Y, which a men's
+    product has no label for, is US M 5.5 by Nike's grade-school chart: the same shoes Alias
+    is asked for."""
+    rig.token()
+    rig.catalog()
+    rig.market()
+    result = await fetch(rig, make_job("8.5W", "US"), make_job("5.5Y", "US", n=2))
+    rows = {r["variantId"]: r for r in load("market_data_dd1391_100.json")}
+    for job_id, value in (("job-1", "7"), ("job-2", "5.5")):
+        ask = rows[variant_id("variants_dd1391_100.json", value)]["lowestAskAmount"]
+        want = None if ask is None else round(float(ask) * 100)
+        assert price(result, job_id).lowest_ask == want
+
+
+async def test_catalog_cache_keeps_the_variants_gtins(rig: Rig) -> None:
+    """The UPCs StockX gives per variant are cached (eBay searches a lone size by its GTIN)."""
+    rig.token()
+    rig.catalog()
+    rig.market()
+    await fetch(rig, make_job("9"))
+    entry = await rig.store.get_catalog("stockx", SKU)
+    assert entry is not None
+    raw = {v["variantId"]: v["gtins"] for v in load("variants_dd1391_100.json")}
+    for variant in entry["data"]["variants"]:
+        assert variant["gtins"] == [[g["type"], g["identifier"]] for g in raw[variant["id"]]]
+
+
 async def test_us_youth_size_on_a_grade_school_product(rig: Rig) -> None:
     """US 5.5Y matches the grade-school variant "5.5Y" (type "us")."""
     rig.token()

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 
 import pytest
 
-from marketd.config import load_config, parse_config, redacted
+from marketd.config import load_config, missing_documented_limits, parse_config, redacted
 from marketd.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,7 +31,8 @@ def test_defaults_follow_the_interface() -> None:
     c = parse_config({}, env={})
     assert (c.server.host, c.server.port) == ("127.0.0.1", 8787)
     assert c.scheduler.interval_seconds == 900 and c.scheduler.max_batch_size == 50
-    assert [lim.text for lim in c.providers["stockx"].limits] == ["1/second", "25000/day", "100/hour"]
+    assert [lim.text for lim in c.providers["stockx"].limits] == [
+        "1/second", "25000/day", "100/hour"]
     assert c.providers["alias"].timeout_s == 60
     assert c.providers["ebay"].option("marketplace") == "EBAY_GB"
 
@@ -134,3 +136,29 @@ def test_database_url_must_be_postgresql_and_is_redacted() -> None:
     c = parse_config({"database": {"url": "postgresql://m:hunter2@127.0.0.1/m"}}, env={})
     assert "hunter2" not in repr(redacted(c))
     assert redacted(c)["database"]["url"] == "postgresql://m:***@127.0.0.1/m"
+
+
+def test_example_config_ships_stockx_documented_limits() -> None:
+    """config.example.toml is valid and has StockX's 1/second and 25000/day plus the plan."""
+    path = Path(__file__).parents[2] / "config.example.toml"
+    c = parse_config(tomllib.loads(path.read_text()), env={})
+    assert [lim.text for lim in c.providers["stockx"].limits] == [
+        "1/second", "25000/day", "100/hour"]
+    assert missing_documented_limits(c.providers["stockx"]) == []
+
+
+def test_missing_documented_limits_names_what_a_config_drops() -> None:
+    """A StockX list without the per-second or daily limit is told which it lacks; a stricter
+    limit of the same window counts."""
+    only_plan = parse_config({"providers": {"stockx": {"limits": ["100/hour"]}}}, env={})
+    assert missing_documented_limits(only_plan.providers["stockx"]) == ["1/second", "25000/day"]
+    strict = parse_config({"providers": {"stockx": {
+        "limits": ["1/second", "20000/day", "50/hour"]}}}, env={})
+    assert missing_documented_limits(strict.providers["stockx"]) == []
+    assert missing_documented_limits(only_plan.providers["alias"]) == []
+
+
+@pytest.mark.parametrize("region", ["AU", "CA", "JP", "MARS"])
+def test_alias_regions_without_a_source_are_config_errors(region: str) -> None:
+    """Only region ids with a source (US, EU, UK) or GLOBAL: AU/CA/JP were guesses."""
+    assert "providers.alias.region" in problems({"providers": {"alias": {"region": region}}})

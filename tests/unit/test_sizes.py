@@ -10,6 +10,7 @@ from marketd.errors import SizeError
 from marketd.providers.sizes import (
     ADIDAS,
     NIKE,
+    NIKE_WOMEN,
     SizeOption,
     choose,
     format_size,
@@ -132,6 +133,43 @@ def test_chart_nike_women_uses_us_w() -> None:
     """For a women's item the US size is US W: EU 40 is 8.5W (providers.md §5)."""
     assert options_from_chart("Nike", "women", "EU", "40") == [
         SizeOption(Fraction(17, 2), "6", "40")]
+
+
+def test_nike_womens_uk_is_us_w_minus_2_5_on_every_row() -> None:
+    """Nike women's UK = US W - 2.5 (providers.md §5, the simulator's rule): the old chart reused
+    the men's UK column and was half a size off below 8.5W (UK 5.5 read as 7.5W, not 8W)."""
+    for row in NIKE_WOMEN:
+        assert row.us_w is not None
+        assert Fraction(row.uk) == Fraction(row.us_w) - Fraction(5, 2)
+        assert Fraction(row.us_w) == Fraction(row.us_m) + Fraction(3, 2)
+    assert options_from_chart("Nike", "women", "UK", "5.5") == [
+        SizeOption(Fraction(8), "5.5", "39")]
+
+
+@pytest.mark.parametrize(("brand", "gender", "size", "us"), [
+    ("Nike", "men", "8.5W", "7"), ("Jordan", "men", "11W", "9.5"), ("Nike", "women", "7", "8.5"),
+    ("Nike", "women", "8.5W", "8.5"), ("Nike", "men", "5.5Y", "5.5"), ("Nike", "youth", "7", "7"),
+    ("adidas", "men", "9W", "8"), ("adidas", "women", "8", "9"),
+])
+def test_chart_converts_us_sizes_between_scales(brand: str, gender: str, size: str,
+                                                us: str) -> None:
+    """A US size's suffix names its scale; the answer is in the item's own scale."""
+    options = options_from_chart(brand, gender, "US", size)
+    assert options is not None and [format_size(o.us) for o in options] == [us]
+
+
+def test_chart_cannot_convert_what_it_lacks() -> None:
+    """No women's ASICS chart, no youth sizes over 7Y, no child (C) sizes at all."""
+    assert options_from_chart("ASICS", "men", "US", "9W") is None
+    assert options_from_chart("Nike", "men", "US", "8Y") == []
+    assert options_from_chart("Nike", "men", "US", "10C") is None
+
+
+def test_stockx_us_sizes_convert_to_the_target_scale() -> None:
+    """StockX's labels convert US W to the men's variant, and give the women's size of it."""
+    assert options_from_stockx(DUNK, "US", "11.5W", "M") == [SizeOption(Fraction(10), "9", "44")]
+    assert options_from_stockx(DUNK, "UK", "9", "W") == [SizeOption(Fraction(23, 2), "9", "44")]
+    assert options_from_stockx(DUNK, "US", "11.5W", "Y") == []
 
 
 def test_chart_nike_youth_stops_at_7() -> None:
