@@ -1,8 +1,9 @@
 """Each benchmark's main entry runs with --quick in a few seconds and writes its JSON.
 
 Speed is measured by ``python -m bench``, never here: this only keeps the scripts working.
-Skips when the ``bench`` extra (huey, matplotlib, pyinstrument) is not installed, unless
-MARKETD_REQUIRE_SERVICES=1, where a missing extra fails.
+Skips when the ``bench`` extra (huey, matplotlib, pyinstrument, procrastinate) is not
+installed, or, for bench.postgres, when no PostgreSQL server answers (MARKETD_BENCH_POSTGRES_URL,
+default 127.0.0.1:5432), unless MARKETD_REQUIRE_SERVICES=1, where either fails.
 """
 
 from __future__ import annotations
@@ -27,8 +28,27 @@ def _bench_extra() -> None:
     require_bench_extra()
 
 
-@pytest.mark.parametrize("name", BENCHES)
+def _missing(reason: str) -> None:
+    if os.environ.get("MARKETD_REQUIRE_SERVICES") == "1":
+        pytest.fail(f"{reason} (MARKETD_REQUIRE_SERVICES=1)")
+    pytest.skip(reason)
+
+
+def _postgres_missing() -> str | None:
+    """Why bench.postgres cannot run here, or None (its own check, so the two agree)."""
+    import asyncio
+
+    try:
+        from bench.postgres import missing_service
+    except ImportError as exc:
+        return f"bench.postgres cannot be imported: {exc}"
+    return asyncio.run(missing_service())
+
+
+@pytest.mark.parametrize("name", [*BENCHES, "postgres"])
 def test_bench_quick(name: str, tmp_path: Path) -> None:
+    if name == "postgres" and (reason := _postgres_missing()):
+        _missing(f"bench.postgres needs a PostgreSQL server and procrastinate: {reason}")
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     proc = subprocess.run([sys.executable, "-m", f"bench.{name}", "--quick", "--out",
                            str(tmp_path)], cwd=ROOT, env=env, capture_output=True, text=True,
