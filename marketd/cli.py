@@ -9,24 +9,29 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
+import os
 import sys
 from collections.abc import Callable, Coroutine, Sequence
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn
 
-from marketd import __version__
+from marketd import __version__, cli_ops
+from marketd.cli_base import (
+    EXIT_FAIL,
+    EXIT_OK,
+    EXIT_USAGE,
+    UsageError,
+    add_json,
+    apply_env_file,
+    config_of,
+    print_json,
+)
+from marketd.cli_base import add_config as _add_config
+from marketd.cli_base import run as _run
 from marketd.clock import Clock
-from marketd.config import Config, load_config
+from marketd.config import Config
 from marketd.errors import ConfigError, MarketdError, StoreError, ValidationError
 from marketd.logs import configure_logging
-from marketd.models import PROVIDERS, parse_job
-
-EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
-T = TypeVar("T")
-
-
-class UsageError(Exception):
-    """Bad flags or arguments (exit 2)."""
+from marketd.models import PROVIDERS
 
 
 class _Parser(argparse.ArgumentParser):
@@ -34,11 +39,6 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{self.prog}: error: {message} (see '{self.prog} --help')")
-
-
-def _add_config(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-c", "--config", metavar="FILE",
-                   help="config file (default: $MARKETD_CONFIG, else built-in defaults)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -75,36 +75,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--to", metavar="URL",
                    help="copy into this empty PostgreSQL database "
                         "(postgresql://user@host:port/dbname) instead")
+    add_json(p)
 
-    p = sub.add_parser("enqueue", help="enqueue one job")
-    _add_config(p)
-    p.add_argument("--provider", required=True, help=f"one of {', '.join(PROVIDERS)}")
-    p.add_argument("--sku", required=True)
-    p.add_argument("--size", help="UK size unless --size-system says otherwise")
-    p.add_argument("--size-system", default="UK", help="UK (default), US or EU")
-    p.add_argument("--priority", default="background",
-                   help="manual, hot, background (default) or an integer 0-1000")
-    p.add_argument("--user-id")
-
-    p = sub.add_parser("trigger", help="ask the running daemon for one scheduler run now")
-    _add_config(p)
-
-    p = sub.add_parser("status", help="budgets, job counts and recent runs")
-    _add_config(p)
-    p.add_argument("--json", action="store_true", help="print JSON")
-
-    p = sub.add_parser("reset-failed", help="move failed jobs back to pending")
-    _add_config(p)
-    p.add_argument("--provider")
-
-    p = sub.add_parser("prices", help="latest stored prices")
-    _add_config(p)
-    p.add_argument("--sku")
-    p.add_argument("--provider")
-    p.add_argument("--json", action="store_true", help="print JSON")
+    cli_ops.add_parsers(sub)
 
     p = sub.add_parser("check-config", help="validate a config file")
     _add_config(p)
+    add_json(p)
+    p.add_argument("--strict", action="store_true",
+                   help="treat warnings (e.g. an enabled provider without credentials) as "
+                        "errors: exit 2")
 
     p = sub.add_parser("auth", help="one-time browser sign-in for a provider (stockx)")
     p.add_argument("provider", choices=["stockx"])
@@ -123,9 +103,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="probability (0-1) that a call gets the provider's usual 5xx")
     p.add_argument("--seed", type=int, default=0, help="price drift and fault seed")
 
-    p = sub.add_parser("backup", help="consistent copy of the live database")
-    _add_config(p)
-    p.add_argument("path", help="new file to write")
     return parser
 
 
@@ -140,7 +117,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     handler = COMMANDS[args.command]
     try:
+        apply_env_file(getattr(args, "env_file", None))
         return handler(args)
+    except BrokenPipeError:
+        # the reader went away (`marketd prices | head -n 1`): stop quietly; stdout is pointed
+        # at /dev/null so the interpreter's last flush cannot complain either
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     except ConfigError as exc:
         for key, message in exc.problems:
             print(f"marketd: config: {key}: {message}", file=sys.stderr)
@@ -149,8 +133,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"marketd: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except StoreError as exc:
-        print(f"marketd: {exc} (check database.path and its permissions, or database.url)",
-              file=sys.stderr)
+        hint = "" if "marketd migrate" in str(exc) or "marketd database" in str(exc) else \
+            " (check database.path and its permissions, or database.url)"
+        print(f"marketd: {exc}{hint}", file=sys.stderr)
         return EXIT_FAIL
     except MarketdError as exc:
         print(f"marketd: {exc}", file=sys.stderr)
@@ -159,12 +144,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
 
 
-def _run(coro: Coroutine[Any, Any, T]) -> T:
-    return asyncio.run(coro)
-
-
 def _config(args: argparse.Namespace) -> Config:
-    return load_config(getattr(args, "config", None))
+    return config_of(args)
 
 
 # ---- commands ------------------------------------------------------------------------------
@@ -197,6 +178,9 @@ def cmd_migrate(args: argparse.Namespace) -> int:
             applied = await store.migrate()
         finally:
             await store.close()
+        if args.json:
+            print_json({"database": config.database.where, "applied": applied})
+            return EXIT_OK
         print(f"{config.database.where}: " + (
             f"applied migrations {', '.join(map(str, applied))}" if applied else "up to date"))
         return EXIT_OK
@@ -255,95 +239,43 @@ def _migrate_to(config: Config, url: str) -> int:
     return EXIT_OK
 
 
-def cmd_enqueue(args: argparse.Namespace) -> int:
-    from marketd import client
-
-    config = _config(args)
-    spec = parse_job({"provider": args.provider, "sku": args.sku, "size": args.size,
-                      "size_system": args.size_system, "priority": args.priority,
-                      "user_id": args.user_id})
-    result = _run(client.enqueue(config, spec))
-    print(json.dumps(result))
-    return EXIT_OK
-
-
-def cmd_trigger(args: argparse.Namespace) -> int:
-    from marketd import client
-
-    config = _config(args)
-    summary = _run(client.trigger(config))
-    print(json.dumps(summary, indent=2))
-    return EXIT_OK
-
-
-def cmd_status(args: argparse.Namespace) -> int:
-    from marketd import client
-
-    config = _config(args)
-    data = _run(client.status(config))
-    if args.json:
-        print(json.dumps(data, indent=2))
-    else:
-        print(client.format_status(data))
-    return EXIT_OK
-
-
-def cmd_reset_failed(args: argparse.Namespace) -> int:
-    from marketd import client
-    from marketd.models import normalize_provider
-
-    config = _config(args)
-    provider = normalize_provider(args.provider, "--provider") if args.provider else None
-    n = _run(client.reset_failed(config, provider))
-    print(f"{n} failed job(s) moved back to pending")
-    return EXIT_OK
-
-
-def cmd_prices(args: argparse.Namespace) -> int:
-    from marketd import client
-    from marketd.models import normalize_provider, normalize_sku
-
-    config = _config(args)
-    provider = normalize_provider(args.provider, "--provider") if args.provider else None
-    sku = normalize_sku(args.sku, "--sku") if args.sku else None
-    rows = _run(client.prices(config, provider, sku))
-    if args.json:
-        print(json.dumps({"prices": rows}, indent=2))
-        return EXIT_OK
-    if not rows:
-        print("no prices stored yet")
-        return EXIT_OK
-    print(f"{'provider':8} {'sku':16} {'size':8} {'ask':>10} {'bid':>10} {'last':>10}  fetched")
-    for r in rows:
-        print(f"{r['provider']:8} {r['sku']:16} {r['size'] or '-':8} "
-              f"{_money(r['lowest_ask']):>10} {_money(r['highest_bid']):>10} "
-              f"{_money(r['last_sale']):>10}  {r['fetched_at']} {r['currency']}")
-    return EXIT_OK
-
-
-def _money(value: str | None) -> str:
-    return value if value is not None else "-"
-
-
 def cmd_check_config(args: argparse.Namespace) -> int:
-    config = _config(args)
-    enabled = ", ".join(
-        f"{p.name} ({', '.join(lim.text for lim in p.limits)})"
-        for p in config.enabled_providers()) or "none"
-    print(f"ok: {config.source or 'built-in defaults'}; providers: {enabled}; "
-          f"database: {config.database.where}")
     from marketd.config import LIMITS_SOURCE, PROVIDER_COMMON, missing_documented_limits
+    from marketd.doctor import credential_warnings
 
+    config = _config(args)
+    warnings: list[tuple[str, str]] = []
+    limits: dict[str, dict[str, Any]] = {}
     for pc in config.enabled_providers():
         texts = [lim.text for lim in pc.limits]
         origin = "default" if texts == PROVIDER_COMMON[pc.name]["limits"] else "configured"
-        print(f"{pc.name}: limits in force: {', '.join(texts)} ({origin}; "
-              f"{LIMITS_SOURCE[pc.name]})")
+        limits[pc.name] = {"limits": texts, "origin": origin, "source": LIMITS_SOURCE[pc.name]}
         missing = missing_documented_limits(pc)
         if missing:
-            print(f"warning: providers.{pc.name}.limits lacks {pc.name}'s documented "
-                  f"{' and '.join(missing)}: calls sent back to back will meet 429s; add "
-                  f"{', '.join(repr(m) for m in missing)} to the list")
+            warnings.append((f"providers.{pc.name}.limits",
+                             f"lacks {pc.name}'s documented {' and '.join(missing)}: calls sent "
+                             f"back to back will meet 429s; add "
+                             f"{', '.join(repr(m) for m in missing)} to the list"))
+        warnings += credential_warnings(pc)
+    if args.strict and warnings:
+        for key, message in warnings:
+            print(f"marketd: config: {key}: {message}", file=sys.stderr)
+        print(f"marketd: check-config --strict: {len(warnings)} warning(s) above",
+              file=sys.stderr)
+        return EXIT_USAGE
+    if args.json:
+        print_json({"ok": True, "source": config.source, "database": config.database.where,
+                    "providers": limits,
+                    "warnings": [{"key": k, "message": m} for k, m in warnings]})
+        return EXIT_OK
+    enabled = ", ".join(f"{name} ({', '.join(v['limits'])})" for name, v in limits.items())
+    print(f"ok: {config.source or 'built-in defaults'}; providers: {enabled or 'none'}; "
+          f"database: {config.database.where}")
+    for name, v in limits.items():
+        print(f"{name}: limits in force: {', '.join(v['limits'])} ({v['origin']}; "
+              f"{v['source']})")
+    for key, message in warnings:
+        print(f"warning: {key}: {message}")
     return EXIT_OK
 
 
@@ -405,23 +337,6 @@ def cmd_simulator(args: argparse.Namespace) -> int:
                                               on_started=started))
 
 
-def cmd_backup(args: argparse.Namespace) -> int:
-    from marketd.store import open_store
-
-    config = _config(args)
-
-    async def go() -> int:
-        store = await open_store(config.database, Clock(), migrate=False)
-        try:
-            await store.backup(args.path)
-        finally:
-            await store.close()
-        print(f"backed up {config.database.where} to {args.path}")
-        return EXIT_OK
-
-    return _run(go())
-
-
 def _run_forever(factory: Callable[[], Coroutine[Any, Any, None]]) -> int:
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(factory())
@@ -432,15 +347,10 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "serve": cmd_serve,
     "demo": cmd_demo,
     "migrate": cmd_migrate,
-    "enqueue": cmd_enqueue,
-    "trigger": cmd_trigger,
-    "status": cmd_status,
-    "reset-failed": cmd_reset_failed,
-    "prices": cmd_prices,
     "check-config": cmd_check_config,
     "auth": cmd_auth,
     "simulator": cmd_simulator,
-    "backup": cmd_backup,
+    **cli_ops.COMMANDS,
 }
 
 

@@ -1,21 +1,33 @@
 """What the command line does against a daemon: HTTP to the running one where that matters
 (trigger; enqueue, so a manual job wakes it), the database directly otherwise (status, prices,
-reset-failed work whether or not the daemon runs)."""
+reset-failed work whether or not the daemon runs).
+
+None of it creates a database: only ``migrate`` and ``serve`` do. A command that reads one
+first checks, without writing a byte, that the file exists and holds a marketd schema this
+version knows (:func:`require_database`)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import asyncio
+import contextlib
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager, closing
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 
+from marketd import sql
 from marketd.clock import Clock
 from marketd.config import Config
-from marketd.errors import MarketdError
+from marketd.errors import MarketdError, StoreError
 from marketd.models import JobSpec
 from marketd.store import Store, open_store
 from marketd.views import price_view, status_view
+
+Progress = Callable[[str], None]
 
 
 def daemon_url(config: Config) -> str:
@@ -27,9 +39,39 @@ def daemon_url(config: Config) -> str:
     return f"http://{host}:{config.server.port}"
 
 
+def require_database(config: Config) -> None:
+    """Raise unless the configured SQLite file exists and holds a schema this marketd knows
+    (checked read-only: no file, folder or table is created). PostgreSQL creates nothing on
+    connect, so a URL is left to the store."""
+    if config.database.url:
+        return
+    path = Path(config.database.path)
+    where = f"database.path of {config.source}" if config.source else "the built-in default"
+    if not path.is_file():
+        raise StoreError(f"cannot open database {path}: no such file ({where}); check -c FILE "
+                         "or $MARKETD_CONFIG, or create it with `marketd migrate`")
+    try:
+        with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as conn:
+            if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = "
+                                "'schema_migrations'").fetchone():
+                raise StoreError(f"{path} is not a marketd database (no schema_migrations "
+                                 "table): check database.path")
+            done = {r[0] for r in conn.execute("SELECT version FROM schema_migrations")}
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot open database {path}: {exc}") from None
+    known = {v for v, _, _ in sql.migrations()}
+    if done - known:
+        raise StoreError(f"{path} was written by a newer marketd (schema {max(done)}; this one "
+                         f"knows up to {max(known)}): upgrade marketd")
+    if known - done:
+        raise StoreError(f"{path} needs migrations {', '.join(map(str, sorted(known - done)))}:"
+                         " run `marketd migrate` (serve does it at start-up)")
+
+
 @asynccontextmanager
 async def _store(config: Config) -> AsyncIterator[Store]:
-    store = await open_store(config.database, Clock())
+    require_database(config)
+    store = await open_store(config.database, Clock(), migrate=False)
     try:
         yield store
     finally:
@@ -53,25 +95,81 @@ async def enqueue(config: Config, spec: JobSpec) -> dict[str, Any]:
             return dict(data["jobs"][0]) | {"via": "daemon"}
     except (aiohttp.ClientConnectionError, TimeoutError):
         pass  # no daemon listening: write to the database; it runs when the daemon starts
+    try:
+        require_database(config)
+    except StoreError as exc:
+        raise MarketdError(f"no daemon answers at {daemon_url(config)}, and {exc}") from None
     async with _store(config) as store:
         result = (await store.enqueue([spec], config.scheduler.fresh_for_seconds))[0]
     return result.as_dict() | {"via": "database"}
 
 
-async def trigger(config: Config) -> dict[str, Any]:
-    url = f"{daemon_url(config)}/trigger"
+async def trigger(config: Config, *, progress: Progress | None = None, every_s: float = 5.0,
+                  timeout_s: float | None = None) -> dict[str, Any]:
+    """POST /trigger and wait for the run's summary, however long the run takes (or
+    ``timeout_s``). While it lasts, ``progress`` hears the queue every ``every_s`` seconds
+    (from GET /status). Only a failed connect means the daemon is unreachable: a run that is
+    slow is waited for, and a connection dropped during it is said to be so."""
+    base = daemon_url(config)
+    url = f"{base}/trigger"
     headers = {"x-cron-secret": config.security.cron_secret}
+    started = time.monotonic()
+    async with aiohttp.ClientSession() as session:
+        post = asyncio.ensure_future(_post_trigger(session, url, headers))
+        try:
+            while True:
+                left = None if timeout_s is None else timeout_s - (time.monotonic() - started)
+                wait = every_s if progress is not None and every_s > 0 else None
+                if left is not None:
+                    wait = left if wait is None else min(wait, left)
+                done, _ = await asyncio.wait({post}, timeout=wait)
+                if done:
+                    return post.result()
+                elapsed = time.monotonic() - started
+                if timeout_s is not None and elapsed >= timeout_s:
+                    raise MarketdError(
+                        f"the run asked of {url} had not finished after {elapsed:.0f} s; it "
+                        "goes on in the daemon (see `marketd status`; raise --timeout)")
+                if progress is not None:
+                    progress(await _progress_line(session, base, elapsed))
+        finally:
+            if not post.done():
+                post.cancel()
+                with contextlib.suppress(BaseException):
+                    await post
+
+
+async def _post_trigger(session: aiohttp.ClientSession, url: str,
+                        headers: dict[str, str]) -> dict[str, Any]:
+    timeout = aiohttp.ClientTimeout(total=None, connect=10, sock_connect=10)
     try:
-        async with aiohttp.ClientSession() as session, session.post(
-                url, headers=headers, timeout=aiohttp.ClientTimeout(total=600)) as resp:
+        async with session.post(url, headers=headers, timeout=timeout) as resp:
             data = await _json(resp, url)
-            if resp.status != 200:
-                raise MarketdError(f"the daemon answered {resp.status}: {data.get('error')}"
-                                   " (check security.cron_secret or CRON_SECRET)")
-            return data
-    except (aiohttp.ClientConnectionError, TimeoutError):
+    except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError):
         raise MarketdError(f"cannot reach marketd at {url}: is the daemon running? "
                            "(systemctl status marketd)") from None
+    except aiohttp.ClientConnectionError as exc:
+        raise MarketdError(f"marketd at {url} accepted the run but the connection dropped "
+                           f"before its summary ({type(exc).__name__}): did the daemon restart? "
+                           "(journalctl -u marketd)") from None
+    if resp.status != 200:
+        hint = (" (check security.cron_secret or CRON_SECRET; as root: --env-file "
+                "/etc/marketd/secrets.env)" if resp.status == 401 else "")
+        raise MarketdError(f"the daemon answered {resp.status}: {data.get('error')}{hint}")
+    return data
+
+
+async def _progress_line(session: aiohttp.ClientSession, base: str, elapsed: float) -> str:
+    line = f"run in progress for {elapsed:.0f} s"
+    try:
+        async with session.get(f"{base}/status", timeout=aiohttp.ClientTimeout(total=5)) as r:
+            data = await r.json(content_type=None)
+        counts = data["jobs"]["by_provider"]
+        parts = [f"{name} {c['running']} running, {c['pending']} pending"
+                 for name, c in sorted(counts.items()) if c["running"] or c["pending"]]
+        return f"{line}: {'; '.join(parts) or 'nothing queued'}"
+    except (aiohttp.ClientError, TimeoutError, ValueError, KeyError, TypeError):
+        return f"{line} (the daemon's /status did not answer)"
 
 
 async def status(config: Config) -> dict[str, Any]:

@@ -259,11 +259,13 @@ async def _never_resend(request: aiohttp.ClientRequest,
         raise ConnectionDropped(exc) from exc
 
 
-def new_session(user_agent: str) -> aiohttp.ClientSession:
+def new_session(user_agent: str, *,
+                trace_configs: list[aiohttp.TraceConfig] | None = None) -> aiohttp.ClientSession:
     """The HTTP session every provider client shares: no request is ever sent twice by
-    aiohttp itself (see :func:`_never_resend`; client middlewares need aiohttp 3.12)."""
+    aiohttp itself (see :func:`_never_resend`; client middlewares need aiohttp 3.12).
+    ``trace_configs`` let a caller watch the answers (``marketd doctor`` reads their Date)."""
     return aiohttp.ClientSession(headers={"User-Agent": user_agent},
-                                 middlewares=(_never_resend,))
+                                 middlewares=(_never_resend,), trace_configs=trace_configs)
 
 
 TRANSIENT_STATUSES = frozenset({408, 500, 502, 503, 504})
