@@ -16,7 +16,14 @@ import asyncio
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Info,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.metrics_core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -60,6 +67,11 @@ class PageMetrics:
         self.registry = CollectorRegistry(auto_describe=False)
         self._snapshot = _Snapshot()
         self.registry.register(self._snapshot)
+        # process_* (CPU, memory, open files, start time), python_info, marketd_build_info
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        Info("marketd_build", "The marketd that serves these metrics.",
+             registry=self.registry).info(build_info(store))
         self._lock = asyncio.Lock()
         self.last_sample_at: float | None = None
 
@@ -81,6 +93,18 @@ class PageMetrics:
                 for p in sorted(set(self.lanes) | set(counts))]
         # shielded like the scheduler's own writes: a shutdown never cuts a transaction short
         await asyncio.shield(self.store.record_queue_samples(rows, now - SAMPLES_KEEP_S))
+
+
+def build_info(store: Store) -> dict[str, str]:
+    import platform
+
+    import aiohttp
+
+    from marketd import __version__
+
+    return {"version": __version__, "python": platform.python_version(),
+            "aiohttp": aiohttp.__version__,
+            "database": "postgresql" if type(store).__name__.startswith("Postgres") else "sqlite"}
 
 
 async def families(store: Store, now: float, lanes: Mapping[str, Lane],

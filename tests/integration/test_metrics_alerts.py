@@ -124,6 +124,23 @@ async def test_metrics_parse_and_count(rig_factory: Any, clock: FakeClock) -> No
     assert m(s, "marketd_alert_firing", provider="stockx") == 0
 
 
+async def test_build_info_and_process_metrics(rig_factory: Any) -> None:
+    """marketd_build_info names the version; the process and platform collectors report
+    (CPU, resident memory, open files, start time, python_info) in the daemon's registry."""
+    import platform
+
+    from marketd import __version__
+
+    s = await (await rig_factory()).metrics()
+    info = [labels for (name, labels) in s if name == "marketd_build_info"]
+    assert len(info) == 1
+    want = {"version": __version__, "database": "sqlite", "python": platform.python_version()}
+    assert want.items() <= dict(info[0]).items()
+    names = {name for name, _ in s}
+    assert {"process_cpu_seconds_total", "process_resident_memory_bytes",
+            "process_open_fds", "process_start_time_seconds", "python_info"} <= names
+
+
 async def test_two_apps_keep_their_own_registries(rig_factory: Any) -> None:
     """Each app has its own CollectorRegistry: two in one process do not collide."""
     a, b = await rig_factory(), await rig_factory()
