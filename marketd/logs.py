@@ -38,7 +38,9 @@ def with_priority(renderer: structlog.typing.Processor) -> structlog.typing.Proc
 
     def render(logger: Any, name: str, event: MutableMapping[str, Any]) -> Any:
         level = str(event.get("level") or name or "info").lower()
-        return f"<{PRIORITIES.get(level, 6)}>{renderer(logger, name, event)}"
+        prefix = f"<{PRIORITIES.get(level, 6)}>"
+        out = renderer(logger, name, event)
+        return prefix.encode() + out if isinstance(out, bytes) else f"{prefix}{out!s}"
 
     return render
 
