@@ -173,7 +173,8 @@ def run_sql_floor(tmp: Path, jobs: list[tuple[str, str, str]], shape: str) -> di
             if sku in skus or len(skus) < 50:
                 skus.add(sku)
                 ids.append(job_id)
-        return conn.execute(q["claim_jobs"], {"ids": json.dumps(ids), "now": now}).fetchall()
+        return conn.execute(q["claim_jobs"], {"ids": json.dumps(ids), "now": now,
+                                                 "instance": None}).fetchall()
 
     now = iso(time.time())
     t0 = time.perf_counter()

@@ -30,6 +30,7 @@ from marketd.clock import Clock
 from marketd.config import Config
 from marketd.daemon import Daemon
 from marketd.errors import MarketdError
+from marketd.instance import Instance
 from marketd.metrics import PageMetrics
 from marketd.providers import client_class
 from marketd.providers.base import Provider, ProviderContext, new_session
@@ -54,21 +55,27 @@ async def create_daemon(config: Config, *, clock: Clock | None = None,
     clock = clock or (store.clock if store is not None else Clock())
     store = store or await open_store(config.database, clock)
     session = new_session(f"marketd/{__version__}")
+    instance: Instance | None = None
     try:
-        rescued = await store.rescue_stuck(0)
-        if rescued:
-            log.warning("crash_leftovers_rescued", jobs=rescued)
         lanes = await build_lanes(config, store, clock, session, clients)
         await store.ensure_budgets({n: ln.budget.rate_limit for n, ln in lanes.items()})
+        scheduler = Scheduler(config, store, lanes, clock)
+        # register, take the free lanes, and return the dead's running jobs to pending (on
+        # SQLite, one daemon per file: every job a crash left running)
+        instance = Instance(store, clock, lanes, scheduler)
+        rescued = await instance.start()
+        if rescued:
+            log.warning("crash_leftovers_rescued", jobs=rescued)
     except BaseException:
         await session.close()
+        if instance is not None:
+            await instance.locks.close()
         await store.close()
         raise
-    scheduler = Scheduler(config, store, lanes, clock)
     alerts = FailureAlerts(config.alerts, clock, lambda: session)
     metrics = PageMetrics(store, clock, lanes, alerts)
     scheduler.after_run.extend([metrics.sample, alerts.on_run])
-    return Daemon(config, store, clock, lanes, scheduler, session, alerts, metrics)
+    return Daemon(config, store, clock, lanes, scheduler, session, alerts, metrics, instance)
 
 
 async def build_lanes(config: Config, store: Store, clock: Clock,
@@ -123,6 +130,8 @@ async def serve(config: Config, *, clock: Clock | None = None,
                                f"{exc.strerror or exc} ({hint})") from None
         url = _url(runner, config.server.host)
         daemon.scheduler.start()
+        if daemon.instance is not None:
+            daemon.instance.run()
         log.info("marketd_ready", url=url, database=config.database.where,
                  providers=sorted(daemon.lanes), version=__version__)
         _sd_notify("READY=1")

@@ -18,6 +18,7 @@ from aiohttp import web
 from marketd.alerts import FailureAlerts
 from marketd.clock import Clock
 from marketd.config import Config
+from marketd.instance import Instance
 from marketd.metrics import PageMetrics
 from marketd.models import EnqueueResult, JobSpec, Priority
 from marketd.scheduler import Scheduler
@@ -37,6 +38,7 @@ class Daemon:
     session: aiohttp.ClientSession
     alerts: FailureAlerts
     metrics: PageMetrics
+    instance: Instance | None = None  # who works (None: lanes always held, as in tools)
 
     async def enqueue(self, specs: Sequence[JobSpec]) -> list[EnqueueResult]:
         """Store the jobs; a manual job that is pending wakes a run for its provider."""
@@ -46,7 +48,11 @@ class Daemon:
             if spec.priority >= Priority.MANUAL and res.status == "pending":
                 woken.add(spec.provider)
         for provider in woken:
-            self.scheduler.wake(provider)
+            lane = self.lanes.get(provider)
+            if self.instance is not None and lane is not None and not lane.held:
+                await self.instance.wake(provider)  # another daemon runs this provider
+            else:
+                self.scheduler.wake(provider)
         return results
 
     async def close(self) -> None:
@@ -60,11 +66,17 @@ class Daemon:
             except Exception:  # closing must go on for the others
                 log.exception("client_close_failed", provider=lane.name)
         await self.session.close()
-        # anything still claimed (a batch cut short) goes back to pending: no job is lost
-        returned = await self.store.rescue_stuck(0)
-        if returned:
-            log.info("jobs_returned_to_pending", jobs=returned)
-        await self.store.close()
+        # anything this daemon still has claimed (a batch cut short) goes back to pending, no
+        # job is lost; then its lanes go to another daemon
+        try:
+            if self.instance is not None:
+                returned = await self.instance.stop()
+            else:
+                returned = await self.store.rescue_stuck(0)
+            if returned:
+                log.info("jobs_returned_to_pending", jobs=returned)
+        finally:
+            await self.store.close()
 
 
 DAEMON: web.AppKey[Daemon] = web.AppKey("daemon", Daemon)

@@ -249,6 +249,22 @@ _SCHEMAS: dict[str, Schema] = {
             },
             "recent_runs": {"type": "array", "items": {"type": "object"}},
             "recent_batches": {"type": "array", "items": {"type": "object"}},
+            "instances": {"type": "array", "items": _ref("Instance"),
+                          "description": "the daemons on the database, oldest first; lanes "
+                                         "are the providers whose batches each runs"},
+        },
+    },
+    "Instance": {
+        "type": "object",
+        "required": ["id", "host", "pid", "started_at", "heartbeat_at", "lanes", "alive",
+                     "this"],
+        "properties": {
+            "id": {"type": "string"}, "host": {"type": "string"},
+            "pid": {"type": "integer"}, "started_at": {"type": "string"},
+            "heartbeat_at": {"type": "string"},
+            "lanes": {"type": "array", "items": {"type": "string"}},
+            "alive": {"type": "boolean", "description": "its heartbeat is fresh"},
+            "this": {"type": "boolean", "description": "the daemon that answered"},
         },
     },
     "StatusCounts": {

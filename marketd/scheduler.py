@@ -148,6 +148,9 @@ class Scheduler:
         if self.stopping or lane.stopping:
             summary.providers[lane.name] = {"skipped": "shutting down"}
             return
+        if not lane.held:  # another daemon on the database runs this provider
+            summary.providers[lane.name] = {"skipped": "another daemon runs it"}
+            return
         if lane.paused(now):
             summary.providers[lane.name] = {
                 "skipped": "paused", "paused_until": iso(lane.paused_until),
@@ -255,7 +258,7 @@ class Scheduler:
     def wake(self, provider: str) -> None:
         """A manual job was enqueued: fetch it within a second if the provider has budget."""
         lane = self.lanes.get(provider)
-        if lane is None or self.stopping:
+        if lane is None or self.stopping or not lane.held:
             return
         if lane.lock.locked():
             lane.manual_waiting = True  # the running batch takes it in at its next group

@@ -1,4 +1,4 @@
--- marketd: the whole schema (version 3). Timestamps are ISO-8601 UTC text with milliseconds
+-- marketd: the whole schema (version 4). Timestamps are ISO-8601 UTC text with milliseconds
 -- ('2026-11-28T15:00:00.000Z'), so they sort as text and the seed's queries translate directly.
 -- Fresh databases get this file; older ones get sql/migrations/*.sql (a test keeps them equal).
 
@@ -26,7 +26,7 @@ CREATE TABLE IF NOT EXISTS market_jobs (
     created_at      TEXT NOT NULL,
     next_attempt_at TEXT,                      -- backoff: not before this (NULL: now)
     updated_at      TEXT
-);
+    , instance_id   TEXT);                     -- the daemon that claimed it (market_instances)
 -- at most one pending-or-running job per key
 CREATE UNIQUE INDEX IF NOT EXISTS market_jobs_active_key
     ON market_jobs (dedupe_key) WHERE status IN ('pending', 'running');
@@ -68,7 +68,7 @@ CREATE TABLE IF NOT EXISTS market_job_runs (
     rescued     INTEGER NOT NULL DEFAULT 0,
     duration_ms INTEGER,
     outcome     TEXT                           -- ok, idle, partial, error
-);
+    , instance_id TEXT);                       -- the daemon that ran it
 CREATE INDEX IF NOT EXISTS market_job_runs_started ON market_job_runs (started_at);
 
 CREATE TABLE IF NOT EXISTS market_provider_metrics (
@@ -169,4 +169,14 @@ CREATE TABLE IF NOT EXISTS market_queue_samples (
     completed  INTEGER NOT NULL,
     failed     INTEGER NOT NULL,
     PRIMARY KEY (sampled_at, provider)
+);
+
+-- each daemon (migration 0004): its heartbeat and the providers whose batches it runs
+CREATE TABLE IF NOT EXISTS market_instances (
+    id           TEXT PRIMARY KEY,
+    host         TEXT NOT NULL,
+    pid          INTEGER NOT NULL,
+    started_at   TEXT NOT NULL,
+    heartbeat_at TEXT NOT NULL,
+    lanes        TEXT NOT NULL DEFAULT '[]'    -- JSON array: the providers it runs
 );

@@ -8,7 +8,8 @@ from collections.abc import Iterable, Mapping
 from json.encoder import encode_basestring_ascii
 from typing import Any
 
-from marketd.clock import iso
+from marketd.clock import iso, parse_iso
+from marketd.instance import DEAD_AFTER_S
 from marketd.models import PROVIDERS, EnqueueResult, format_minor
 from marketd.store import Store
 from marketd.worker import Lane
@@ -91,7 +92,18 @@ def _provider_quota(lane: Lane, now: float) -> dict[str, Any] | None:
     return {"remaining": left, "resets_at": iso(resets_at)}
 
 
-async def status_view(store: Store, lanes: Mapping[str, Lane], now: float) -> dict[str, Any]:
+def instances_view(rows: list[dict[str, Any]], now: float,
+                   this: str | None = None) -> list[dict[str, Any]]:
+    """The daemons on the database, oldest first: each row with ``alive`` (its heartbeat is
+    fresh) and ``this`` (the daemon answering); ``lanes`` are the providers it runs."""
+    fresh_since = now - DEAD_AFTER_S
+    return [r | {"alive": r["id"] == this or (parse_iso(r["heartbeat_at"]) or 0) >= fresh_since,
+                 "this": r["id"] == this}
+            for r in rows]
+
+
+async def status_view(store: Store, lanes: Mapping[str, Lane], now: float,
+                      instance_id: str | None = None) -> dict[str, Any]:
     counts = await store.job_counts()
     statuses = ("pending", "running", "completed", "failed")
     jobs = {p: {s: counts.get(p, {}).get(s, 0) for s in statuses}
@@ -103,4 +115,5 @@ async def status_view(store: Store, lanes: Mapping[str, Lane], now: float) -> di
         "jobs": {"by_provider": jobs, "total": totals},
         "recent_runs": await store.recent_runs(10),
         "recent_batches": await store.recent_metrics(20),
+        "instances": instances_view(await store.instances(), now, instance_id),
     }

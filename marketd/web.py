@@ -160,7 +160,9 @@ async def reset_failed(request: web.Request) -> web.Response:
 
 async def status(request: web.Request) -> web.Response:
     daemon = request.app[DAEMON]
-    return web.json_response(await status_view(daemon.store, daemon.lanes, daemon.clock.now()))
+    this = daemon.instance.id if daemon.instance is not None else None
+    return web.json_response(await status_view(daemon.store, daemon.lanes, daemon.clock.now(),
+                                               this))
 
 
 def _int_param(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:

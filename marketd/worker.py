@@ -62,6 +62,8 @@ class Lane:
     pause_reason: str | None = None
     credential: str | None = None
     stopping: bool = False
+    # this daemon runs the provider's batches (holds its lane lock: marketd.instance)
+    held: bool = True
     manual_waiting: bool = False
     pause_dirty: bool = False  # the pause changed and is not yet in provider_state
     quota_checked_at: float = float("-inf")  # when the provider's own quota was last read

@@ -83,7 +83,8 @@ LIMIT :limit;
 
 -- name: claim_jobs
 -- "+status" keeps the planner on the primary key: the status index would walk every pending job
-UPDATE market_jobs SET status = 'running', started_at = :now, updated_at = :now
+UPDATE market_jobs SET status = 'running', started_at = :now, updated_at = :now,
+                       instance_id = :instance
 WHERE id IN (SELECT value FROM json_each(:ids)) AND +status = 'pending'
 RETURNING *;
 
@@ -122,10 +123,13 @@ SET status = 'pending', started_at = NULL, next_attempt_at = :next_attempt_at,
 WHERE id = :id AND status = 'running';
 
 -- name: rescue_stuck
+-- this daemon's own (and unowned) jobs only, once it has an instance id: another daemon's
+-- running jobs go back only when that daemon is dead (rescue_dead)
 UPDATE market_jobs
 SET status = 'pending', started_at = NULL, updated_at = :now,
     error_message = 'returned to pending: was running since ' || started_at
-WHERE status = 'running' AND started_at < :before;
+WHERE status = 'running' AND started_at < :before
+  AND (:instance IS NULL OR instance_id IS NULL OR instance_id = :instance);
 
 -- name: reset_failed
 UPDATE market_jobs
@@ -206,7 +210,8 @@ SELECT provider, hour_window, rate_limit, used FROM market_budgets
 WHERE hour_window >= :since ORDER BY hour_window, provider;
 
 -- name: insert_run
-INSERT INTO market_job_runs (started_at, trigger) VALUES (:started_at, :trigger);
+INSERT INTO market_job_runs (started_at, trigger, instance_id)
+VALUES (:started_at, :trigger, :instance);
 
 -- name: finish_run
 UPDATE market_job_runs

@@ -14,15 +14,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from marketd.clock import Clock
-from marketd.store.interface import Call, Decide, Store
+from marketd.store.interface import Call, Decide, LaneLocks, Store
 from marketd.store.records import Defer, Outcomes, ProviderState, Retry, Wanted
 from marketd.store.sqlite import SQLiteStore
 
 if TYPE_CHECKING:
     from marketd.config import DatabaseConfig
 
-__all__ = ["Call", "Decide", "Defer", "Outcomes", "ProviderState", "Retry", "SQLiteStore",
-           "Store", "Wanted", "open_store"]
+__all__ = ["Call", "Decide", "Defer", "LaneLocks", "Outcomes", "ProviderState", "Retry",
+           "SQLiteStore", "Store", "Wanted", "open_store"]
 
 
 async def open_store(database: str | DatabaseConfig, clock: Clock | None = None, *,

@@ -22,11 +22,48 @@ Call = tuple[int, float]
 Decide = Callable[[list[Call], float], tuple[int, float]]
 
 
+class LaneLocks(Protocol):
+    """Which daemon runs each provider's batches: one lock per provider, held by one daemon at
+    a time, and the wake-ups that reach it from any daemon.
+
+    PostgreSQL: session advisory locks on a connection of the store's own (outside the pool),
+    which the server itself releases when that connection ends (the daemon died), and LISTEN
+    on the same connection. SQLite: one daemon per file, so every lock is granted within the
+    process and a wake-up goes to this process only."""
+
+    shared: bool  # True where other daemons may hold the locks (they are worth retrying)
+
+    async def open(self, on_wake: Callable[[str], None]) -> None:
+        """Connect; ``on_wake(provider)`` is then called for every wake-up of that provider
+        any daemon sends (:meth:`notify_wake`), this one's too."""
+
+    async def try_acquire(self, provider: str) -> bool:
+        """Take the provider's lock if no daemon holds it; True if this one holds it now."""
+
+    async def release(self, provider: str) -> None:
+        """Give the lock up (another daemon may take it at once)."""
+
+    def holds(self, provider: str) -> bool: ...
+
+    async def check(self) -> bool:
+        """True while the locks' connection answers; when it has gone every lock is lost
+        (holds() says so) and the next try_acquire reconnects."""
+
+    async def notify_wake(self, provider: str) -> None:
+        """Ask whichever daemon runs ``provider`` for a run of it."""
+
+    async def close(self) -> None:
+        """Release every lock and disconnect; safe to repeat."""
+
+
 class Store(Protocol):
     """Everything marketd keeps: the queue, the call log and budgets, runs, prices, state."""
 
     path: str
     clock: Clock
+    # this daemon's instance (register_instance): the jobs it claims and the runs it records
+    # carry it; None in a store no daemon registered (tools, tests)
+    instance_id: str | None
 
     # ---- life cycle --------------------------------------------------------------------------
 
@@ -67,7 +104,8 @@ class Store(Protocol):
         """Write everything pending if the oldest has waited its limit (store.pending)."""
 
     async def rescue_stuck(self, stuck_after_s: float) -> int:
-        """Running jobs started over ``stuck_after_s`` ago (all, with 0) back to pending."""
+        """Running jobs started over ``stuck_after_s`` ago (all, with 0) back to pending: once
+        an instance is registered, only its own and unowned ones (see rescue_dead)."""
 
     async def reset_failed(self, provider: str | None = None) -> int:
         """Failed jobs (of one provider, or all) back to pending; returns how many."""
@@ -87,6 +125,30 @@ class Store(Protocol):
                             older_than_s: float, asked_within_s: float, priority: int) -> int:
         """Enqueue refreshes of keys users asked for whose price is older than
         ``older_than_s``, oldest first; returns how many jobs are now pending for them."""
+
+    # ---- who works: instances, heartbeats, lanes ---------------------------------------------
+
+    async def register_instance(self, instance_id: str, host: str, pid: int) -> None:
+        """Record this daemon's instance row (and heartbeat); claims and runs carry its id."""
+
+    async def heartbeat(self, lanes: Sequence[str]) -> None:
+        """This instance is alive and runs ``lanes``' batches."""
+
+    async def rescue_dead(self, stale_after_s: float) -> int:
+        """Running jobs of dead daemons back to pending; returns how many. Dead: PostgreSQL,
+        an instance whose heartbeat is older than ``stale_after_s`` (or whose row is gone;
+        unowned running jobs once started that long ago); SQLite, one daemon per file, every
+        instance but this one. Never this daemon's own jobs, nor a live daemon's."""
+
+    async def retire_instance(self) -> int:
+        """A graceful stop: this instance's running jobs back to pending and its row gone, in
+        one transaction; returns how many jobs."""
+
+    async def instances(self) -> list[dict[str, Any]]:
+        """Instance rows (id, host, pid, started_at, heartbeat_at, lanes), oldest first."""
+
+    def lane_locks(self) -> LaneLocks:
+        """This daemon's lane locks (see :class:`LaneLocks`); open them before use."""
 
     # ---- prices ------------------------------------------------------------------------------
 

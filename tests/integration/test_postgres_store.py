@@ -21,6 +21,9 @@ from tests.conftest import postgres_database
 
 asyncpg = pytest.importorskip("asyncpg")
 from marketd.store.postgres import PostgresStore  # noqa: E402
+from marketd.store.postgres.base import migrations  # noqa: E402
+
+ALL_VERSIONS = [version for version, _, _ in migrations()]
 
 OpenPg = Callable[..., Awaitable[PostgresStore]]
 
@@ -159,7 +162,7 @@ async def test_migrate_from_three_hosts_at_once(open_pg: OpenPg) -> None:
     others find nothing to do, and the schema works."""
     stores = [await open_pg(migrate=False) for _ in range(3)]
     applied = await asyncio.gather(*(s.migrate() for s in stores))
-    assert sorted(applied, key=len) == [[], [], [1]]
+    assert sorted(applied, key=len) == [[], [], ALL_VERSIONS]
     [r] = await stores[1].enqueue([spec("M-1")], 0)
     assert r.status == "pending"
     assert await stores[2].migrate() == []
@@ -247,11 +250,11 @@ async def test_schema_uses_postgresql_types(open_pg: OpenPg, pg_url: str) -> Non
     assert types[("market_jobs", "id")] == "uuid"
     assert types[("market_jobs", "created_at")] == "timestamptz"
     assert types[("market_budgets", "hour_window")] == "timestamptz"
-    assert versions == [1]
+    assert versions == ALL_VERSIONS
     sqlite_tables = {"market_jobs", "market_budgets", "market_calls", "market_job_runs",
                      "market_provider_metrics", "market_prices", "market_price_history",
                      "market_catalog", "market_wanted", "provider_state", "provider_tokens",
-                     "market_queue_samples", "schema_migrations"}
+                     "market_queue_samples", "market_instances", "schema_migrations"}
     assert {t for t, _ in types} == sqlite_tables
 
 

@@ -77,7 +77,7 @@ FOR UPDATE SKIP LOCKED;
 
 -- name: claim_jobs
 UPDATE market_jobs SET status = 'running', started_at = :now::timestamptz,
-                       updated_at = :now::timestamptz
+                       updated_at = :now::timestamptz, instance_id = :instance::uuid
 WHERE id = ANY(:ids::uuid[]) AND status = 'pending'
 RETURNING *;
 
@@ -118,13 +118,15 @@ SET status = 'pending', started_at = NULL, next_attempt_at = :next_attempt_at::t
 WHERE id = :id::uuid AND status = 'running';
 
 -- name: rescue_stuck
--- every running job when before is NULL
+-- every running job when before is NULL; once the daemon has an instance id, only its own (and
+-- unowned) jobs: another daemon's go back only when that daemon is dead (rescue_dead)
 UPDATE market_jobs
 SET status = 'pending', started_at = NULL, updated_at = :now::timestamptz,
     error_message = 'returned to pending: was running since '
                     || to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')
 WHERE status = 'running'
-  AND (:before::timestamptz IS NULL OR started_at < :before::timestamptz);
+  AND (:before::timestamptz IS NULL OR started_at < :before::timestamptz)
+  AND (:instance::uuid IS NULL OR instance_id IS NULL OR instance_id = :instance::uuid);
 
 -- name: reset_failed
 UPDATE market_jobs
@@ -202,8 +204,8 @@ SELECT provider, hour_window, rate_limit, used FROM market_budgets
 WHERE hour_window >= :since::timestamptz ORDER BY hour_window, provider;
 
 -- name: insert_run
-INSERT INTO market_job_runs (started_at, trigger)
-VALUES (:started_at::timestamptz, :trigger::text)
+INSERT INTO market_job_runs (started_at, trigger, instance_id)
+VALUES (:started_at::timestamptz, :trigger::text, :instance::uuid)
 RETURNING id;
 
 -- name: finish_run

@@ -24,13 +24,14 @@ from marketd.store.group_commit import GroupCommit
 from marketd.store.postgres.base import Q, migrations, ts
 from marketd.store.postgres.calls import CallTables
 from marketd.store.postgres.database import Conn, PgDatabase
+from marketd.store.postgres.instances import InstanceTables
 from marketd.store.postgres.queue import QueueTables
 from marketd.store.postgres.state import StateTables
 
 __all__ = ["PostgresStore"]
 
 
-class PostgresStore(QueueTables, CallTables, StateTables):
+class PostgresStore(QueueTables, CallTables, StateTables, InstanceTables):
     """:class:`marketd.store.Store` on PostgreSQL."""
 
     def __init__(self, url: str, clock: Clock, *, pool_max: int | None = None) -> None:

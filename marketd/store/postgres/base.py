@@ -51,8 +51,16 @@ class Query:
 
 @cache
 def queries() -> dict[str, Query]:
-    text = resources.files(sql.__name__).joinpath(_FOLDER, "queries.sql").read_text("utf-8")
-    return {name: Query(body) for name, body in sql.parse_queries(text).items()}
+    """Every named query of every ``sql/postgres/*.sql`` file (queries.sql, instances.sql)."""
+    out: dict[str, Query] = {}
+    folder = resources.files(sql.__name__).joinpath(_FOLDER)
+    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+        if entry.name.endswith(".sql"):
+            for name, body in sql.parse_queries(entry.read_text("utf-8")).items():
+                if name in out:
+                    raise ValueError(f"query {name!r} is defined twice")
+                out[name] = Query(body)
+    return out
 
 
 def migrations() -> list[tuple[int, str, str]]:
@@ -116,6 +124,7 @@ class Tables:
     path: str
     clock: Clock
     db: PgDatabase
+    instance_id: str | None = None  # this daemon's, once registered (store.interface)
 
     def now_ts(self) -> datetime | None:
         return ts(self.clock.now())

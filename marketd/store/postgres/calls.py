@@ -97,12 +97,12 @@ class CallTables(Tables):
         before = ts(now - stuck_after_s) if stuck_after_s > 0 else None
 
         async def work(conn: Conn) -> tuple[int, int]:
-            run_id = await conn.fetchval(insert.sql, *insert.args({"started_at": ts(now),
-                                                                   "trigger": trigger}))
+            run_id = await conn.fetchval(insert.sql, *insert.args({
+                "started_at": ts(now), "trigger": trigger, "instance": self.instance_id}))
             if budgets:
                 await conn.executemany(Q["ensure_budget"].sql, budgets)
             rescued = count(await conn.execute(rescue.sql, *rescue.args({
-                "now": ts(now), "before": before})))
+                "now": ts(now), "before": before, "instance": self.instance_id})))
             await conn.execute(prune.sql, *prune.args({"before": prune_before}))
             return int(run_id or 0), rescued
 

@@ -100,7 +100,8 @@ class QueueTables(Tables):
                 ids.append(str(r["id"]))
             if not ids:
                 return ids, []
-            claimed = await conn.fetch(update.sql, *update.args({"ids": ids, "now": now}))
+            claimed = await conn.fetch(update.sql, *update.args({"ids": ids, "now": now,
+                                                                  "instance": self.instance_id}))
             return ids, list(claimed)
 
         ids, claimed = await self.db.write(work)
@@ -131,7 +132,8 @@ class QueueTables(Tables):
     async def rescue_stuck(self, stuck_after_s: float) -> int:
         now = self.clock.now()
         return count(await self._write_one("rescue_stuck", {
-            "now": ts(now), "before": ts(now - stuck_after_s) if stuck_after_s > 0 else None}))
+            "now": ts(now), "before": ts(now - stuck_after_s) if stuck_after_s > 0 else None,
+            "instance": self.instance_id}))
 
     async def reset_failed(self, provider: str | None = None) -> int:
         return count(await self._write_one("reset_failed", {"now": self.now_ts(),

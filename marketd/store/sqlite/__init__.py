@@ -11,11 +11,12 @@ from marketd.store.database import Database
 from marketd.store.group_commit import GroupCommit
 from marketd.store.sqlite.base import Q
 from marketd.store.sqlite.calls import CallTables
+from marketd.store.sqlite.instances import InstanceTables
 from marketd.store.sqlite.queue import QueueTables
 from marketd.store.sqlite.state import StateTables
 
 
-class SQLiteStore(QueueTables, CallTables, StateTables):
+class SQLiteStore(QueueTables, CallTables, StateTables, InstanceTables):
     """:class:`marketd.store.Store` on SQLite."""
 
     def __init__(self, path: str, clock: Clock, *, inline: bool = False) -> None:

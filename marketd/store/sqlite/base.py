@@ -17,6 +17,7 @@ class Tables:
     path: str
     clock: Clock
     db: Database
+    instance_id: str | None = None  # this daemon's, once registered (store.interface)
 
     def now_iso(self) -> str:
         return iso(self.clock.now()) or ""

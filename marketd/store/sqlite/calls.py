@@ -82,10 +82,11 @@ class CallTables(Tables):
 
         def work(conn: sqlite3.Connection) -> tuple[int, int]:
             run_id = conn.execute(Q["insert_run"], {"started_at": iso(now),
-                                                    "trigger": trigger}).lastrowid or 0
+                                                    "trigger": trigger,
+                                                    "instance": self.instance_id}).lastrowid or 0
             conn.executemany(Q["ensure_budget"], budgets)
-            rescued = conn.execute(Q["rescue_stuck"], {"now": iso(now),
-                                                       "before": before}).rowcount
+            rescued = conn.execute(Q["rescue_stuck"], {
+                "now": iso(now), "before": before, "instance": self.instance_id}).rowcount
             conn.execute(Q["prune_calls"], {"before": prune_before})
             return run_id, rescued
 

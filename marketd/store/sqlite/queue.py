@@ -93,7 +93,8 @@ class QueueTables(Tables):
                 skus.add(sku)
                 ids.append(job_id)
             claimed = conn.execute(Q["claim_jobs"], {"ids": json.dumps(ids),
-                                                     "now": now}).fetchall()
+                                                     "now": now,
+                                                     "instance": self.instance_id}).fetchall()
             return ids, claimed
 
         ids, claimed = await self.db.write(work)
@@ -124,7 +125,8 @@ class QueueTables(Tables):
     async def rescue_stuck(self, stuck_after_s: float) -> int:
         now = self.clock.now()
         params = {"now": iso(now),
-                  "before": iso(now - stuck_after_s) if stuck_after_s > 0 else "9999"}
+                  "before": iso(now - stuck_after_s) if stuck_after_s > 0 else "9999",
+                  "instance": self.instance_id}
         return await self.db.write(lambda conn: conn.execute(Q["rescue_stuck"], params).rowcount)
 
     async def reset_failed(self, provider: str | None = None) -> int:

@@ -1,0 +1,200 @@
+"""This daemon among the daemons on one database: who works, and what happens when one dies.
+
+Every daemon serves HTTP; one daemon at a time runs each provider's batches, the one holding
+that provider's lane lock (:class:`marketd.store.LaneLocks`: on PostgreSQL a session advisory
+lock that the server drops when the daemon's connection ends). Each daemon has an instance id
+(a uuid) and a heartbeat row; the jobs it claims and the runs it records carry the id.
+
+Every :data:`TICK_S` on the injected clock a daemon beats its heartbeat, tries to take the
+lanes nobody holds (a dead daemon's within a tick of its death), and returns to pending the
+running jobs of daemons whose heartbeat is older than :data:`DEAD_AFTER_S`, never a live
+daemon's (:meth:`marketd.store.Store.rescue_dead`). Start-up returns the dead's jobs (on
+SQLite, one daemon per file, that is every job a crash left running); a graceful stop returns
+its own running jobs, then hands its lanes over (unlock, and a wake-up so another daemon takes
+them at once). A manual enqueue on any daemon wakes the lane's holder through
+:meth:`Instance.wake` (PostgreSQL NOTIFY, LISTENed on the lanes' connection).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+import structlog
+
+from marketd.clock import Clock, Timer
+from marketd.errors import MarketdError
+from marketd.scheduler import Scheduler
+from marketd.store import Store
+from marketd.worker import Lane
+
+log = structlog.get_logger(__name__)
+
+TICK_S = 1.0  # heartbeat, lane retry and the dead's rescue, this often
+DEAD_AFTER_S = 5.0  # a daemon whose heartbeat is older than this is dead
+
+
+class Instance:
+    def __init__(self, store: Store, clock: Clock, lanes: Mapping[str, Lane],
+                 scheduler: Scheduler, *, tick_s: float = TICK_S,
+                 dead_after_s: float = DEAD_AFTER_S) -> None:
+        self.id = str(uuid.uuid4())
+        self.host = socket.gethostname()
+        self.pid = os.getpid()
+        self.store = store
+        self.clock = clock
+        self.lanes = dict(lanes)
+        self.scheduler = scheduler
+        self.tick_s = tick_s
+        self.dead_after_s = dead_after_s
+        self.locks = store.lane_locks()
+        self.stopping = False
+        self._timer: Timer | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # ---- start and the ticks -----------------------------------------------------------------
+
+    async def start(self) -> int:
+        """Register, listen for wake-ups, return the dead's running jobs to pending, and take
+        every lane nobody holds. Returns how many jobs went back to pending."""
+        for lane in self.lanes.values():
+            lane.held = False
+        await self.store.register_instance(self.id, self.host, self.pid)
+        await self.locks.open(self._on_wake)
+        rescued = await self.store.rescue_dead(self.dead_after_s)
+        for name in self.lanes:
+            await self._take(name, wake=False)
+        await self.store.heartbeat(self.held())
+        log.info("instance_started", instance=self.id, lanes=self.held())
+        return rescued
+
+    def run(self) -> None:
+        """Tick every ``tick_s`` on the clock until :meth:`stop`."""
+        if self._timer is None and not self.stopping:
+            self._timer = self.clock.call_at(self.clock.now() + self.tick_s, self._fire)
+
+    def _fire(self) -> None:
+        self._timer = None
+        if not self.stopping:
+            self._spawn(self._tick_and_rearm())
+
+    async def _tick_and_rearm(self) -> None:
+        try:
+            await self.tick()
+        except MarketdError as exc:  # the database is away: try again at the next tick
+            log.warning("instance_tick_failed", error=str(exc))
+        except Exception:
+            log.exception("instance_tick_crashed")
+        finally:
+            self.run()
+
+    async def tick(self) -> None:
+        """One heartbeat: notice lanes lost with the lanes' connection, take free lanes,
+        record the heartbeat, return the dead's running jobs to pending."""
+        if self.locks.shared:
+            await self.locks.check()
+            for name, lane in self.lanes.items():
+                if lane.held and not self.locks.holds(name):
+                    lane.held = False
+                    log.warning("lane_lost", provider=name, instance=self.id)
+            for name, lane in self.lanes.items():
+                if not lane.held:
+                    await self._take(name)
+        if self.stopping:
+            return
+        await self.store.heartbeat(self.held())
+        if not self.locks.shared:
+            return
+        rescued = await self.store.rescue_dead(self.dead_after_s)
+        if rescued:
+            log.warning("dead_instance_jobs_rescued", jobs=rescued, instance=self.id)
+            for name in self.lanes:  # their lanes' holders run them now
+                await self.wake(name)
+
+    async def _take(self, name: str, *, wake: bool = True) -> bool:
+        """Take the lane if nobody holds it: catch its budget up with every daemon's calls
+        and its pause with the database's, then run it (``wake``)."""
+        lane = self.lanes[name]
+        if self.stopping or not await self.locks.try_acquire(name):
+            return False
+        if lane.held:
+            return True
+        if self.locks.shared:
+            await lane.budget.load()
+            state = (await self.store.provider_states()).get(name)
+            if state and state.paused_until and state.paused_until > self.clock.now():
+                lane.paused_until = state.paused_until
+                lane.pause_reason = state.pause_reason
+                lane.credential = state.credential
+            log.info("lane_taken", provider=name, instance=self.id)
+        lane.held = True
+        if wake:
+            self.scheduler.wake(name)
+        return True
+
+    def held(self) -> list[str]:
+        return sorted(n for n, lane in self.lanes.items() if lane.held)
+
+    # ---- wake-ups ----------------------------------------------------------------------------
+
+    async def wake(self, provider: str) -> None:
+        """A run for ``provider`` within a second, on whichever daemon runs it."""
+        lane = self.lanes.get(provider)
+        if lane is not None and lane.held:
+            self.scheduler.wake(provider)
+        else:
+            await self.locks.notify_wake(provider)
+
+    def _on_wake(self, provider: str) -> None:
+        """Another daemon asked for a run: run it if this one holds the lane; else the lane
+        may be free (its holder stopped), so try to take it."""
+        lane = self.lanes.get(provider)
+        if lane is None or self.stopping:
+            return
+        if lane.held:
+            self.scheduler.wake(provider)
+        else:
+            self._spawn(self._take(provider))
+
+    # ---- stop --------------------------------------------------------------------------------
+
+    async def stop(self) -> int:
+        """A graceful stop, once the scheduler has stopped: this daemon's running jobs back
+        to pending and its row gone, then its lanes released and the others woken to take
+        them. Returns how many jobs went back."""
+        self.stopping = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=5)
+        handed = self.held()
+        for lane in self.lanes.values():
+            lane.held = False
+        try:
+            return await self.store.retire_instance()
+        finally:
+            try:
+                for name in handed:
+                    await self.locks.release(name)
+                for name in handed:
+                    await self.locks.notify_wake(name)
+            finally:
+                await self.locks.close()
+            if handed and self.locks.shared:
+                log.info("lanes_handed_over", lanes=handed, instance=self.id)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            exc = task.exception()
+            log.warning("instance_task_failed", error=f"{type(exc).__name__}: {exc}")
