@@ -291,3 +291,97 @@ async def test_bad_queued_results_never_block_other_writes(store: Store,
     await store.record(Outcomes(completed=[jobs[1].id]))
     assert (await store.get_job(jobs[1].id)).status == "completed"  # type: ignore[union-attr]
 
+
+
+# ---- who works: instances, heartbeats, the dead's jobs --------------------------------------
+
+A_ID = "00000000-0000-4000-8000-00000000000a"
+B_ID = "00000000-0000-4000-8000-00000000000b"
+
+
+async def test_instance_rows_and_heartbeats(open_store: OpenStore, clock: FakeClock) -> None:
+    """register_instance records the row; heartbeat moves heartbeat_at and the lanes;
+    retire_instance removes it."""
+    a = await open_store()
+    await a.register_instance(A_ID, "host-a", 123)
+    assert a.instance_id == A_ID
+    [row] = await a.instances()
+    assert row == {"id": A_ID, "host": "host-a", "pid": 123, "started_at": iso(clock.now()),
+                   "heartbeat_at": iso(clock.now()), "lanes": []}
+    clock.advance(3)
+    await a.heartbeat(["ebay", "alias"])
+    [row] = await a.instances()
+    assert row["heartbeat_at"] == iso(clock.now()) and sorted(row["lanes"]) == ["alias", "ebay"]
+    assert row["started_at"] == iso(clock.now() - 3)
+    assert await a.retire_instance() == 0
+    assert await a.instances() == []
+
+
+async def test_claims_and_runs_carry_the_instance(open_store: OpenStore) -> None:
+    """A registered store's claims and runs are its instance's; a graceful stop returns only
+    its own running jobs to pending, and rescue_stuck(0) leaves another daemon's alone."""
+    a, b = await open_store(), await open_store()
+    await a.register_instance(A_ID, "h", 1)
+    await b.register_instance(B_ID, "h", 2)
+    await a.enqueue([spec("A-1"), spec("B-1")], 0)
+    [ja] = await a.claim("stockx", 1)
+    [jb] = await b.claim("stockx", 1)
+    run_id, _ = await a.begin_run("manual", {"stockx": 100}, 600, 0)
+    [run] = [r for r in await a.recent_runs() if r["id"] == run_id]
+    assert run["instance_id"] == A_ID
+    assert await b.rescue_stuck(0) == 1  # b's own
+    assert (await a.get_job(ja.id)).status == JobStatus.RUNNING  # type: ignore[union-attr]
+    assert (await a.get_job(jb.id)).status == JobStatus.PENDING  # type: ignore[union-attr]
+    [jb] = await b.claim("stockx", 1)
+    assert await a.retire_instance() == 1
+    assert (await a.get_job(ja.id)).status == JobStatus.PENDING  # type: ignore[union-attr]
+    assert (await a.get_job(jb.id)).status == JobStatus.RUNNING  # type: ignore[union-attr]
+    assert [r["id"] for r in await b.instances()] == [B_ID]
+
+
+async def test_a_dead_instances_running_jobs_go_back_but_never_the_rescuers(
+        open_store: OpenStore, clock: FakeClock) -> None:
+    """A daemon that stopped beating (killed) leaves running jobs; another daemon's
+    rescue_dead returns them to pending once the heartbeat is stale, and keeps its own."""
+    a, b = await open_store(), await open_store()
+    await a.register_instance(A_ID, "h", 1)
+    await b.register_instance(B_ID, "h", 2)
+    await a.enqueue([spec("A-1"), spec("A-2"), spec("B-1")], 0)
+    mine = await b.claim("stockx", 1)
+    dead = await a.claim("stockx", 2)
+    clock.advance(10)
+    await b.heartbeat(["stockx"])
+    assert await b.rescue_dead(5) == 2
+    for job in dead:
+        got = await b.get_job(job.id)
+        assert got is not None and got.status == JobStatus.PENDING
+        assert "stopped while it was running" in (got.error_message or "")
+    assert (await b.get_job(mine[0].id)).status == JobStatus.RUNNING  # type: ignore[union-attr]
+    assert await b.rescue_dead(5) == 0
+    again = await b.claim("stockx", 5)
+    assert sorted(j.id for j in again) == sorted(j.id for j in dead)
+
+
+async def test_lane_locks_open_and_wake(store: Store) -> None:
+    """A lane lock taken is held until released; a wake-up sent reaches this daemon too."""
+    import asyncio
+
+    locks = store.lane_locks()
+    woken: list[str] = []
+    got = asyncio.Event()
+
+    def on_wake(provider: str) -> None:
+        woken.append(provider)
+        got.set()
+
+    await locks.open(on_wake)
+    try:
+        assert await locks.try_acquire("stockx") and locks.holds("stockx")
+        assert await locks.check()
+        await locks.notify_wake("alias")
+        await asyncio.wait_for(got.wait(), 5)  # a notification's delivery, not a clock
+        assert woken == ["alias"]
+        await locks.release("stockx")
+        assert not locks.holds("stockx")
+    finally:
+        await locks.close()
