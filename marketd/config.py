@@ -25,6 +25,9 @@ from marketd.ratelimit import Limit, parse_limit
 class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 8787
+    # reverse proxies (addresses or networks) whose X-Forwarded-Proto and X-Forwarded-For are
+    # believed (marketd.proxy): behind TLS the page's session cookie is then Secure
+    trusted_proxies: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -241,6 +244,17 @@ def _check_value(key: str, bound_key: str, default: Any, value: Any, problems: _
             problems.add(key, f"must be {span}, not {value!r}")
             return default
         return type(default)(value)
+    if isinstance(default, tuple):  # server.trusted_proxies: addresses or networks
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            problems.add(key, f"must be a list of strings, not {value!r}")
+            return default
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                problems.add(key, f"{item!r} is not an IP address or network")
+                return default
+        return tuple(value)
     if isinstance(default, str):
         if not isinstance(value, str):
             problems.add(key, f"must be a string, not {value!r}")

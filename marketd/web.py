@@ -30,6 +30,7 @@ from marketd.models import (
     size_key,
 )
 from marketd.page_forms import PAGE, PageState
+from marketd.proxy import forwarded
 from marketd.views import enqueue_json, price_view, status_view
 
 log = structlog.get_logger(__name__)
@@ -40,7 +41,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 def create_app(daemon: Daemon) -> web.Application:
     """Every route marketd serves, over a daemon built (and hooked up) by :mod:`marketd.app`."""
-    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[_errors])
+    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[forwarded, _errors])
     app[DAEMON] = daemon
     app[PAGE] = PageState()
     app.add_routes([  # marketd.openapi describes every one of them
