@@ -1,7 +1,7 @@
 """One marketd daemon as its own process, for bench/postgres.py: ``marketd.app.serve`` itself
 (HTTP, scheduler, shutdown) with the instant provider of bench._common for each of stockx, alias
-and ebay (the same limit for each, 1,000,000/hour by default), on SQLite (``--path``) or
-PostgreSQL (``--url``).
+and ebay (the same limit for each, 1,000,000/hour by default; ``--providers`` enables fewer),
+on SQLite (``--path``) or PostgreSQL (``--url``).
 
 Speaks over its stdin and stdout, one JSON line each:
 
@@ -34,13 +34,14 @@ from bench._common import instant_provider_factory, quiet_logging
 PROVIDERS = ("stockx", "alias", "ebay")
 
 
-def config(url: str | None, path: str | None, limit: str) -> Any:
+def config(url: str | None, path: str | None, limit: str,
+           providers: tuple[str, ...] = PROVIDERS) -> Any:
     from marketd.config import parse_config
 
     database = {"url": url} if url else {"path": path}
     return parse_config({
         "database": database, "server": {"host": "127.0.0.1", "port": 0},
-        "providers": {p: {"enabled": True, "limits": [limit]} for p in PROVIDERS},
+        "providers": {p: {"enabled": p in providers, "limits": [limit]} for p in PROVIDERS},
         # every job is new: never answered as fresh; the interval run only at start-up
         "scheduler": {"fresh_for_seconds": 0, "interval_seconds": 86400}}, env={})
 
@@ -103,7 +104,7 @@ async def main_async(args: argparse.Namespace) -> int:
 
     task = asyncio.create_task(commands())
     try:
-        return await serve(config(args.url, args.path, args.limit),
+        return await serve(config(args.url, args.path, args.limit, tuple(args.providers)),
                            clients={p: instant_provider_factory() for p in PROVIDERS},
                            stop_event=stop,
                            on_ready=on_ready)
@@ -117,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     where.add_argument("--url", help="a PostgreSQL database URL")
     where.add_argument("--path", help="an SQLite database file")
     p.add_argument("--limit", default="1000000/hour")
+    p.add_argument("--providers", nargs="+", choices=PROVIDERS, default=list(PROVIDERS),
+                   help="the providers enabled (default all three)")
     p.add_argument("--log-level", default="info")
     args = p.parse_args(argv)
     quiet_logging(args.log_level)

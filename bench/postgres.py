@@ -18,6 +18,10 @@ Configurations: ``sqlite`` (one daemon on an SQLite file), ``pg1`` (one daemon o
 - **enqueue req/s over HTTP**: one new job per request, wrk (or bench._loadgen) with 32
   connections in all (three daemons: three load processes of 11 each, at once), for
   ``--seconds``; every answer a 202.
+- **lanes spread** (reported, not judged): three daemons on one database, each enabling one
+  of the three providers and sent that provider's jobs, so each holds one lane: what three
+  daemons could do if the lanes were spread over them (marketd gives every free lane to the
+  first daemon that asks, so ``pg3`` runs them all on one).
 - **procrastinate** (PyPI): on a database of its own with its schema applied, its async API
   defers the same number of no-op jobs (``batch_defer_async``, 1,000 a call) and a worker
   (``run_worker_async(wait=False)``, concurrency 1, its default) runs them until the queue is
@@ -62,7 +66,10 @@ from bench.pg_daemon import PROVIDERS
 
 ADMIN_URL = os.environ.get("MARKETD_BENCH_POSTGRES_URL",
                            "postgresql://postgres@127.0.0.1:5432/postgres")
-CONFIGS = ("sqlite", "pg1", "pg3")
+CONFIGS = ("sqlite", "pg1", "pg3")  # measured both ways
+# end to end only: three daemons, each enabling one provider (so each holds one lane), sent
+# that provider's jobs: what spreading the lanes over the daemons would give (bench-only)
+E2E_ONLY = ("pg3_spread",)
 CHUNK = 1000
 CONNS = 32
 
@@ -289,6 +296,7 @@ class Setup:
     name: str
     daemons: list[DaemonProc]
     db: str  # a database name on the server, or an SQLite file's path
+    spread: bool = False  # daemon i runs (and is sent the jobs of) PROVIDERS[i] only
 
     @property
     def pids(self) -> list[int]:
@@ -306,6 +314,10 @@ async def start_setup(name: str, dbs: Databases, tmp: Path) -> Setup:
     db = await dbs.new()
     count = 3 if name == "pg3" else 1
     # all at once: migrate holds an advisory lock; the later ones find nothing to do
+    if name == "pg3_spread":  # each daemon one provider: the lanes spread by configuration
+        daemons = await asyncio.gather(*(DaemonProc.start(["--url", db_url(db), "--providers", p])
+                                         for p in PROVIDERS))
+        return Setup(name, list(daemons), db, spread=True)
     daemons = await asyncio.gather(*(DaemonProc.start(["--url", db_url(db)])
                                      for _ in range(count)))
     return Setup(name, list(daemons), db)
@@ -349,11 +361,19 @@ async def end_to_end(setup: Setup, n: int, tag: str,
                      profile_to: Path | None = None) -> dict[str, Any]:
     import aiohttp
 
-    jobs = workload(n, tag)
-    bodies = [json.dumps({"jobs": [{"provider": p, "sku": s, "size": z, "priority": 100}
-                                   for p, s, z in jobs[i:i + CHUNK]]}).encode()
-              for i in range(0, len(jobs), CHUNK)]
     k = len(setup.daemons)
+    jobs = workload(n, tag)
+    if setup.spread:  # each daemon its own provider's jobs
+        shares = [[j for j in jobs if j[0] == p] for p in PROVIDERS]
+    else:  # the requests dealt in turn
+        chunks = [jobs[i:i + CHUNK] for i in range(0, len(jobs), CHUNK)]
+        shares = [[j for c in chunks[i::k] for j in c] for i in range(k)]
+
+    def bodies(share: list[tuple[str, str, str]]) -> list[bytes]:
+        return [json.dumps({"jobs": [{"provider": p, "sku": s, "size": z, "priority": 100}
+                                     for p, s, z in share[i:i + CHUNK]]}).encode()
+                for i in range(0, len(share), CHUNK)]
+
     headers = {"Content-Type": "application/json"}
 
     async def post_all(session: aiohttp.ClientSession, d: DaemonProc, mine: list[bytes]) -> None:
@@ -368,8 +388,8 @@ async def end_to_end(setup: Setup, n: int, tag: str,
             await d.command(f"profile {profile_to}.{i}", answer=False)
     async with (aiohttp.ClientSession() as session,
                 CpuMeter(setup.pids, setup.databases) as cpu_enq):
-        await asyncio.gather(*(post_all(session, d, bodies[i::k])
-                               for i, d in enumerate(setup.daemons)))
+        await asyncio.gather(*(post_all(session, d, bodies(share))
+                               for d, share in zip(setup.daemons, shares, strict=True)))
     jobs_by = [0] * k
     async with CpuMeter(setup.pids, setup.databases) as cpu_drain:
         for _ in range(20):
@@ -447,7 +467,7 @@ async def run(args: Any) -> Report:
         "load_process": tool, "procrastinate_concurrency": args.procrastinate_concurrency,
         "limit": "1000000/hour each, stockx, alias and ebay",
         "server": ADMIN_URL.rsplit("@", 1)[-1]})
-    e2e: dict[str, list[dict[str, Any]]] = {c: [] for c in CONFIGS}
+    e2e: dict[str, list[dict[str, Any]]] = {c: [] for c in (*CONFIGS, *E2E_ONLY)}
     http: dict[str, list[dict[str, Any]]] = {c: [] for c in CONFIGS}
     proc1: list[dict[str, Any]] = []
     judged_c, *other_c = args.procrastinate_concurrency
@@ -459,14 +479,15 @@ async def run(args: Any) -> Report:
         async with Databases() as dbs:
             for r in range(rounds):
                 order = list(CONFIGS) if r % 2 == 0 else list(reversed(CONFIGS))
-                started = await asyncio.gather(*(start_setup(c, dbs, tmp) for c in CONFIGS),
+                started = await asyncio.gather(*(start_setup(c, dbs, tmp)
+                                                 for c in (*CONFIGS, *E2E_ONLY)),
                                                return_exceptions=True)
                 setups = {s.name: s for s in started if isinstance(s, Setup)}
                 try:
                     for s in started:
                         if isinstance(s, BaseException):
                             raise s
-                    for c in order:
+                    for c in [*order, *E2E_ONLY]:
                         e2e[c].append(await end_to_end(setups[c], n, f"E{r}{c}"))
                     proc1.append(await procrastinate(dbs, n, f"Q{r}", judged_c))
                     for c in other_c:
@@ -476,11 +497,12 @@ async def run(args: Any) -> Report:
                                                           lua))
                 finally:
                     await asyncio.gather(*(stop_setup(s, dbs) for s in setups.values()))
-                for c in CONFIGS:
-                    x, h = e2e[c][-1], http[c][-1]
+                for c in (*CONFIGS, *E2E_ONLY):
+                    x = e2e[c][-1]
                     report.add(round=r + 1, config=c, e2e_jobs_s=x["jobs_s"],
                                enqueue_batch_jobs_s=x["enqueue_jobs_s"],
-                               drain_jobs_s=x["drain_jobs_s"], http_req_s=h["req_s"],
+                               drain_jobs_s=x["drain_jobs_s"],
+                               http_req_s=http[c][-1]["req_s"] if c in http else "",
                                drain_cpu_daemons=x["cpu_drain"]["cpu_daemons"],
                                drain_cpu_postgres=x["cpu_drain"]["cpu_postgres"],
                                drain_cpu_machine=x["cpu_drain"]["cpu_machine"],
@@ -502,14 +524,14 @@ async def run(args: Any) -> Report:
     def med(rows: list[dict[str, Any]], key: str) -> float:
         return median([x[key] for x in rows])
 
-    m = {c: med(e2e[c], "jobs_s") for c in CONFIGS}
-    md = {c: med(e2e[c], "drain_jobs_s") for c in CONFIGS}
-    me = {c: med(e2e[c], "enqueue_jobs_s") for c in CONFIGS}
+    m = {c: med(e2e[c], "jobs_s") for c in e2e}
+    md = {c: med(e2e[c], "drain_jobs_s") for c in e2e}
+    me = {c: med(e2e[c], "enqueue_jobs_s") for c in e2e}
     h = {c: med(http[c], "req_s") for c in CONFIGS}
     p1, p1d = med(proc1, "jobs_s"), med(proc1, "process_jobs_s")
-    for c in CONFIGS:
+    for c in e2e:
         report.add(round="median", config=c, e2e_jobs_s=m[c], enqueue_batch_jobs_s=me[c],
-                   drain_jobs_s=md[c], http_req_s=h[c])
+                   drain_jobs_s=md[c], http_req_s=h.get(c, ""))
     report.add(round="median", config="procrastinate", e2e_jobs_s=p1,
                enqueue_batch_jobs_s=med(proc1, "defer_jobs_s"), drain_jobs_s=p1d)
     for c, rows in proc_other.items():
@@ -526,6 +548,10 @@ async def run(args: Any) -> Report:
         ["three daemons / one, PostgreSQL", "enqueue jobs/s (1,000/request)",
          me["pg3"] / me["pg1"]],
         ["three daemons / one, PostgreSQL", "drain jobs/s", md["pg3"] / md["pg1"]],
+        ["three daemons, one provider each (lanes spread) / one", "end-to-end jobs/s",
+         m["pg3_spread"] / m["pg1"]],
+        ["three daemons, one provider each (lanes spread) / one", "drain jobs/s",
+         md["pg3_spread"] / md["pg1"]],
         ["marketd PostgreSQL / procrastinate", "drain (worker) jobs/s", md["pg1"] / p1d],
     ]
     # where the time goes: CPU seconds of the daemons and their server processes (and, for
@@ -538,7 +564,7 @@ async def run(args: Any) -> Report:
         return cpu["cpu_daemons"] + cpu["cpu_postgres"] + (cpu["cpu_load"] if load else 0.0)
 
     cpu_ms = {c: median([ours(x["cpu_drain"]) / x["drain_jobs_s"] * 1000 for x in e2e[c]])
-              for c in CONFIGS}
+              for c in e2e}
     cpu_us_http = {c: median([ours(x["cpu"], True) / x["req_s"] * 1e6 for x in http[c]])
                    for c in CONFIGS}
     busy = median([ours(x["cpu_drain"]) for x in e2e["pg1"]])
