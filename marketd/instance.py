@@ -53,6 +53,7 @@ class Instance:
         self.dead_after_s = dead_after_s
         self.locks = store.lane_locks()
         self.stopping = False
+        self._stopped = False
         self._timer: Timer | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -165,8 +166,10 @@ class Instance:
     async def stop(self) -> int:
         """A graceful stop, once the scheduler has stopped: this daemon's running jobs back
         to pending and its row gone, then its lanes released and the others woken to take
-        them. Returns how many jobs went back."""
-        self.stopping = True
+        them. Returns how many jobs went back; safe to repeat."""
+        if self._stopped:
+            return 0
+        self._stopped = self.stopping = True
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
