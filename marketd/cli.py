@@ -75,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--to", metavar="URL",
                    help="copy into this empty PostgreSQL database "
                         "(postgresql://user@host:port/dbname) instead")
+    p.add_argument("--dry-run", action="store_true",
+                   help="list the migrations that would run; change (and create) nothing")
     add_json(p)
 
     cli_ops.add_parsers(sub)
@@ -118,6 +120,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler = COMMANDS[args.command]
     try:
         apply_env_file(getattr(args, "env_file", None))
+        # a one-shot command's output is its result: the library's events go to stderr, and
+        # only warnings (serve, demo and doctor set their own)
+        configure_logging("warning", "console")
         return handler(args)
     except BrokenPipeError:
         # the reader went away (`marketd prices | head -n 1`): stop quietly; stdout is pointed
@@ -172,20 +177,55 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     if args.to is not None:
         return _migrate_to(config, args.to)
 
+    if args.dry_run:
+        return _migrate_dry_run(config, args.json)
+
     async def go() -> int:
         store = await open_store(config.database, migrate=False)
         try:
             applied = await store.migrate()
         finally:
             await store.close()
+        backup = getattr(store, "migration_backup", None)
         if args.json:
-            print_json({"database": config.database.where, "applied": applied})
+            print_json({"database": config.database.where, "applied": applied,
+                        "backup": backup})
             return EXIT_OK
         print(f"{config.database.where}: " + (
-            f"applied migrations {', '.join(map(str, applied))}" if applied else "up to date"))
+            f"applied migrations {', '.join(map(str, applied))}" if applied else "up to date")
+            + (f" (the schema before is backed up in {backup})" if backup else ""))
         return EXIT_OK
 
     return _run(go())
+
+
+def _migrate_dry_run(config: Config, as_json: bool) -> int:
+    """``migrate --dry-run``: what would run, from the database as it is (none is created)."""
+    from pathlib import Path
+
+    from marketd import sql
+    from marketd.store import open_store
+
+    if not config.database.url and not Path(config.database.path).exists():
+        pending = [v for v, _, _ in sql.migrations()]
+        note = "would create it"
+    else:
+        async def go() -> list[int]:
+            store = await open_store(config.database, migrate=False)
+            try:
+                return await store.migrate(dry_run=True)
+            finally:
+                await store.close()
+
+        pending = _run(go())
+        note = "would apply" if pending else "up to date"
+    if as_json:
+        print_json({"database": config.database.where, "pending": pending, "dry_run": True})
+    else:
+        print(f"{config.database.where}: {note}" + (
+            f" (migrations {', '.join(map(str, pending))})" if pending else "")
+            + "; nothing changed (--dry-run)")
+    return EXIT_OK
 
 
 def _migrate_to(config: Config, url: str) -> int:

@@ -70,8 +70,10 @@ class Store(Protocol):
     async def close(self) -> None:
         """Write what is pending and close; safe to repeat."""
 
-    async def migrate(self) -> list[int]:
-        """Create or upgrade the schema; returns the versions applied now. Safe to repeat."""
+    async def migrate(self, *, dry_run: bool = False) -> list[int]:
+        """Create or upgrade the schema; returns the versions applied now (``dry_run``: the
+        versions that would be, changing nothing). Safe to repeat. Refuses a database from a
+        newer marketd; takes a backup before changing an existing schema, where it can."""
 
     async def ping(self) -> bool:
         """True while the database answers a read."""

@@ -14,6 +14,9 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
 -- name: migrate_lock
 SELECT pg_advisory_xact_lock(hashtext('marketd-migrate'));
 
+-- name: migrations_table_exists
+SELECT to_regclass('schema_migrations') IS NOT NULL;
+
 -- name: applied_migrations
 SELECT version FROM schema_migrations ORDER BY version;
 

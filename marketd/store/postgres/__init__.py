@@ -27,6 +27,7 @@ from marketd.store.postgres.database import Conn, PgDatabase
 from marketd.store.postgres.instances import InstanceTables
 from marketd.store.postgres.queue import QueueTables
 from marketd.store.postgres.state import StateTables
+from marketd.store.versions import refuse_newer
 
 __all__ = ["PostgresStore"]
 
@@ -59,17 +60,28 @@ class PostgresStore(QueueTables, CallTables, StateTables, InstanceTables):
         await self._group.drained()  # enqueues already accepted are written first
         await self.db.close()
 
-    async def migrate(self) -> list[int]:
+    async def migrate(self, *, dry_run: bool = False) -> list[int]:
         """Apply the migrations not yet recorded, in one transaction holding an advisory
         lock: daemons migrating at once run one after the other, and the later ones find
-        nothing to do."""
+        nothing to do. A database from a newer marketd is refused (nothing changes);
+        ``dry_run`` only says what would run. (The transaction is the safety net here: take a
+        ``marketd backup`` (pg_dump) before upgrading.)"""
         todo = migrations()
+        known = [v for v, _, _ in todo]
         now = ts(self.clock.now())
+        where = redact(self.url)
+        if dry_run:
+            exists = (await self.db.read(Q["migrations_table_exists"].sql))[0][0]
+            done = {r[0] for r in await self.db.read(Q["applied_migrations"].sql)} \
+                if exists else set()
+            refuse_newer(done, known, where)
+            return [v for v in known if v not in done]
 
         async def work(conn: Conn) -> list[int]:
             await conn.execute(Q["migrate_lock"].sql)
             await conn.execute(Q["create_migrations_table"].sql)
             done = {r[0] for r in await conn.fetch(Q["applied_migrations"].sql)}
+            refuse_newer(done, known, where)
             applied = []
             for version, name, text in todo:
                 if version not in done:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import sqlite3
+import time
+
+import structlog
 
 from marketd import sql
 from marketd.clock import Clock, iso
@@ -14,6 +17,9 @@ from marketd.store.sqlite.calls import CallTables
 from marketd.store.sqlite.instances import InstanceTables
 from marketd.store.sqlite.queue import QueueTables
 from marketd.store.sqlite.state import StateTables
+from marketd.store.versions import refuse_newer
+
+log = structlog.get_logger(__name__)
 
 
 class SQLiteStore(QueueTables, CallTables, StateTables, InstanceTables):
@@ -23,6 +29,7 @@ class SQLiteStore(QueueTables, CallTables, StateTables, InstanceTables):
         self.path = path
         self.clock = clock
         self.db = Database(path, inline=inline)
+        self.migration_backup: str | None = None  # the copy the last migrate() wrote
         self._group = GroupCommit(self._enqueue_tx)
 
     @classmethod
@@ -51,9 +58,26 @@ class SQLiteStore(QueueTables, CallTables, StateTables, InstanceTables):
     async def wait_checkpoint(self) -> None:
         await self.db.wait_checkpoint()
 
-    async def migrate(self) -> list[int]:
+    async def migrate(self, *, dry_run: bool = False) -> list[int]:
+        """Apply the migrations not yet recorded (``dry_run``: only say which). A database
+        from a newer marketd is refused; before changing an existing schema, a consistent
+        copy is written beside the file (:attr:`migration_backup` names it)."""
         migrations = sql.migrations()
+        known = [v for v, _, _ in migrations]
         now = iso(self.clock.now())
+        exists = bool(await self.db.read(Q["schema_exists"]))
+        done = {r[0] for r in await self.db.read(Q["applied_migrations"])} if exists else set()
+        refuse_newer(done, known, self.path)
+        pending = [v for v in known if v not in done]
+        if dry_run or not pending:
+            return pending
+        if exists:
+            stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(self.clock.now()))
+            target = f"{self.path}.before-migration-{max(done, default=0)}-{stamp}"
+            await self.db.backup(target)
+            self.migration_backup = target
+            log.info("migration_backup_written", path=target, schema=max(done, default=0),
+                     pending=pending)
 
         def work(conn: sqlite3.Connection) -> list[int]:
             exists = conn.execute(Q["schema_exists"]).fetchone()
@@ -63,6 +87,7 @@ class SQLiteStore(QueueTables, CallTables, StateTables, InstanceTables):
                     conn.execute(Q["record_migration"], (version, name, now))
                 return [v for v, _, _ in migrations]
             done = {r[0] for r in conn.execute(Q["applied_migrations"]).fetchall()}
+            refuse_newer(done, known, self.path)
             applied = []
             for version, name, text in migrations:
                 if version not in done:
