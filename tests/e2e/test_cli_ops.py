@@ -46,14 +46,15 @@ def cfg(tmp_path: Path, extra: str = "", port: int = 1) -> Path:
 
 READ_COMMANDS = [("status",), ("status", "--json"), ("prices",), ("prices", "--json"),
                  ("reset-failed",), ("backup", "b.db"), ("doctor", "--offline"),
-                 ("enqueue", "--provider", "stockx", "--sku", "X")]
+                 ("enqueue", "--provider", "stockx", "--sku", "X"),
+                 ("auth", "stockx")]
 
 
 @pytest.mark.parametrize("args", READ_COMMANDS, ids=[" ".join(a) for a in READ_COMMANDS])
 def test_read_commands_never_create_a_database(tmp_path: Path, args: tuple[str, ...]) -> None:
     """Against a missing database: exit 1, one line naming the file and `marketd migrate`,
     and no file or folder appears (not the database, its folder, nor a backup)."""
-    c = cfg(tmp_path)
+    c = cfg(tmp_path, '[providers.stockx]\nclient_id = "i"\nclient_secret = "s"\n')
     before = files_under(tmp_path)
     out = marketd(*args, "-c", str(c), cwd=tmp_path)
     assert out.returncode == 1, (out.stdout, out.stderr)
