@@ -6,7 +6,9 @@ lock that the server drops when the daemon's connection ends). Each daemon has a
 (a uuid) and a heartbeat row; the jobs it claims and the runs it records carry the id.
 
 Every :data:`TICK_S` on the injected clock a daemon beats its heartbeat, tries to take the
-lanes nobody holds (a dead daemon's within a tick of its death), and returns to pending the
+lanes nobody holds (a dead daemon's within a tick of its death) up to its fair share (the
+lanes spread over the live daemons; past it only a lane nobody took for a whole tick), gives
+back an idle lane it holds beyond that share, and returns to pending the
 running jobs of daemons whose heartbeat is older than :data:`DEAD_AFTER_S`, never a live
 daemon's (:meth:`marketd.store.Store.rescue_dead`). Start-up returns the dead's jobs (on
 SQLite, one daemon per file, that is every job a crash left running); a graceful stop returns
@@ -18,6 +20,7 @@ them at once). A manual enqueue on any daemon wakes the lane's holder through
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import socket
 import uuid
@@ -26,7 +29,7 @@ from typing import Any
 
 import structlog
 
-from marketd.clock import Clock, Timer
+from marketd.clock import Clock, Timer, parse_iso
 from marketd.errors import MarketdError
 from marketd.scheduler import Scheduler
 from marketd.store import Store
@@ -55,6 +58,8 @@ class Instance:
         self.stopping = False
         self._stopped = False
         self._timer: Timer | None = None
+        self.fair_share = len(self.lanes)  # lanes this daemon may hold (see _fair_share)
+        self._free_seen: set[str] = set()  # lanes nobody held at the last tick
         self._tasks: set[asyncio.Task[Any]] = set()
 
     # ---- start and the ticks -----------------------------------------------------------------
@@ -102,9 +107,14 @@ class Instance:
                 if lane.held and not self.locks.holds(name):
                     lane.held = False
                     log.warning("lane_lost", provider=name, instance=self.id)
+            self.fair_share = await self._fair_share()
             for name, lane in self.lanes.items():
                 if not lane.held:
-                    await self._take(name)
+                    # past this daemon's share only once the lane stayed free a whole tick:
+                    # nobody else took it
+                    await self._take(name, anyway=name in self._free_seen)
+            self._free_seen = {n for n, lane in self.lanes.items() if not lane.held}
+            await self._give_back_extra()
         if self.stopping:
             return
         await self.store.heartbeat(self.held())
@@ -116,10 +126,34 @@ class Instance:
             for name in self.lanes:  # their lanes' holders run them now
                 await self.wake(name)
 
-    async def _take(self, name: str, *, wake: bool = True) -> bool:
-        """Take the lane if nobody holds it: catch its budget up with every daemon's calls
-        and its pause with the database's, then run it (``wake``)."""
+    async def _fair_share(self) -> int:
+        """How many lanes one daemon should hold: the lanes spread over the live daemons."""
+        cutoff = self.clock.now() - self.dead_after_s
+        live = sum(1 for r in await self.store.instances()
+                   if (parse_iso(r["heartbeat_at"]) or 0) >= cutoff)
+        return max(1, math.ceil(len(self.lanes) / max(1, live)))
+
+    async def _give_back_extra(self) -> None:
+        """Hold no more than the fair share: an idle lane beyond it is released and the
+        others woken, so three daemons run three providers, not one daemon all of them."""
+        held = [n for n in sorted(self.lanes) if self.lanes[n].held]
+        for name in held[self.fair_share:]:
+            lane = self.lanes[name]
+            if lane.lock.locked():  # a batch in flight: give it back at a later tick
+                continue
+            lane.held = False
+            await self.locks.release(name)
+            await self.locks.notify_wake(name)
+            log.info("lane_given_back", provider=name, instance=self.id,
+                     fair_share=self.fair_share)
+
+    async def _take(self, name: str, *, wake: bool = True, anyway: bool = True) -> bool:
+        """Take the lane if nobody holds it (and, unless ``anyway``, only within this
+        daemon's fair share): catch its budget up with every daemon's calls and its pause
+        with the database's, then run it (``wake``)."""
         lane = self.lanes[name]
+        if not anyway and not lane.held and len(self.held()) >= self.fair_share:
+            return False
         if self.stopping or not await self.locks.try_acquire(name):
             return False
         if lane.held:
@@ -159,7 +193,7 @@ class Instance:
         if lane.held:
             self.scheduler.wake(provider)
         else:
-            self._spawn(self._take(provider))
+            self._spawn(self._take(provider, anyway=False))
 
     # ---- stop --------------------------------------------------------------------------------
 

@@ -98,7 +98,9 @@ async def test_one_daemon_runs_each_provider_and_the_other_takes_over(
     assert a.instance is not None
     a.instance.stopping = True
     await a.instance.locks.close()
-    await tick(clock, b)
+    await tick(clock, b)  # a's heartbeat is still fresh: b takes its share (one lane) ...
+    assert len(held(b)) == 1
+    await tick(clock, b)  # ... and, a tick later, the lane nobody took
     assert held(b) == ["ebay", "stockx"]
     for job in stranded:  # a's heartbeat is not stale yet: its jobs stay a's
         got = await b.store.get_job(job.id)
@@ -109,6 +111,24 @@ async def test_one_daemon_runs_each_provider_and_the_other_takes_over(
         got = await b.store.get_job(job.id)
         assert got is not None and got.status == JobStatus.COMPLETED
     assert sorted(sku for sku, _ in b_clients["stockx"].seen) == ["X-1", "X-2"]
+
+
+async def test_the_lanes_spread_over_the_live_daemons(make: Make, clock: FakeClock) -> None:
+    """The first daemon up takes every lane; at its next tick it gives back what is beyond
+    its fair share (lanes / live daemons) and the other daemon takes it: each runs one."""
+    a, _ = await make()
+    b, _ = await make()
+    assert held(a) == ["ebay", "stockx"] and held(b) == []
+    await tick(clock, a, b)
+    for _ in range(200):  # the give-back's wake-up (a real NOTIFY) reaches b
+        if held(b):
+            break
+        await asyncio.sleep(0.01)
+    await tick(clock, a, b)
+    assert len(held(a)) == len(held(b)) == 1
+    assert sorted(held(a) + held(b)) == ["ebay", "stockx"]
+    await tick(clock, a, b)  # stable: nobody gives back within its share
+    assert len(held(a)) == len(held(b)) == 1
 
 
 async def test_a_manual_enqueue_reaches_the_lane_holder(make: Make, clock: FakeClock) -> None:

@@ -37,8 +37,10 @@ POOL_MAX = 10
 CONNECT_TIMEOUT_S = 10.0
 RETRIES = 8
 # errors of the connection, the server or the network: nothing was decided about the data
+# (InternalClientError: a connection the server ended mid-statement, seen under load)
 DRIVER_ERRORS: tuple[type[BaseException], ...] = (
-    asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+    asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError,
+    TimeoutError)
 _OPEN_ERRORS: tuple[type[BaseException], ...] = (*DRIVER_ERRORS, ValueError)
 # the transaction lost a race with another (any daemon's): running it again is the answer
 _RACES = (asyncpg.exceptions.SerializationError, asyncpg.exceptions.DeadlockDetectedError)
