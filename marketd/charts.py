@@ -108,3 +108,49 @@ def queue_chart(samples: Sequence[Mapping[str, Any]], now: float, hours: int = 2
         body.append(f'<text x="{PAD_L + 6 + n * 60}" y="{PAD_T + 9}" font-size="9" '
                     f'fill="{color}">{key}</text>')
     return _svg(f"jobs by status over the last {hours} hours", body)
+
+
+PRICE_SERIES = (("lowest_ask", "ask", "#1f6fb2"), ("highest_bid", "bid", "#2e8b3a"),
+                ("last_sale", "last sale", "#8e44ad"))
+
+
+def history_chart(key: str, points: Sequence[Mapping[str, Any]], now: float) -> Markup:
+    """One price's history as step lines (a price holds until it changes, up to now): ask, bid
+    and last sale, amounts in minor units; each point's time and amounts in its tooltip."""
+    times = [parse_iso(p.get("fetched_at")) or now for p in points]
+    start = min(times, default=now - 3600)
+    end = max(now, start + 60)
+    amounts = [int(p[k]) for p in points for k, _, _ in PRICE_SERIES if p.get(k) is not None]
+    top = max([1, *amounts])
+    plot_w, plot_h = WIDTH - PAD_L, HEIGHT - PAD_B - PAD_T
+    currency = str(points[-1].get("currency", "")) if points else ""
+    body = _axes(top / 100, f"{datetime.fromtimestamp(start, UTC):%Y-%m-%d %H:%M} UTC", "now")
+
+    def x(t: float) -> float:
+        return PAD_L + plot_w * (t - start) / (end - start)
+
+    def y(v: int) -> float:
+        return PAD_T + plot_h - plot_h * v / top
+
+    if not points:
+        body.append(f'<text x="{PAD_L + plot_w / 2:.0f}" y="{PAD_T + plot_h / 2:.0f}" '
+                    f'font-size="11" text-anchor="middle">no history yet</text>')
+    for n, (field, label, color) in enumerate(PRICE_SERIES):
+        coords: list[str] = []
+        for i, (t, p) in enumerate(zip(times, points, strict=True)):
+            v = p.get(field)
+            if v is None:
+                continue
+            until = times[i + 1] if i + 1 < len(times) else end
+            coords += [f"{x(t):.1f},{y(int(v)):.1f}", f"{x(until):.1f},{y(int(v)):.1f}"]
+            body.append(f'<circle cx="{x(t):.1f}" cy="{y(int(v)):.1f}" r="2" fill="{color}">'
+                        f'<title>{escape(str(p.get("fetched_at")))}: {escape(label)} '
+                        f'{int(v) / 100:.2f} {escape(str(p.get("currency", "")))}</title>'
+                        f'</circle>')
+        if coords:
+            body.append(f'<polyline class="series" points="{" ".join(coords)}" fill="none" '
+                        f'stroke="{color}" stroke-width="1.5"><title>{escape(label)}</title>'
+                        f'</polyline>')
+        body.append(f'<text x="{PAD_L + 6 + n * 60}" y="{PAD_T + 9}" font-size="9" '
+                    f'fill="{color}">{escape(label)}</text>')
+    return _svg(f"price history of {key} ({currency}), a point per change", body)

@@ -10,6 +10,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from marketd import cli_data
 from marketd.cli_base import (
     EXIT_FAIL,
     EXIT_OK,
@@ -63,11 +64,7 @@ def add_parsers(sub: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("--provider")
     add_json(p)
 
-    p = sub.add_parser("prices", help="latest stored prices")
-    add_config(p)
-    p.add_argument("--sku")
-    p.add_argument("--provider")
-    add_json(p)
+    cli_data.add_parsers(sub)  # prices (--history, --csv), prune, enrich
 
     p = sub.add_parser("backup", help="consistent copy of the live database")
     add_config(p)
@@ -152,32 +149,6 @@ def cmd_reset_failed(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_prices(args: argparse.Namespace) -> int:
-    from marketd import client
-    from marketd.models import normalize_provider, normalize_sku
-
-    config = config_of(args)
-    provider = normalize_provider(args.provider, "--provider") if args.provider else None
-    sku = normalize_sku(args.sku, "--sku") if args.sku else None
-    rows = run(client.prices(config, provider, sku))
-    if args.json:
-        print_json({"prices": rows})
-        return EXIT_OK
-    if not rows:
-        print("no prices stored yet")
-        return EXIT_OK
-    print(f"{'provider':8} {'sku':16} {'size':8} {'ask':>10} {'bid':>10} {'last':>10}  fetched")
-    for r in rows:
-        print(f"{r['provider']:8} {r['sku']:16} {r['size'] or '-':8} "
-              f"{_money(r['lowest_ask']):>10} {_money(r['highest_bid']):>10} "
-              f"{_money(r['last_sale']):>10}  {r['fetched_at']} {r['currency']}")
-    return EXIT_OK
-
-
-def _money(value: str | None) -> str:
-    return value if value is not None else "-"
-
-
 def cmd_backup(args: argparse.Namespace) -> int:
     from marketd.client import require_database
     from marketd.clock import Clock
@@ -244,7 +215,7 @@ COMMANDS = {
     "trigger": cmd_trigger,
     "status": cmd_status,
     "reset-failed": cmd_reset_failed,
-    "prices": cmd_prices,
+    **cli_data.COMMANDS,
     "backup": cmd_backup,
     "doctor": cmd_doctor,
     "print": cmd_print,

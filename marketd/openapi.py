@@ -185,6 +185,17 @@ _SCHEMAS: dict[str, Schema] = {
             "fetched_at": {"type": "string", "description": "ISO-8601 UTC"},
         },
     },
+    "HistoryPoint": {
+        "type": "object",
+        "required": ["fetched_at", "currency", "lowest_ask", "highest_bid", "last_sale"],
+        "properties": {
+            "fetched_at": {"type": "string", "description": "when this price was first seen "
+                                                            "(ISO-8601 UTC)"},
+            "currency": {"type": "string"},
+            **{k: _nullable({"type": "string", "pattern": r"^-?[0-9]+\.[0-9]{2}$"})
+               for k in ("lowest_ask", "highest_bid", "last_sale")},
+        },
+    },
     "RunSummary": {
         "type": "object",
         "required": ["run_id", "trigger", "started_at", "finished_at", "selected", "succeeded",
@@ -391,6 +402,31 @@ def _paths() -> dict[str, Schema]:
                 "200": _ok("the prices", {"type": "object", "required": ["prices"],
                                           "properties": {"prices": {
                                               "type": "array", "items": _ref("Price")}}}),
+                "400": _BAD,
+            },
+        }},
+        "/prices/history": {"get": {
+            "summary": "One price's history, oldest first: a point per change",
+            "operationId": "price_history",
+            "description": "A fetch that finds the same price adds no point; the latest "
+                           "price's `fetched_at` in /prices says when it was last confirmed.",
+            "parameters": [
+                {**_query("provider", _PROVIDER, "the provider"), "required": True},
+                {**_query("sku", _SKU, "the SKU"), "required": True},
+                _query("size", {"type": "string", "maxLength": 16,
+                                "pattern": _SIZE["oneOf"][0]["pattern"]},
+                       "the size (absent: the size-less price)"),
+                _query("size_system", _SIZE_SYSTEM, "the system of `size`"),
+                _query("since", {"type": "string", "format": "date-time"},
+                       "only points from this time on (ISO-8601 with a zone)"),
+            ],
+            "responses": {
+                "200": _ok("the points", {
+                    "type": "object", "required": ["history"],
+                    "properties": {"provider": {"type": "string"}, "sku": {"type": "string"},
+                                   "size": _nullable({"type": "string"}),
+                                   "history": {"type": "array",
+                                               "items": _ref("HistoryPoint")}}}),
                 "400": _BAD,
             },
         }},

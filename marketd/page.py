@@ -22,7 +22,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from marketd.charts import budget_chart, queue_chart
+from marketd.charts import budget_chart, history_chart, queue_chart
 from marketd.clock import iso, parse_iso
 from marketd.daemon import DAEMON
 from marketd.errors import ValidationError
@@ -178,15 +178,28 @@ async def page_data(request: web.Request, now: float) -> dict[str, Any]:
               for r in await store.list_prices(limit=100)]
     filters = {k: v for k, v in (("provider", provider), ("status", view)) if v}
     await _count_ahead(request, rows, now)
+    item = await _item_history(request, now)
     return data | {
         "job_rows": [r | {"why": why_waiting(r, daemon.lanes.get(r["provider"]), now)}
                      for r in rows],
         "filters": filters, "view": view, "provider": provider, "views": VIEWS,
         "providers": PROVIDERS, "page": page, "total": total,
         "pages": max(1, -(-total // PAGE_SIZE)), "queue_chart": queue_chart(samples, now),
-        "prices": prices, "alerts": [a.as_dict(daemon.config.alerts)
+        "prices": prices, "item": item, "alerts": [a.as_dict(daemon.config.alerts)
                                     for a in daemon.alerts.active.values()],
     }
+
+
+async def _item_history(request: web.Request, now: float) -> dict[str, Any] | None:
+    """The price ``?item=provider|sku|size`` names, with its history chart (None: no item,
+    or not a key)."""
+    raw = request.query.get("item", "")
+    provider, _, rest = raw.partition("|")
+    sku, _, size = rest.partition("|")
+    if provider not in PROVIDERS or not sku or len(raw) > 100:
+        return None
+    points = await request.app[DAEMON].store.price_history(provider, sku, size or None)
+    return {"key": raw, "points": len(points), "chart": history_chart(raw, points, now)}
 
 
 async def index(request: web.Request) -> web.Response:

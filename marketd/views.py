@@ -28,6 +28,17 @@ def price_view(row: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def history_view(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A history point as /prices/history shows it (amounts as /prices does)."""
+    return {
+        "fetched_at": row["fetched_at"],
+        "currency": row["currency"],
+        "lowest_ask": format_minor(row["lowest_ask"]),
+        "highest_bid": format_minor(row["highest_bid"]),
+        "last_sale": format_minor(row["last_sale"]),
+    }
+
+
 _RESULT_JSON = ('{"id": %s, "dedupe_key": %s, "status": %s, "priority": %s, '
                 '"deduplicated": %s}')
 

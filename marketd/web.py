@@ -17,7 +17,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from marketd import page
+from marketd import page, web_prices
 from marketd.daemon import DAEMON, Daemon
 from marketd.errors import MarketdError, StoreError, ValidationError
 from marketd.models import (
@@ -53,6 +53,7 @@ def create_app(daemon: Daemon) -> web.Application:
         web.get("/status", status),
         web.get("/jobs", jobs),
         web.get("/prices", prices),
+        web.get("/prices/history", web_prices.price_history),
         web.get("/healthz", healthz),
         web.get("/openapi.json", openapi),
         # the status page, its sign-in and actions (HTML forms), and Prometheus

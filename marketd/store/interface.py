@@ -157,6 +157,13 @@ class Store(Protocol):
     async def list_prices(self, *, provider: str | None = None, sku: str | None = None,
                           size: str | None = None, limit: int = 1000) -> list[dict[str, Any]]: ...
 
+    async def price_history(self, provider: str, sku: str, size: str | None, *,
+                            since: float | None = None) -> list[dict[str, Any]]:
+        """One key's history, oldest first: a point (``fetched_at``, ``currency``,
+        ``lowest_ask``, ``highest_bid``, ``last_sale``; amounts in minor units) per change of
+        its price, from ``since`` on. An unchanged fetch adds none: the latest price's
+        ``fetched_at`` (list_prices) says when it was last confirmed."""
+
     # ---- the call log and budgets ------------------------------------------------------------
 
     async def ensure_budgets(self, rate_limits: Mapping[str, int]) -> None:

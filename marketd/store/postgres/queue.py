@@ -11,6 +11,7 @@ import asyncpg
 
 from marketd.models import EnqueueResult, Job, JobSpec, Priority, dedupe_key
 from marketd.store.group_commit import GroupCommit, new_ids
+from marketd.store.history import changes, key_of, newest_per_key
 from marketd.store.postgres.base import Q, Tables, count, job_from_record, ts
 from marketd.store.postgres.database import Conn
 from marketd.store.records import Outcomes
@@ -200,8 +201,16 @@ class _Results:
 
     async def __call__(self, conn: Conn) -> None:
         if self.prices:
+            keys = list(newest_per_key(self.prices))
+            q = Q["current_prices"]
+            current = {key_of(tuple(r)): tuple(r) for r in await conn.fetch(q.sql, *q.args({
+                "providers": [k[0] for k in keys], "skus": [k[1] for k in keys],
+                "sizes": [k[2] for k in keys]}))}
+            changed = changes(self.prices, current)
             await conn.executemany(Q["upsert_price"].sql, self.prices)
-            await conn.executemany(Q["insert_price_history"].sql, self.prices)
+            if changed:  # history records change (store.history)
+                await conn.executemany(Q["insert_price_history"].sql,
+                                       [tuple(new) for _, new in changed])
             answered = Q["complete_answered"]
             await conn.execute(answered.sql, *answered.args({"now": self.now,
                                                              "keys": self.keys}))

@@ -15,6 +15,7 @@ from marketd.store.group_commit import GroupCommit
 from marketd.store.sqlite.base import Q
 from marketd.store.sqlite.calls import CallTables
 from marketd.store.sqlite.instances import InstanceTables
+from marketd.store.sqlite.prices import PriceTables
 from marketd.store.sqlite.queue import QueueTables
 from marketd.store.sqlite.state import StateTables
 from marketd.store.versions import refuse_newer
@@ -22,7 +23,7 @@ from marketd.store.versions import refuse_newer
 log = structlog.get_logger(__name__)
 
 
-class SQLiteStore(QueueTables, CallTables, StateTables, InstanceTables):
+class SQLiteStore(QueueTables, CallTables, StateTables, InstanceTables, PriceTables):
     """:class:`marketd.store.Store` on SQLite."""
 
     def __init__(self, path: str, clock: Clock, *, inline: bool = False) -> None:

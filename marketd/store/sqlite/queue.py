@@ -10,6 +10,7 @@ from typing import Any
 from marketd.clock import iso
 from marketd.models import EnqueueResult, Job, JobSpec, Priority, dedupe_key
 from marketd.store.group_commit import GroupCommit, new_ids
+from marketd.store.history import Key, PriceRow, changes, newest_per_key
 from marketd.store.records import Outcomes
 from marketd.store.sqlite.base import Q, Tables
 from marketd.store.sqlite.rows import job_from_row, price_row
@@ -187,8 +188,15 @@ class _Results:
 
     def __call__(self, conn: sqlite3.Connection) -> None:
         if self.prices:
+            current: dict[Key, PriceRow] = {}
+            for k in newest_per_key(self.prices):
+                row = conn.execute(Q["current_price"], k).fetchone()
+                if row is not None:
+                    current[k] = tuple(row)
+            changed = changes(self.prices, current)
             conn.executemany(Q["upsert_price"], self.prices)
-            conn.executemany(Q["insert_price_history"], self.prices)
+            if changed:  # history records change (store.history)
+                conn.executemany(Q["insert_price_history"], [new for _, new in changed])
             conn.execute(Q["complete_answered"], {
                 "now": self.now, "keys": json.dumps([dedupe_key(*r[:3]) for r in self.prices])})
         if self.wanted:

@@ -1,0 +1,132 @@
+"""The commands that take prices out of the database: ``prices`` (latest, ``--history``,
+``--csv``), and the upkeep of what is kept (``prune``, ``enrich``). They read the database
+directly, whether or not the daemon runs, and never create one."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from marketd.cli_base import EXIT_OK, UsageError, add_config, add_json, config_of, print_json, run
+from marketd.clock import Clock, parse_iso
+from marketd.config import Config
+from marketd.models import (
+    normalize_provider,
+    normalize_size,
+    normalize_size_system,
+    normalize_sku,
+    size_key,
+)
+from marketd.store import Store, open_store
+from marketd.views import history_view, price_view
+
+
+def add_parsers(sub: argparse._SubParsersAction[Any]) -> None:
+    p = sub.add_parser("prices", help="latest stored prices (--history: one price's changes)",
+                       description="The latest price of every key (all of them: nothing is "
+                                   "cut), or with --history the changes of one key's price, "
+                                   "oldest first.")
+    add_config(p)
+    p.add_argument("--sku")
+    p.add_argument("--provider")
+    p.add_argument("--size", help="UK size unless --size-system says otherwise")
+    p.add_argument("--size-system", default="UK", help="UK (default), US or EU")
+    p.add_argument("--history", action="store_true",
+                   help="the history of one price (needs --provider and --sku; --size for a "
+                        "sized product): a point per change, oldest first")
+    p.add_argument("--since", metavar="TIME",
+                   help="with --history: only points from this ISO-8601 time on")
+    add_json(p)
+
+
+@asynccontextmanager
+async def _store(config: Config) -> AsyncIterator[Store]:
+    from marketd.client import require_database
+
+    require_database(config)
+    store = await open_store(config.database, Clock(), migrate=False)
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+def _size(args: argparse.Namespace) -> str | None:
+    if not args.size:
+        return None
+    return size_key(normalize_size(args.size, "--size"),
+                    normalize_size_system(args.size_system, "--size-system"))
+
+
+def _money(value: str | None) -> str:
+    return value if value is not None else "-"
+
+
+def cmd_prices(args: argparse.Namespace) -> int:
+    config = config_of(args)
+    provider = normalize_provider(args.provider, "--provider") if args.provider else None
+    sku = normalize_sku(args.sku, "--sku") if args.sku else None
+    size = _size(args)
+    if args.history:
+        return _history(config, args, provider, sku, size)
+    if args.since:
+        raise UsageError("--since goes with --history")
+
+    async def read() -> list[dict[str, Any]]:
+        async with _store(config) as store:
+            return [price_view(r) for r in await store.list_prices(
+                provider=provider, sku=sku, size=size, limit=10_000_000)]
+
+    rows = run(read())
+    if args.json:
+        print_json({"prices": rows})
+        return EXIT_OK
+    if not rows:
+        print("no prices stored yet")
+        return EXIT_OK
+    print(f"{'provider':8} {'sku':16} {'size':8} {'ask':>10} {'bid':>10} {'last':>10}  fetched")
+    for r in rows:
+        print(f"{r['provider']:8} {r['sku']:16} {r['size'] or '-':8} "
+              f"{_money(r['lowest_ask']):>10} {_money(r['highest_bid']):>10} "
+              f"{_money(r['last_sale']):>10}  {r['fetched_at']} {r['currency']}")
+    return EXIT_OK
+
+
+def _history(config: Config, args: argparse.Namespace, provider: str | None, sku: str | None,
+             size: str | None) -> int:
+    if provider is None or sku is None:
+        raise UsageError("--history needs --provider and --sku (and --size for a sized "
+                         "product)")
+    since = None
+    if args.since:
+        try:
+            since = parse_iso(args.since)
+        except ValueError:
+            raise UsageError(f"--since {args.since!r} is not an ISO-8601 time") from None
+
+    async def read() -> list[dict[str, Any]]:
+        async with _store(config) as store:
+            return [history_view(r) for r in await store.price_history(
+                provider, sku, size, since=since)]
+
+    points = run(read())
+    if args.json:
+        print_json({"provider": provider, "sku": sku, "size": size, "history": points})
+        return EXIT_OK
+    key = f"{provider}|{sku}|{size or ''}"
+    if not points:
+        print(f"no history for {key}")
+        return EXIT_OK
+    print(f"history of {key} (a line per change, oldest first)")
+    print(f"{'since':24} {'ask':>10} {'bid':>10} {'last':>10}  currency")
+    for r in points:
+        print(f"{r['fetched_at']:24} {_money(r['lowest_ask']):>10} "
+              f"{_money(r['highest_bid']):>10} {_money(r['last_sale']):>10}  {r['currency']}")
+    return EXIT_OK
+
+
+COMMANDS = {
+    "prices": cmd_prices,
+}

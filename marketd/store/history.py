@@ -1,0 +1,49 @@
+"""Which stored prices are changes: the rule both backends apply inside the write transaction
+that stores a group's prices.
+
+A price row is ``(provider, sku, size, currency, lowest_ask, highest_bid, last_sale,
+fetched_at)`` (``fetched_at`` in the backend's own comparable type). A new row is a change when
+no price is stored for its key, or the stored one differs in currency or any amount; a row
+older than the stored one is never a change (the store keeps the newer). Several rows of one
+key in one write count once, the newest. Changes get a history row (and, in later steps, the
+price-change events); an unchanged price only moves ``market_prices.fetched_at``, which says
+when it was last confirmed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+PriceRow = Sequence[Any]
+Key = tuple[str, str, str]
+
+
+def key_of(row: PriceRow) -> Key:
+    return (row[0], row[1], row[2])
+
+
+def newest_per_key(rows: Iterable[PriceRow]) -> dict[Key, PriceRow]:
+    out: dict[Key, PriceRow] = {}
+    for row in rows:
+        k = key_of(row)
+        old = out.get(k)
+        if old is None or row[7] >= old[7]:
+            out[k] = row
+    return out
+
+
+def same_price(a: PriceRow, b: PriceRow) -> bool:
+    return tuple(a[3:7]) == tuple(b[3:7])
+
+
+def changes(rows: Iterable[PriceRow],
+            current: Mapping[Key, PriceRow]) -> list[tuple[PriceRow | None, PriceRow]]:
+    """``(stored row or None, new row)`` for every key whose newest row changes its price."""
+    out: list[tuple[PriceRow | None, PriceRow]] = []
+    for k, new in newest_per_key(rows).items():
+        old = current.get(k)
+        if old is not None and (old[7] > new[7] or same_price(old, new)):
+            continue
+        out.append((old, new))
+    return out

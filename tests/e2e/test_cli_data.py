@@ -1,0 +1,47 @@
+"""The command line's data commands as a user runs them: prices (--history, --csv, paging past
+any limit), prune and enrich, on a real database file."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+from marketd.clock import FakeClock
+from marketd.models import Price
+from marketd.store import Outcomes, SQLiteStore
+from tests.e2e.helpers import marketd, write_config
+
+
+def setup(tmp_path: Path, prices: list[list[Price]]) -> str:
+    c = write_config(tmp_path / "c.toml",
+                     f'[database]\npath = "{tmp_path / "m.db"}"\n[server]\nport = 1\n')
+    assert marketd("migrate", "-c", str(c)).returncode == 0
+
+    async def write() -> None:
+        store = await SQLiteStore.open(str(tmp_path / "m.db"), FakeClock())
+        try:
+            for group in prices:
+                await store.record(Outcomes(prices=group))
+        finally:
+            await store.close()
+
+    asyncio.run(write())
+    return str(c)
+
+
+def test_prices_history(tmp_path: Path) -> None:
+    """--history prints one line per change, oldest first; --json the API's shape; it needs
+    --provider and --sku (exit 2)."""
+    groups = [[Price("stockx", "A-1", "10", "GBP", ask, None, None, 1000.0 + i)]
+              for i, ask in enumerate((100, 100, 100, 150))]
+    c = setup(tmp_path, groups)
+    out = marketd("prices", "-c", c, "--history", "--provider", "stockx", "--sku", "a-1",
+                  "--size", "10", "--json")
+    assert out.returncode == 0, out.stderr
+    assert [h["lowest_ask"] for h in json.loads(out.stdout)["history"]] == ["1.00", "1.50"]
+    text = marketd("prices", "-c", c, "--history", "--provider", "stockx", "--sku", "A-1",
+                   "--size", "10")
+    assert text.returncode == 0 and len(text.stdout.strip().splitlines()) == 4
+    bad = marketd("prices", "-c", c, "--history", "--sku", "A-1")
+    assert bad.returncode == 2 and "--provider" in bad.stderr

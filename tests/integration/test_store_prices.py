@@ -1,0 +1,105 @@
+"""The prices going out, on every backend of tests/conftest.py's STORE_BACKENDS: history that
+records change, the export's filters and pages, and what rides with them."""
+
+from __future__ import annotations
+
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+
+from marketd.clock import FakeClock, iso
+from marketd.models import JobSpec, Price
+from marketd.store import Outcomes, SQLiteStore, Store
+from tests.conftest import STORE_BACKENDS
+
+
+@pytest.fixture(params=sorted(STORE_BACKENDS))
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def price(clock: FakeClock, ask: int | None, *, sku: str = "A-1", size: str | None = "10",
+          provider: str = "stockx", currency: str = "GBP", bid: int | None = None) -> Price:
+    return Price(provider, sku, size, currency, ask, bid, None, clock.now())
+
+
+async def test_history_records_only_changes(store: Store, clock: FakeClock) -> None:
+    """The same price fetched three times leaves one history point; the latest price says when
+    it was last confirmed; a change adds a point; history is oldest first."""
+    first = clock.now()
+    for _ in range(3):
+        await store.record(Outcomes(prices=[price(clock, 9600)]))
+        clock.advance(60)
+    [latest] = await store.list_prices()
+    assert latest["fetched_at"] == iso(first + 120)
+    hist = await store.price_history("stockx", "A-1", "10")
+    assert hist == [{"fetched_at": iso(first), "currency": "GBP", "lowest_ask": 9600,
+                     "highest_bid": None, "last_sale": None}]
+    await store.record(Outcomes(prices=[price(clock, 9500)]))
+    clock.advance(60)
+    await store.record(Outcomes(prices=[price(clock, 9500, bid=9000)]))
+    clock.advance(60)
+    await store.record(Outcomes(prices=[price(clock, 9500, bid=9000, currency="USD")]))
+    points = await store.price_history("stockx", "A-1", "10")
+    assert [(p["lowest_ask"], p["highest_bid"], p["currency"]) for p in points] == [
+        (9600, None, "GBP"), (9500, None, "GBP"), (9500, 9000, "GBP"), (9500, 9000, "USD")]
+    since = await store.price_history("stockx", "A-1", "10", since=first + 200)
+    assert [p["currency"] for p in since] == ["GBP", "USD"]
+    assert await store.price_history("stockx", "A-1", "9") == []
+
+
+async def test_history_of_a_sizeless_key_and_an_older_fetch(store: Store,
+                                                            clock: FakeClock) -> None:
+    """Size-less keys have history under size None; a fetch older than the stored price is
+    not a change; two rows of one key in one write count once (the newest)."""
+    await store.record(Outcomes(prices=[price(clock, 100, size=None)]))
+    old = price(clock, 50, size=None)
+    clock.advance(10)
+    await store.record(Outcomes(prices=[price(clock, 200, size=None)]))
+    await store.record(Outcomes(prices=[old]))
+    assert [p["lowest_ask"] for p in await store.price_history("stockx", "A-1", None)] == [
+        100, 200]
+    clock.advance(10)
+    a = price(clock, 300, size=None)
+    clock.advance(1)
+    store.record_soon(Outcomes(prices=[a]))
+    store.record_soon(Outcomes(prices=[price(clock, 400, size=None)]))
+    await store.flush()
+    assert [p["lowest_ask"] for p in await store.price_history("stockx", "A-1", None)] == [
+        100, 200, 400]
+
+
+async def test_jobs_for_history_keys_still_complete(store: Store, clock: FakeClock) -> None:
+    """An unchanged price still completes the jobs that asked for it."""
+    await store.enqueue([JobSpec("stockx", "A-1", "10")], 0)
+    await store.record(Outcomes(prices=[price(clock, 1)]))
+    [job] = await store.claim("stockx", 1) or [None]
+    assert job is None  # answered by the stored price
+    await store.enqueue([JobSpec("stockx", "A-1", "10")], 0)
+    [job] = await store.claim("stockx", 1)
+    await store.record(Outcomes(completed=[job.id], prices=[price(clock, 1)]))
+    assert await store.job_counts() == {"stockx": {"completed": 2}}
+    assert len(await store.price_history("stockx", "A-1", "10")) == 1
+
+
+async def test_migration_drops_repeated_history_rows(tmp_path: Path, clock: FakeClock) -> None:
+    """Upgrading a database whose history repeats unchanged prices keeps the first row of
+    every run of equal prices (SQLite; PostgreSQL's migration 0003 is the same statement)."""
+    path = str(tmp_path / "old.db")
+    store = await SQLiteStore.open(path, clock)
+    await store.close()
+    with closing(sqlite3.connect(path)) as conn, conn:
+        rows = [("stockx", "A-1", "10", "GBP", ask, None, None, f"2026-01-01T00:0{i}:00.000Z")
+                for i, ask in enumerate((1, 1, 2, 2, 1, None, None))]
+        conn.executemany("INSERT INTO market_price_history (provider, sku, size, currency, "
+                         "lowest_ask, highest_bid, last_sale, fetched_at) "
+                         "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        conn.execute("DELETE FROM schema_migrations WHERE version >= 5")
+    store = await SQLiteStore.open(path, clock)
+    try:
+        points = await store.price_history("stockx", "A-1", "10")
+        assert [p["lowest_ask"] for p in points] == [1, 2, 1, None]
+    finally:
+        await store.close()

@@ -1,0 +1,78 @@
+"""The prices going out over HTTP (GET /prices/history, /prices with several SKUs, user_id
+and a cursor, /prices.csv, /jobs?user_id=) and on the page, against a real loopback server,
+a real SQLite file and a FakeClock; prices are written through the store as a batch would."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bs4 import BeautifulSoup
+
+from marketd.clock import FakeClock, iso
+from marketd.models import Price
+from marketd.store import Outcomes
+from tests.integration.test_web_api import Api, api, make_api  # noqa: F401 - fixtures
+
+
+async def store_prices(target: Api, *prices: Price) -> None:
+    await target.daemon.store.record(Outcomes(prices=list(prices)))
+
+
+def p(clock: FakeClock, ask: int | None, sku: str = "DD1391-100", size: str | None = "10",
+      provider: str = "stockx", currency: str = "GBP") -> Price:
+    return Price(provider, sku, size, currency, ask, None, None, clock.now())
+
+
+async def test_history_one_point_per_change(api: Api) -> None:  # noqa: F811
+    """Three fetches of one unchanged price leave one point; a change adds one; oldest first;
+    since filters; size_system names the key like /prices."""
+    clock = api.clock
+    t0 = clock.now()
+    for ask in (9600, 9600, 9600, 9900):
+        await store_prices(api, p(clock, ask))
+        clock.advance(60)
+    await store_prices(api, p(clock, 500, size="EU 44"))
+    body = await api.get("/prices/history?provider=stockx&sku=dd1391-100&size=10")
+    assert body["history"] == [
+        {"fetched_at": iso(t0), "currency": "GBP", "lowest_ask": "96.00", "highest_bid": None,
+         "last_sale": None},
+        {"fetched_at": iso(t0 + 180), "currency": "GBP", "lowest_ask": "99.00",
+         "highest_bid": None, "last_sale": None}]
+    later = await api.get(f"/prices/history?provider=stockx&sku=DD1391-100&size=10"
+                          f"&since={iso(t0 + 1)}")
+    assert [h["lowest_ask"] for h in later["history"]] == ["99.00"]
+    eu = await api.get("/prices/history?provider=stockx&sku=DD1391-100&size=44&size_system=EU")
+    assert [h["lowest_ask"] for h in eu["history"]] == ["5.00"] and eu["size"] == "EU 44"
+
+
+async def test_history_refuses_bad_input(api: Api) -> None:  # noqa: F811
+    for query, field in (("sku=A", "provider"), ("provider=stockx", "sku"),
+                         ("provider=nope&sku=A", "provider"),
+                         ("provider=stockx&sku=A&since=yesterday", "since"),
+                         ("provider=stockx&sku=A&since=2026-01-01T00:00:00", "since"),
+                         ("provider=stockx&sku=A&size=huge", "size")):
+        body = await api.get(f"/prices/history?{query}", status=400)
+        assert body["field"] == field, query
+
+
+async def test_page_draws_an_items_history(api: Api) -> None:  # noqa: F811
+    """The page links each price to its history and draws it as a chart."""
+    clock = api.clock
+    for ask in (9600, 9700, 9700):
+        await store_prices(api, p(clock, ask))
+        clock.advance(3600)
+    resp = await api.client.get("/")
+    doc = BeautifulSoup(await resp.text(), "html.parser")
+    link = doc.select_one("#prices td.sku a")
+    assert link is not None and doc.select_one("#history") is None
+    resp = await api.client.get(str(link["href"]))
+    doc = BeautifulSoup(await resp.text(), "html.parser")
+    section = doc.select_one("#history")
+    assert section is not None and "stockx|DD1391-100|10" in section.get_text()
+    chart = section.select_one("svg")
+    assert chart is not None and len(chart.select("circle")) == 2  # two changes of the ask
+    assert "2 point(s)" in section.get_text()
+
+
+def _rows(body: dict[str, Any]) -> list[tuple[str, str, str | None]]:
+    return [(r["provider"], r["sku"], r["size"]) for r in body["prices"]]
