@@ -5,11 +5,12 @@ directly, whether or not the daemon runs, and never create one."""
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from marketd.cli_base import EXIT_OK, UsageError, add_config, add_json, config_of, print_json, run
+from marketd.cli_base import EXIT_OK, UsageError, add_config, config_of, print_json, run
 from marketd.clock import Clock, parse_iso
 from marketd.config import Config
 from marketd.models import (
@@ -17,10 +18,12 @@ from marketd.models import (
     normalize_size,
     normalize_size_system,
     normalize_sku,
+    normalize_user_id,
     size_key,
 )
 from marketd.store import Store, open_store
 from marketd.views import history_view, price_view
+from marketd.web_prices import PriceQuery, all_pages, csv_lines
 
 
 def add_parsers(sub: argparse._SubParsersAction[Any]) -> None:
@@ -29,8 +32,10 @@ def add_parsers(sub: argparse._SubParsersAction[Any]) -> None:
                                    "cut), or with --history the changes of one key's price, "
                                    "oldest first.")
     add_config(p)
-    p.add_argument("--sku")
+    p.add_argument("--sku", action="append",
+                   help="only this SKU (repeat for several; one with --history)")
     p.add_argument("--provider")
+    p.add_argument("--user-id", help="only the keys this user's jobs asked for")
     p.add_argument("--size", help="UK size unless --size-system says otherwise")
     p.add_argument("--size-system", default="UK", help="UK (default), US or EU")
     p.add_argument("--history", action="store_true",
@@ -38,7 +43,10 @@ def add_parsers(sub: argparse._SubParsersAction[Any]) -> None:
                         "sized product): a point per change, oldest first")
     p.add_argument("--since", metavar="TIME",
                    help="with --history: only points from this ISO-8601 time on")
-    add_json(p)
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="print JSON")
+    out.add_argument("--csv", action="store_true",
+                     help="print CSV as GET /prices.csv does (header, then every price)")
 
 
 @asynccontextmanager
@@ -67,17 +75,34 @@ def _money(value: str | None) -> str:
 def cmd_prices(args: argparse.Namespace) -> int:
     config = config_of(args)
     provider = normalize_provider(args.provider, "--provider") if args.provider else None
-    sku = normalize_sku(args.sku, "--sku") if args.sku else None
+    skus = sorted({normalize_sku(s, "--sku") for s in args.sku}) if args.sku else None
     size = _size(args)
     if args.history:
-        return _history(config, args, provider, sku, size)
+        if args.csv:
+            raise UsageError("--history prints a table or --json, not --csv")
+        if skus is not None and len(skus) > 1:
+            raise UsageError("--history takes one --sku")
+        return _history(config, args, provider, skus[0] if skus else None, size)
     if args.since:
         raise UsageError("--since goes with --history")
+    user_id = normalize_user_id(args.user_id, "--user-id") if args.user_id else None
+    query = PriceQuery(provider=provider, skus=skus, size=size, user_id=user_id, after=None)
+    if args.csv:
+        async def write_csv() -> None:
+            header = True
+            async with _store(config) as store:
+                async for rows in all_pages(query, store):
+                    sys.stdout.write(csv_lines(rows, header=header).replace("\r\n", "\n"))
+                    header = False
+            if header:
+                sys.stdout.write(csv_lines([], header=True).replace("\r\n", "\n"))
+
+        run(write_csv())
+        return EXIT_OK
 
     async def read() -> list[dict[str, Any]]:
         async with _store(config) as store:
-            return [price_view(r) for r in await store.list_prices(
-                provider=provider, sku=sku, size=size, limit=10_000_000)]
+            return [price_view(r) async for rows in all_pages(query, store) for r in rows]
 
     rows = run(read())
     if args.json:

@@ -294,6 +294,21 @@ _SCHEMAS: dict[str, Schema] = {
     },
 }
 
+_PRICE_FILTERS: list[Schema] = [
+    _query("provider", _PROVIDER, "only this provider"),
+    {**_query("sku", {"type": "array", "items": _SKU, "maxItems": 1000},
+              "only these SKUs (repeat: sku=A&sku=B)"), "style": "form", "explode": True},
+    _query("size", {"type": "string", "maxLength": 16,
+                    "pattern": _SIZE["oneOf"][0]["pattern"]}, "only this size"),
+    _query("size_system", _SIZE_SYSTEM, "the system of `size`"),
+    _query("user_id", {"type": "string", "minLength": 1, "maxLength": 128},
+           "only the keys this user's jobs asked for"),
+    _query("cursor", {"type": "string", "maxLength": 600},
+           "start after the row a previous page's next_cursor names"),
+    _query("limit", {"type": "integer", "minimum": 1, "maximum": 10000, "default": 1000},
+           "at most this many rows in this page"),
+]
+
 _TRIGGER: Schema = {
     "post": {
         "summary": "One scheduler run now",
@@ -378,6 +393,8 @@ def _paths() -> dict[str, Schema]:
                                  "default": 100}, "at most this many"),
                 _query("offset", {"type": "integer", "minimum": 0, "maximum": 10_000_000,
                                   "default": 0}, "skip this many"),
+                _query("user_id", {"type": "string", "minLength": 1, "maxLength": 128},
+                       "only the jobs enqueued with this user_id"),
             ],
             "responses": {
                 "200": _ok("the jobs", {"type": "object", "required": ["jobs"],
@@ -387,21 +404,37 @@ def _paths() -> dict[str, Schema]:
             },
         }},
         "/prices": {"get": {
-            "summary": "Latest prices",
+            "summary": "Latest prices, a page at a time",
             "operationId": "prices",
-            "parameters": [
-                _query("provider", _PROVIDER, "only this provider"),
-                _query("sku", _SKU, "only this SKU"),
-                _query("size", {"type": "string", "maxLength": 16,
-                                "pattern": _SIZE["oneOf"][0]["pattern"]}, "only this size"),
-                _query("size_system", _SIZE_SYSTEM, "the system of `size`"),
-                _query("limit", {"type": "integer", "minimum": 1, "maximum": 10000,
-                                 "default": 1000}, "at most this many"),
-            ],
+            "description": "In (sku, provider, size) order. When more rows match than "
+                           "`limit`, `next_cursor` is set and `next` is this request for the "
+                           "next page; both are null on the last page: nothing is cut "
+                           "silently.",
+            "parameters": _PRICE_FILTERS,
             "responses": {
-                "200": _ok("the prices", {"type": "object", "required": ["prices"],
-                                          "properties": {"prices": {
-                                              "type": "array", "items": _ref("Price")}}}),
+                "200": _ok("the prices", {
+                    "type": "object", "required": ["prices", "next_cursor"],
+                    "properties": {
+                        "prices": {"type": "array", "items": _ref("Price")},
+                        "next_cursor": _nullable({"type": "string"}),
+                        "next": _nullable({"type": "string",
+                                           "description": "the next page's path and query"}),
+                    }}),
+                "400": _BAD,
+            },
+        }},
+        "/prices.csv": {"get": {
+            "summary": "Latest prices as CSV",
+            "operationId": "prices_csv",
+            "description": "The rows /prices gives, as CSV with the header `provider,sku,"
+                           "size,currency,lowest_ask,highest_bid,last_sale,fetched_at` (more "
+                           "columns after): every matching row unless `limit` asks for one "
+                           "page, whose next page is then named by the `Link: <...>; "
+                           "rel=\"next\"` and `X-Next-Cursor` headers.",
+            "parameters": _PRICE_FILTERS,
+            "responses": {
+                "200": {"description": "CSV, a header line then a line per price",
+                        "content": {"text/csv": {"schema": {"type": "string"}}}},
                 "400": _BAD,
             },
         }},

@@ -37,6 +37,8 @@ CREATE INDEX IF NOT EXISTS market_jobs_running
     ON market_jobs (started_at) WHERE status = 'running';
 CREATE INDEX IF NOT EXISTS market_jobs_status ON market_jobs (status, provider);
 CREATE INDEX IF NOT EXISTS market_jobs_created ON market_jobs (created_at);
+-- the jobs of one user (/jobs?user_id=)
+CREATE INDEX IF NOT EXISTS market_jobs_user ON market_jobs (user_id) WHERE user_id IS NOT NULL;
 
 -- one row per provider per clock hour; used counts calls, before each is sent
 CREATE TABLE IF NOT EXISTS market_budgets (
@@ -179,4 +181,12 @@ CREATE TABLE IF NOT EXISTS market_instances (
     started_at   TEXT NOT NULL,
     heartbeat_at TEXT NOT NULL,
     lanes        TEXT NOT NULL DEFAULT '[]'    -- JSON array: the providers it runs
+);
+
+-- which keys each user asked for (every enqueue naming a user_id): /prices?user_id=
+CREATE TABLE IF NOT EXISTS market_user_keys (
+    user_id    TEXT NOT NULL,
+    dedupe_key TEXT NOT NULL,                    -- provider|sku|size key, as market_prices
+    asked_at   TEXT NOT NULL,
+    PRIMARY KEY (user_id, dedupe_key)
 );

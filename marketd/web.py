@@ -23,15 +23,12 @@ from marketd.errors import MarketdError, StoreError, ValidationError
 from marketd.models import (
     JOB_STATUSES,
     normalize_provider,
-    normalize_size,
-    normalize_size_system,
-    normalize_sku,
+    normalize_user_id,
     parse_enqueue_body,
-    size_key,
 )
 from marketd.page_forms import PAGE, PageState
 from marketd.proxy import forwarded
-from marketd.views import enqueue_json, price_view, status_view
+from marketd.views import enqueue_json, status_view
 
 log = structlog.get_logger(__name__)
 
@@ -52,7 +49,8 @@ def create_app(daemon: Daemon) -> web.Application:
         web.post("/reset-failed", reset_failed),
         web.get("/status", status),
         web.get("/jobs", jobs),
-        web.get("/prices", prices),
+        web.get("/prices", web_prices.prices),
+        web.get("/prices.csv", web_prices.prices_csv),
         web.get("/prices/history", web_prices.price_history),
         web.get("/healthz", healthz),
         web.get("/openapi.json", openapi),
@@ -191,26 +189,11 @@ async def jobs(request: web.Request) -> web.Response:
         provider = normalize_provider(provider)
     limit = _int_param(request, "limit", 100, 1, 1000)
     offset = _int_param(request, "offset", 0, 0, 10_000_000)
-    rows = await daemon.store.list_jobs(status=status_, provider=provider, limit=limit,
-                                        offset=offset)
+    user_id = _opt(request, "user_id")
+    rows = await daemon.store.list_jobs(
+        status=status_, provider=provider, limit=limit, offset=offset,
+        user_id=normalize_user_id(user_id) if user_id is not None else None)
     return web.json_response({"jobs": [j.as_dict() for j in rows]})
-
-
-async def prices(request: web.Request) -> web.Response:
-    daemon = request.app[DAEMON]
-    provider = _opt(request, "provider")
-    if provider is not None:
-        provider = normalize_provider(provider)
-    sku = _opt(request, "sku")
-    if sku is not None:
-        sku = normalize_sku(sku)
-    size = _opt(request, "size")
-    if size is not None:
-        system = normalize_size_system(_opt(request, "size_system"))
-        size = size_key(normalize_size(size), system)
-    limit = _int_param(request, "limit", 1000, 1, 10000)
-    rows = await daemon.store.list_prices(provider=provider, sku=sku, size=size, limit=limit)
-    return web.json_response({"prices": [price_view(r) for r in rows]})
 
 
 async def openapi(request: web.Request) -> web.Response:

@@ -1,12 +1,22 @@
-"""The prices going out over HTTP: ``GET /prices`` and ``GET /prices/history``.
+"""The prices going out over HTTP: ``GET /prices`` (JSON, paged with a cursor),
+``GET /prices.csv`` (the same rows as CSV, every one of them unless a ``limit`` asks for a
+page) and ``GET /prices/history``.
 
 Thin handlers over the store, like :mod:`marketd.web`'s (whose route table names them); bad
 input is a :class:`ValidationError` (400 ``{"error", "field"}``)."""
 
 from __future__ import annotations
 
+import base64
+import binascii
+import csv
+import io
+import json
 import re
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from aiohttp import web
 
@@ -18,9 +28,17 @@ from marketd.models import (
     normalize_size,
     normalize_size_system,
     normalize_sku,
+    normalize_user_id,
     size_key,
 )
-from marketd.views import history_view
+from marketd.store import Store
+from marketd.views import history_view, price_view
+
+MAX_SKUS = 1000
+PAGE = 1000
+MAX_LIMIT = 10_000
+CSV_COLUMNS = ("provider", "sku", "size", "currency", "lowest_ask", "highest_bid",
+               "last_sale", "fetched_at")
 
 
 def opt(request: web.Request, name: str) -> str | None:
@@ -73,3 +91,127 @@ async def price_history(request: web.Request) -> web.Response:
     rows = await request.app[DAEMON].store.price_history(provider, sku, size, since=since)
     return web.json_response({"provider": provider, "sku": sku, "size": size,
                               "history": [history_view(r) for r in rows]})
+
+
+# ---- GET /prices and /prices.csv -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PriceQuery:
+    """The filters /prices and /prices.csv share, and where a page starts."""
+
+    provider: str | None
+    skus: list[str] | None
+    size: str | None
+    user_id: str | None
+    after: tuple[str, str, str] | None
+
+    async def page(self, store: Store, limit: int,
+                   after: tuple[str, str, str] | None) -> list[dict[str, Any]]:
+        return await store.list_prices(provider=self.provider, skus=self.skus, size=self.size,
+                                       user_id=self.user_id, after=after, limit=limit)
+
+
+def encode_cursor(row: dict[str, Any]) -> str:
+    raw = json.dumps([row["sku"], row["provider"], row["size"] or ""]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(text: str) -> tuple[str, str, str]:
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        value = json.loads(raw)
+    except (ValueError, binascii.Error, UnicodeDecodeError, RecursionError):
+        value = None
+    if (not isinstance(value, list) or len(value) != 3
+            or not all(isinstance(v, str) and len(v) <= 128 for v in value)):
+        raise ValidationError("cursor is not one marketd gave (next_cursor of a /prices page)",
+                              "cursor")
+    return value[0], value[1], value[2]
+
+
+def price_query(request: web.Request) -> PriceQuery:
+    provider = opt(request, "provider")
+    raw_skus = [s for s in request.query.getall("sku", []) if s != ""]
+    if len(raw_skus) > MAX_SKUS:
+        raise ValidationError(f"at most {MAX_SKUS} sku parameters", "sku")
+    skus = sorted({normalize_sku(s) for s in raw_skus}) if raw_skus else None
+    user_id = opt(request, "user_id")
+    cursor = opt(request, "cursor")
+    return PriceQuery(
+        provider=normalize_provider(provider) if provider is not None else None,
+        skus=skus, size=size_param(request),
+        user_id=normalize_user_id(user_id) if user_id is not None else None,
+        after=decode_cursor(cursor) if cursor is not None else None)
+
+
+def _next_link(request: web.Request, cursor: str | None) -> str | None:
+    if cursor is None:
+        return None
+    query = [(k, v) for k, v in request.query.items() if k != "cursor"] + [("cursor", cursor)]
+    return str(request.rel_url.with_query(query))
+
+
+async def prices(request: web.Request) -> web.Response:
+    """A page of the latest prices: ``next_cursor`` (and ``next``, the same request for the
+    next page) are null when this page holds the last row; nothing is cut silently."""
+    q = price_query(request)
+    limit = int_param(request, "limit", PAGE, 1, MAX_LIMIT)
+    rows = await q.page(request.app[DAEMON].store, limit + 1, q.after)
+    cursor = encode_cursor(rows[limit - 1]) if len(rows) > limit else None
+    return web.json_response({"prices": [price_view(r) for r in rows[:limit]],
+                              "next_cursor": cursor, "next": _next_link(request, cursor)})
+
+
+def csv_lines(rows: Sequence[dict[str, Any]], *, header: bool) -> str:
+    buf = io.StringIO()
+    out = csv.writer(buf, lineterminator="\r\n")
+    if header:
+        out.writerow(CSV_COLUMNS)
+    for r in rows:
+        view = price_view(r)
+        out.writerow(["" if view[c] is None else view[c] for c in CSV_COLUMNS])
+    return buf.getvalue()
+
+
+async def all_pages(q: PriceQuery, store: Store) -> AsyncIterator[list[dict[str, Any]]]:
+    """Every row the filters match, a page at a time (each page its own short read)."""
+    after = q.after
+    while True:
+        rows = await q.page(store, PAGE, after)
+        if rows:
+            yield rows
+        if len(rows) < PAGE:
+            return
+        last = rows[-1]
+        after = (last["sku"], last["provider"], last["size"] or "")
+
+
+async def prices_csv(request: web.Request) -> web.StreamResponse:
+    """The rows /prices gives, as CSV: all of them, streamed, unless ``limit`` asks for one
+    page (its next page is then in the ``Link: <...>; rel="next"`` header and
+    ``X-Next-Cursor``)."""
+    q = price_query(request)
+    store = request.app[DAEMON].store
+    headers = {"Content-Disposition": 'attachment; filename="prices.csv"'}
+    if opt(request, "limit") is not None:
+        limit = int_param(request, "limit", PAGE, 1, MAX_LIMIT)
+        rows = await q.page(store, limit + 1, q.after)
+        cursor = encode_cursor(rows[limit - 1]) if len(rows) > limit else None
+        if cursor is not None:
+            headers["Link"] = f'<{_next_link(request, cursor)}>; rel="next"'
+            headers["X-Next-Cursor"] = cursor
+        return web.Response(text=csv_lines(rows[:limit], header=True), content_type="text/csv",
+                            charset="utf-8", headers=headers)
+    resp = web.StreamResponse(headers=headers)
+    resp.content_type = "text/csv"
+    resp.charset = "utf-8"
+    pages = all_pages(q, store)
+    # a database error before the first byte is still a 503
+    first: list[dict[str, Any]] = await anext(pages, [])
+    await resp.prepare(request)
+    await resp.write(csv_lines(first, header=True).encode())
+    async for rows in pages:
+        await resp.write(csv_lines(rows, header=False).encode())
+    await resp.write_eof()
+    return resp

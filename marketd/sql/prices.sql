@@ -11,3 +11,24 @@ SELECT fetched_at, currency, lowest_ask, highest_bid, last_sale FROM market_pric
 WHERE provider = :provider AND sku = :sku AND size = :size
   AND (:since IS NULL OR fetched_at >= :since)
 ORDER BY fetched_at, id;
+
+-- name: list_prices
+-- the export: filters, then pages in (sku, provider, size) order after a cursor
+SELECT p.provider, p.sku, p.size, p.currency, p.lowest_ask, p.highest_bid, p.last_sale,
+       p.fetched_at
+FROM market_prices p
+WHERE (:provider IS NULL OR p.provider = :provider)
+  AND (:skus IS NULL OR p.sku IN (SELECT value FROM json_each(:skus)))
+  AND (:size IS NULL OR p.size = :size)
+  AND (:user_id IS NULL OR p.provider || '|' || p.sku || '|' || p.size IN (
+       SELECT dedupe_key FROM market_user_keys WHERE user_id = :user_id))
+  AND (:after_sku IS NULL OR (p.sku, p.provider, p.size) > (:after_sku, :after_provider,
+                                                            :after_size))
+ORDER BY p.sku, p.provider, p.size
+LIMIT :limit;
+
+-- name: remember_user_keys
+-- the keys of an enqueue that name a user (its staging rows), for /prices?user_id=
+INSERT INTO market_user_keys (user_id, dedupe_key, asked_at)
+SELECT user_id, dedupe_key, :now FROM temp.enqueue_staging WHERE user_id IS NOT NULL
+ON CONFLICT (user_id, dedupe_key) DO UPDATE SET asked_at = excluded.asked_at;

@@ -239,16 +239,9 @@ SELECT provider, status, count(*) AS n FROM market_jobs GROUP BY provider, statu
 -- name: list_jobs
 SELECT * FROM market_jobs
 WHERE (:status IS NULL OR status = :status) AND (:provider IS NULL OR provider = :provider)
+  AND (:user_id IS NULL OR user_id = :user_id)
 ORDER BY created_at DESC, rowid DESC
 LIMIT :limit OFFSET :offset;
-
--- name: list_prices
-SELECT provider, sku, size, currency, lowest_ask, highest_bid, last_sale, fetched_at
-FROM market_prices
-WHERE (:provider IS NULL OR provider = :provider) AND (:sku IS NULL OR sku = :sku)
-  AND (:size IS NULL OR size = :size)
-ORDER BY sku, provider, size
-LIMIT :limit;
 
 -- name: get_state
 SELECT provider, paused_until, pause_reason, credential FROM provider_state;

@@ -47,3 +47,10 @@ def changes(rows: Iterable[PriceRow],
             continue
         out.append((old, new))
     return out
+
+
+def sku_list(sku: str | None, skus: Sequence[str] | None) -> list[str] | None:
+    """list_prices' ``sku`` and ``skus`` as one list (None: every SKU)."""
+    if sku is None and skus is None:
+        return None
+    return [*([sku] if sku is not None else []), *(skus or ())]

@@ -115,8 +115,9 @@ class Store(Protocol):
     async def get_job(self, job_id: str) -> Job | None: ...
 
     async def list_jobs(self, *, status: str | None = None, provider: str | None = None,
-                        limit: int = 100, offset: int = 0) -> list[Job]:
-        """Newest first."""
+                        limit: int = 100, offset: int = 0,
+                        user_id: str | None = None) -> list[Job]:
+        """Newest first; ``user_id``: only that user's jobs."""
 
     async def job_counts(self) -> dict[str, dict[str, int]]:
         """``{provider: {status: n}}``."""
@@ -155,7 +156,13 @@ class Store(Protocol):
     # ---- prices ------------------------------------------------------------------------------
 
     async def list_prices(self, *, provider: str | None = None, sku: str | None = None,
-                          size: str | None = None, limit: int = 1000) -> list[dict[str, Any]]: ...
+                          size: str | None = None, limit: int = 1000,
+                          skus: Sequence[str] | None = None, user_id: str | None = None,
+                          after: Sequence[str] | None = None) -> list[dict[str, Any]]:
+        """Latest prices in (sku, provider, size) order (byte order on every backend), at
+        most ``limit``: of ``sku`` and ``skus`` (None: all), of the keys ``user_id``'s jobs
+        asked for, after the key ``after`` = (sku, provider, size key or '') (the next page
+        starts after the last row of this one)."""
 
     async def price_history(self, provider: str, sku: str, size: str | None, *,
                             since: float | None = None) -> list[dict[str, Any]]:

@@ -4,6 +4,8 @@ any limit), prune and enrich, on a real database file."""
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
 import json
 from pathlib import Path
 
@@ -45,3 +47,24 @@ def test_prices_history(tmp_path: Path) -> None:
     assert text.returncode == 0 and len(text.stdout.strip().splitlines()) == 4
     bad = marketd("prices", "-c", c, "--history", "--sku", "A-1")
     assert bad.returncode == 2 and "--provider" in bad.stderr
+
+
+def test_prices_json_and_csv_are_never_cut(tmp_path: Path) -> None:
+    """1,500 prices: --json lists all of them (the old CLI stopped at 1,000 silently), --csv
+    has the contract's header and the same rows; several --sku filter."""
+    groups = [[Price("stockx", f"S-{i:04d}", "10", "GBP", i, None, None, 1000.0)
+               for i in range(1500)]]
+    c = setup(tmp_path, groups)
+    out = marketd("prices", "-c", c, "--json")
+    assert out.returncode == 0, out.stderr
+    rows = json.loads(out.stdout)["prices"]
+    assert len(rows) == 1500
+    text = marketd("prices", "-c", c, "--csv")
+    assert text.returncode == 0, text.stderr
+    lines = list(csv.reader(io.StringIO(text.stdout)))
+    assert lines[0][:8] == ["provider", "sku", "size", "currency", "lowest_ask",
+                            "highest_bid", "last_sale", "fetched_at"]
+    assert [line[1] for line in lines[1:]] == [r["sku"] for r in rows]
+    two = marketd("prices", "-c", c, "--sku", "s-0001", "--sku", "S-0002", "--json")
+    assert [r["lowest_ask"] for r in json.loads(two.stdout)["prices"]] == ["0.01", "0.02"]
+    assert marketd("prices", "-c", c, "--csv", "--json").returncode == 2

@@ -254,7 +254,8 @@ async def test_schema_uses_postgresql_types(open_pg: OpenPg, pg_url: str) -> Non
     sqlite_tables = {"market_jobs", "market_budgets", "market_calls", "market_job_runs",
                      "market_provider_metrics", "market_prices", "market_price_history",
                      "market_catalog", "market_wanted", "provider_state", "provider_tokens",
-                     "market_queue_samples", "market_instances", "schema_migrations"}
+                     "market_queue_samples", "market_instances", "schema_migrations",
+                     "market_user_keys"}
     assert {t for t, _ in types} == sqlite_tables
 
 

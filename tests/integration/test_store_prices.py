@@ -103,3 +103,43 @@ async def test_migration_drops_repeated_history_rows(tmp_path: Path, clock: Fake
         assert [p["lowest_ask"] for p in points] == [1, 2, 1, None]
     finally:
         await store.close()
+
+
+async def test_list_prices_filters_and_pages(store: Store, clock: FakeClock) -> None:
+    """Several SKUs, a user's keys, and pages after a cursor in (sku, provider, size) byte
+    order: every row exactly once, on every backend."""
+    rows = [price(clock, i, sku=sku, size=size, provider=prov)
+            for i, (sku, prov, size) in enumerate(
+                (s, p, z) for s in ("A-1", "B-2", "a-3", "C-3") for p in ("alias", "stockx")
+                for z in ("10", "9", "EU 40", None))]
+    await store.record(Outcomes(prices=rows))
+    every = await store.list_prices(limit=1000)
+    assert len(every) == 32
+    keys = [(r["sku"], r["provider"], r["size"] or "") for r in every]
+    assert keys == sorted(keys, key=lambda k: tuple(s.encode() for s in k))
+    paged: list[tuple[str, str, str]] = []
+    after = None
+    while True:
+        page = await store.list_prices(limit=5, after=after)
+        paged += [(r["sku"], r["provider"], r["size"] or "") for r in page]
+        if len(page) < 5:
+            break
+        after = paged[-1]
+    assert paged == keys
+    two = await store.list_prices(skus=["B-2", "C-3"], provider="stockx", size="10")
+    assert [(r["sku"], r["size"]) for r in two] == [("B-2", "10"), ("C-3", "10")]
+    assert [r["sku"] for r in await store.list_prices(sku="A-1", skus=["B-2"], size="9")] == [
+        "A-1", "A-1", "B-2", "B-2"]
+    assert await store.list_prices(skus=[]) == []
+    # a user's keys: the prices of the keys that user's jobs asked for
+    await store.enqueue([JobSpec("stockx", "A-1", "10", user_id="u1"),
+                         JobSpec("alias", "C-3", None, user_id="u1"),
+                         JobSpec("stockx", "B-2", "40", "EU", user_id="u1"),
+                         JobSpec("stockx", "B-2", "9", user_id="u2")], 0)
+    mine = await store.list_prices(user_id="u1")
+    assert [(r["provider"], r["sku"], r["size"]) for r in mine] == [
+        ("stockx", "A-1", "10"), ("stockx", "B-2", "EU 40"), ("alias", "C-3", None)]
+    assert await store.list_prices(user_id="nobody") == []
+    jobs = await store.list_jobs(user_id="u1")
+    assert len(jobs) == 3 and {j.user_id for j in jobs} == {"u1"}
+    assert len(await store.list_jobs(user_id="u2", provider="stockx")) == 1

@@ -4,6 +4,8 @@ a real SQLite file and a FakeClock; prices are written through the store as a ba
 
 from __future__ import annotations
 
+import csv
+import io
 from typing import Any
 
 from bs4 import BeautifulSoup
@@ -76,3 +78,59 @@ async def test_page_draws_an_items_history(api: Api) -> None:  # noqa: F811
 
 def _rows(body: dict[str, Any]) -> list[tuple[str, str, str | None]]:
     return [(r["provider"], r["sku"], r["size"]) for r in body["prices"]]
+
+
+async def test_prices_several_skus_user_and_cursor(api: Api) -> None:  # noqa: F811
+    """/prices takes several sku, a user_id, and pages with a cursor: following `next` from
+    limit=3 gives every row once, and the last page says there is no next."""
+    clock = api.clock
+    await store_prices(api, *(p(clock, 100 + i, sku=f"S-{i}", size=size)
+                              for i in range(4) for size in ("9", "10")))
+    body = await api.get("/prices?sku=s-1&sku=S-3")
+    assert {r["sku"] for r in body["prices"]} == {"S-1", "S-3"}
+    assert body["next_cursor"] is None and body["next"] is None
+    seen: list[tuple[str, str | None]] = []
+    path: str | None = "/prices?limit=3"
+    pages = 0
+    while path is not None:
+        page = await api.get(path)
+        seen += [(r["sku"], r["size"]) for r in page["prices"]]
+        path = page["next"]
+        pages += 1
+    assert pages == 3 and len(seen) == 8 and len(set(seen)) == 8
+    await api.enqueue({"jobs": [{"provider": "stockx", "sku": "S-2", "size": "9",
+                                 "user_id": "alice"},
+                                {"provider": "stockx", "sku": "S-0", "size": "10",
+                                 "user_id": "bob", "priority": "manual"}]})
+    # alice's job was answered 'fresh' (no job row): her key is hers all the same
+    mine = await api.get("/prices?user_id=alice")
+    assert [(r["sku"], r["size"]) for r in mine["prices"]] == [("S-2", "9")]
+    jobs = await api.get("/jobs?user_id=bob")
+    assert [j["sku"] for j in jobs["jobs"]] == ["S-0"]
+    bad = await api.get("/prices?cursor=notacursor", status=400)
+    assert bad["field"] == "cursor"
+
+
+async def test_prices_csv_equals_prices(api: Api) -> None:  # noqa: F811
+    """GET /prices.csv: text/csv, the contract's header, the same rows and values as /prices
+    (empty for null); everything without a limit; with one, a Link to the next page."""
+    clock = api.clock
+    await store_prices(api, p(clock, 9600), p(clock, None, sku="B-1", size=None),
+                       p(clock, 12345, sku="A,1", provider="alias", currency="USD"))
+    resp = await api.client.get("/prices.csv")
+    assert resp.status == 200 and resp.content_type == "text/csv"
+    text = await resp.text()
+    lines = list(csv.reader(io.StringIO(text)))
+    assert lines[0] == ["provider", "sku", "size", "currency", "lowest_ask", "highest_bid",
+                        "last_sale", "fetched_at"]
+    as_json = (await api.get("/prices"))["prices"]
+    assert lines[1:] == [["" if r[c] is None else r[c] for c in lines[0]] for r in as_json]
+    resp = await api.client.get("/prices.csv?limit=2")
+    first = list(csv.reader(io.StringIO(await resp.text())))
+    assert len(first) == 3 and 'rel="next"' in resp.headers["Link"]
+    nxt = resp.headers["Link"].split(">")[0].lstrip("<")
+    rest = list(csv.reader(io.StringIO(await (await api.client.get(nxt)).text())))
+    assert first[1:] + rest[1:] == lines[1:]
+    one = list(csv.reader(io.StringIO(await (await api.client.get(
+        "/prices.csv?provider=alias")).text())))
+    assert [r[1] for r in one[1:]] == ["A,1"]

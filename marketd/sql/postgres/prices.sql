@@ -13,3 +13,26 @@ SELECT fetched_at, currency, lowest_ask, highest_bid, last_sale FROM market_pric
 WHERE provider = :provider::text AND sku = :sku::text AND size = :size::text
   AND (:since::timestamptz IS NULL OR fetched_at >= :since::timestamptz)
 ORDER BY fetched_at, id;
+
+-- name: list_prices
+-- the export: filters, then pages in (sku, provider, size) order after a cursor
+SELECT p.provider, p.sku, p.size, p.currency, p.lowest_ask, p.highest_bid, p.last_sale,
+       p.fetched_at
+FROM market_prices p
+WHERE (:provider::text IS NULL OR p.provider = :provider::text)
+  AND (:skus::text[] IS NULL OR p.sku = ANY (:skus::text[]))
+  AND (:size::text IS NULL OR p.size = :size::text)
+  AND (:user_id::text IS NULL OR p.provider || '|' || p.sku || '|' || p.size IN (
+       SELECT dedupe_key FROM market_user_keys WHERE user_id = :user_id::text))
+  AND (:after_sku::text IS NULL
+       OR (p.sku COLLATE "C", p.provider COLLATE "C", p.size COLLATE "C")
+          > (:after_sku::text, :after_provider::text, :after_size::text))
+ORDER BY p.sku COLLATE "C", p.provider COLLATE "C", p.size COLLATE "C"
+LIMIT :limit::integer;
+
+-- name: remember_user_keys
+-- the keys of an enqueue that name a user, for /prices?user_id=
+INSERT INTO market_user_keys (user_id, dedupe_key, asked_at)
+SELECT DISTINCT u, k, :now::timestamptz
+FROM unnest(:user_ids::text[], :dedupe_keys::text[]) AS x (u, k) WHERE u IS NOT NULL
+ON CONFLICT (user_id, dedupe_key) DO UPDATE SET asked_at = excluded.asked_at;

@@ -240,17 +240,9 @@ GROUP BY provider, status;
 SELECT * FROM market_jobs
 WHERE (:status::text IS NULL OR status::text = :status::text)
   AND (:provider::text IS NULL OR provider = :provider::text)
+  AND (:user_id::text IS NULL OR user_id = :user_id::text)
 ORDER BY created_at DESC, row_id DESC
 LIMIT :limit::integer OFFSET :offset::integer;
-
--- name: list_prices
-SELECT provider, sku, size, currency, lowest_ask, highest_bid, last_sale, fetched_at
-FROM market_prices
-WHERE (:provider::text IS NULL OR provider = :provider::text)
-  AND (:sku::text IS NULL OR sku = :sku::text)
-  AND (:size::text IS NULL OR size = :size::text)
-ORDER BY sku, provider, size
-LIMIT :limit::integer;
 
 -- name: get_state
 SELECT provider, paused_until, pause_reason, credential FROM provider_state;

@@ -45,8 +45,16 @@ class QueueTables(Tables):
             "fresh_after": ts(now - fresh_for_s) if fresh_for_s > 0 else None,
             "manual": int(Priority.MANUAL), "now": ts(now)})
 
+        users = [s.user_id for s in specs]
+        remember = Q["remember_user_keys"]
+
         async def work(conn: Conn) -> list[asyncpg.Record]:
-            return list(await conn.fetch(q.sql, *args))
+            rows = list(await conn.fetch(q.sql, *args))
+            if any(u is not None for u in users):  # for /prices?user_id=
+                await conn.execute(remember.sql, *remember.args({
+                    "user_ids": users, "dedupe_keys": [s.dedupe_key for s in specs],
+                    "now": ts(now)}))
+            return rows
 
         out: list[EnqueueResult] = []
         seen: set[str] = set()
@@ -149,9 +157,11 @@ class QueueTables(Tables):
         return job_from_record(rows[0]) if rows else None
 
     async def list_jobs(self, *, status: str | None = None, provider: str | None = None,
-                        limit: int = 100, offset: int = 0) -> list[Job]:
+                        limit: int = 100, offset: int = 0,
+                        user_id: str | None = None) -> list[Job]:
         rows = await self._fetch("list_jobs", {"status": status, "provider": provider,
-                                               "limit": limit, "offset": offset})
+                                               "user_id": user_id, "limit": limit,
+                                               "offset": offset})
         return [job_from_record(r) for r in rows]
 
     async def job_counts(self) -> dict[str, dict[str, int]]:

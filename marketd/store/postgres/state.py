@@ -13,12 +13,6 @@ from marketd.store.records import ProviderState
 
 
 class StateTables(Tables):
-    async def list_prices(self, *, provider: str | None = None, sku: str | None = None,
-                          size: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
-        rows = await self._rows("list_prices", {"provider": provider, "sku": sku,
-                                                "size": size, "limit": limit})
-        return [r | {"size": r["size"] or None} for r in rows]
-
     # ---- provider state, tokens, catalog -----------------------------------------------------
 
     async def provider_states(self) -> dict[str, ProviderState]:

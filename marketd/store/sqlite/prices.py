@@ -2,14 +2,31 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from typing import Any
 
 from marketd.clock import iso
+from marketd.store.history import sku_list
 from marketd.store.sqlite.base import Q, Tables
+from marketd.store.sqlite.rows import price_dict
 
 
 class PriceTables(Tables):
+    async def list_prices(self, *, provider: str | None = None, sku: str | None = None,
+                          size: str | None = None, limit: int = 1000,
+                          skus: Sequence[str] | None = None, user_id: str | None = None,
+                          after: Sequence[str] | None = None) -> list[dict[str, Any]]:
+        wanted = sku_list(sku, skus)
+        a_sku, a_provider, a_size = after if after is not None else (None, None, None)
+        rows = await self.db.read(Q["list_prices"], {
+            "provider": provider, "skus": None if wanted is None else json.dumps(wanted),
+            "size": size, "user_id": user_id, "after_sku": a_sku,
+            "after_provider": a_provider, "after_size": a_size, "limit": limit})
+        return [price_dict(r) for r in rows]
+
     async def price_history(self, provider: str, sku: str, size: str | None, *,
                             since: float | None = None) -> list[dict[str, Any]]:
         return await self._rows(Q["price_history"], {
             "provider": provider, "sku": sku, "size": size or "", "since": iso(since)})
+

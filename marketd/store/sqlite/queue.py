@@ -34,6 +34,8 @@ class QueueTables(Tables):
         rows = [(i, ids[i], s.user_id, s.provider, s.sku, s.size, s.size_system,
                  s.priority, s.dedupe_key, s.size_key) for i, s in enumerate(specs)]
 
+        users = any(s.user_id is not None for s in specs)
+
         def work(conn: sqlite3.Connection) -> list[sqlite3.Row]:
             conn.execute(Q["create_staging"])
             conn.execute(Q["clear_staging"])
@@ -42,6 +44,8 @@ class QueueTables(Tables):
                 conn.execute(Q["mark_fresh"], {
                     "manual": int(Priority.MANUAL), "fresh_after": iso(now - fresh_for_s)})
             conn.execute(Q["upsert_staged_jobs"], {"now": iso(now)})
+            if users:
+                conn.execute(Q["remember_user_keys"], {"now": iso(now)})
             results = conn.execute(Q["staged_results"]).fetchall()
             conn.execute(Q["clear_staging"])
             return results
@@ -141,9 +145,11 @@ class QueueTables(Tables):
         return job_from_row(rows[0]) if rows else None
 
     async def list_jobs(self, *, status: str | None = None, provider: str | None = None,
-                        limit: int = 100, offset: int = 0) -> list[Job]:
+                        limit: int = 100, offset: int = 0,
+                        user_id: str | None = None) -> list[Job]:
         rows = await self.db.read(Q["list_jobs"], {"status": status, "provider": provider,
-                                                   "limit": limit, "offset": offset})
+                                                   "user_id": user_id, "limit": limit,
+                                                   "offset": offset})
         return [job_from_row(r) for r in rows]
 
     async def job_counts(self) -> dict[str, dict[str, int]]:

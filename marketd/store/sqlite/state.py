@@ -11,16 +11,9 @@ from typing import Any
 from marketd.clock import iso
 from marketd.store.records import ProviderState
 from marketd.store.sqlite.base import Q, Tables
-from marketd.store.sqlite.rows import price_dict
 
 
 class StateTables(Tables):
-    async def list_prices(self, *, provider: str | None = None, sku: str | None = None,
-                          size: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
-        rows = await self.db.read(Q["list_prices"], {"provider": provider, "sku": sku,
-                                                     "size": size, "limit": limit})
-        return [price_dict(r) for r in rows]
-
     # ---- provider state, tokens, catalog -----------------------------------------------------
 
     async def provider_states(self) -> dict[str, ProviderState]:
