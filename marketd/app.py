@@ -16,7 +16,6 @@ import asyncio
 import errno
 import os
 import signal
-import socket
 from collections.abc import Callable, Mapping
 
 import aiohttp
@@ -28,6 +27,7 @@ from marketd.alerts import FailureAlerts
 from marketd.budget import ProviderBudget
 from marketd.clock import Clock
 from marketd.config import Config
+from marketd.conns import GUARD, AcceptErrors, ConnectionGuard, raise_fd_limit
 from marketd.daemon import Daemon
 from marketd.errors import MarketdError
 from marketd.instance import Instance
@@ -35,6 +35,7 @@ from marketd.metrics import PageMetrics
 from marketd.providers import client_class
 from marketd.providers.base import Provider, ProviderContext, new_session
 from marketd.scheduler import Scheduler
+from marketd.sdnotify import Notifier
 from marketd.store import Store, open_store
 from marketd.web import create_app
 from marketd.worker import Lane
@@ -116,10 +117,25 @@ async def serve(config: Config, *, clock: Clock | None = None,
     if install_signals:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-    daemon = await create_daemon(config, clock=clock, clients=clients)
-    runner = web.AppRunner(create_app(daemon), access_log=None, handle_signals=False)
+    notifier = Notifier()  # its socket is opened now, while descriptors are free
+    raise_fd_limit()
+    accept_errors = AcceptErrors(loop)
+    accept_errors.install()
+    try:
+        daemon = await create_daemon(config, clock=clock, clients=clients)
+    except BaseException:
+        notifier.close()
+        accept_errors.uninstall()
+        raise
+    app = create_app(daemon)
+    guard = app[GUARD] = ConnectionGuard(config.server)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False,
+                           keepalive_timeout=config.server.keepalive_seconds)
     try:
         await runner.setup()
+        assert runner.server is not None
+        guard.attach(runner.server)
+        guard.start()
         site = web.TCPSite(runner, config.server.host, config.server.port)
         try:
             await site.start()
@@ -128,25 +144,30 @@ async def serve(config: Config, *, clock: Clock | None = None,
                     if exc.errno == errno.EADDRINUSE else "check server.host and server.port")
             raise MarketdError(f"cannot listen on {config.server.host}:{config.server.port}: "
                                f"{exc.strerror or exc} ({hint})") from None
+        if config.server.socket:
+            await _listen_unix(runner, config.server.socket)
         url = _url(runner, config.server.host)
         daemon.scheduler.start()
         if daemon.instance is not None:
             daemon.instance.run()
         log.info("marketd_ready", url=url, database=config.database.where,
                  providers=sorted(daemon.lanes), version=__version__)
-        _sd_notify("READY=1")
-        watchdog = _start_watchdog(daemon)
+        notifier.notify("READY=1")
+        watchdog = notifier.start_watchdog(daemon.scheduler.alive)
         if on_ready is not None:
             on_ready(daemon, url)
         await stop.wait()
         if watchdog is not None:
             watchdog.cancel()
         log.info("marketd_stopping")
-        _sd_notify("STOPPING=1")
+        notifier.notify("STOPPING=1")
     finally:
         await daemon.scheduler.stop(config.scheduler.shutdown_grace_seconds)
+        await guard.stop()
         await runner.cleanup()
         await daemon.close()
+        notifier.close()
+        accept_errors.uninstall()
         if install_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
@@ -166,33 +187,15 @@ def _url(runner: web.AppRunner, host: str) -> str:
     return f"http://{host}/"
 
 
-def _start_watchdog(daemon: Daemon) -> asyncio.Task[None] | None:
-    """With systemd's WatchdogSec, ping WATCHDOG=1 at half the interval while healthy."""
-    usec = os.environ.get("WATCHDOG_USEC")
-    pid = os.environ.get("WATCHDOG_PID")
-    if not usec or not usec.isdigit() or (pid and pid != str(os.getpid())):
-        return None
-    interval = int(usec) / 1_000_000 / 2
-
-    async def ping() -> None:
-        while True:
-            if await daemon.store.ping() and daemon.scheduler.alive():
-                _sd_notify("WATCHDOG=1")
-            await asyncio.sleep(interval)
-
-    return asyncio.get_running_loop().create_task(ping())
-
-
-def _sd_notify(message: str) -> None:
-    """Tell systemd (Type=notify) about readiness; a no-op outside systemd."""
-    path = os.environ.get("NOTIFY_SOCKET")
-    if not path:
-        return
-    if path.startswith("@"):
-        path = "\0" + path[1:]
+async def _listen_unix(runner: web.AppRunner, path: str) -> None:
+    """Also listen on ``server.socket``, a Unix socket only its owner may use (0600): the
+    CLI's way in, behind file permissions rather than a port anyone local can reach."""
+    old = os.umask(0o177)
     try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-            sock.connect(path)
-            sock.sendall(message.encode())
+        await web.UnixSite(runner, path).start()
     except OSError as exc:
-        log.warning("sd_notify_failed", error=str(exc))
+        raise MarketdError(f"cannot listen on server.socket {path}: {exc.strerror or exc} "
+                           "(check the folder exists and is writable)") from None
+    finally:
+        os.umask(old)
+    os.chmod(path, 0o600)

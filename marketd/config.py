@@ -28,6 +28,16 @@ class ServerConfig:
     # reverse proxies (addresses or networks) whose X-Forwarded-Proto and X-Forwarded-For are
     # believed (marketd.proxy): behind TLS the page's session cookie is then Secure
     trusted_proxies: tuple[str, ...] = ()
+    # names a Host header may carry (DNS rebinding): empty means the loopback names and the
+    # bound host; "*" allows any (behind a proxy that checks it)
+    allowed_hosts: tuple[str, ...] = ()
+    # a Unix socket (mode 0600) the daemon also listens on; the CLI prefers it to TCP
+    socket: str = ""
+    # connections: 0 = below the open-file limit (marketd.conns); idle and header timeouts
+    max_connections: int = 0
+    keepalive_seconds: float = 15.0
+    header_timeout_seconds: float = 10.0
+    body_timeout_seconds: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -64,6 +74,8 @@ class SchedulerConfig:
     # (0: off), for keys asked within the last idle_refresh_keep_days
     idle_refresh_seconds: float = 600.0
     idle_refresh_keep_days: float = 7.0
+    # beyond this many pending jobs /enqueue answers 503 with Retry-After (0: no cap)
+    max_pending_jobs: int = 200_000
 
 
 @dataclass(frozen=True)
@@ -173,7 +185,9 @@ SECRET_ENV: dict[tuple[str, ...], str] = {
     ("providers", "ebay", "client_id"): "EBAY_CLIENT_ID",
     ("providers", "ebay", "client_secret"): "EBAY_CLIENT_SECRET",
 }
-SECRET_KEYS = frozenset(k[-1] for k in SECRET_ENV)
+SECRET_KEYS = frozenset(k[-1] for k in SECRET_ENV) | {"secret"}
+MIN_SECRET_CHARS = 32
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1", "[::1]")
 DATABASE_URL_ENV = "MARKETD_DATABASE_URL"
 _URL_SCHEMES = ("postgresql://", "postgres://")
 _SECTIONS = {
@@ -187,6 +201,11 @@ _SECTIONS = {
 # (minimum, maximum) for numbers; None means unbounded on that side
 _BOUNDS: dict[str, tuple[float | None, float | None]] = {
     "server.port": (0, 65535),
+    "server.max_connections": (0, 1_000_000),
+    "server.keepalive_seconds": (0.1, 3600),
+    "server.header_timeout_seconds": (0.1, 3600),
+    "server.body_timeout_seconds": (0.1, 3600),
+    "scheduler.max_pending_jobs": (0, None),
     "scheduler.interval_seconds": (1, 86400),
     "scheduler.max_batch_size": (1, 10000),
     "scheduler.stuck_after_seconds": (1, None),
@@ -221,7 +240,18 @@ class _Problems(list[tuple[str, str]]):
 
 
 def _check_value(key: str, bound_key: str, default: Any, value: Any, problems: _Problems) -> Any:
-    """Type- and range-check one scalar against its default's type."""
+    """Type- and range-check one scalar against its default's type. A secret's value is never
+    shown in a problem, whatever its type."""
+    if key.rsplit(".", 1)[-1] in SECRET_KEYS and not isinstance(value, str):
+        problems.add(key, f"must be a string, not a {type(value).__name__} (the value of a "
+                     "secret is not shown)")
+        return default
+    if bound_key == "server.allowed_hosts":
+        if not isinstance(value, list) or not all(
+                isinstance(v, str) and v and " " not in v for v in value):
+            problems.add(key, f"must be a list of host names, not {value!r}")
+            return default
+        return tuple(v.lower() for v in value)
     if isinstance(default, bool):
         if not isinstance(value, bool):
             problems.add(key, f"must be true or false, not {value!r}")
@@ -383,6 +413,15 @@ def parse_config(
             f"{server.host!r} is not a loopback address: set security.cron_secret and "
             "security.api_token (or CRON_SECRET and MARKETD_API_TOKEN) to listen on it",
         )
+    elif not _is_loopback(server.host):
+        for name in ("cron_secret", "api_token"):
+            if len(getattr(security, name)) < MIN_SECRET_CHARS:
+                problems.add(f"security.{name}", f"must be at least {MIN_SECRET_CHARS} "
+                             f"characters to listen on {server.host!r} (a non-loopback "
+                             "address); e.g. `openssl rand -hex 32`")
+    if sections["alerts"].webhook_url and not _url_ok(sections["alerts"].webhook_url):
+        problems.add("alerts.webhook_url", "must be an http(s) URL such as "
+                     "https://hooks.example.com/marketd")
     if problems:
         raise ConfigError(list(problems))
     return Config(providers=providers, source=source, **sections)

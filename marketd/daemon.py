@@ -18,6 +18,7 @@ from aiohttp import web
 from marketd.alerts import FailureAlerts
 from marketd.clock import Clock
 from marketd.config import Config
+from marketd.errors import QueueFull
 from marketd.instance import Instance
 from marketd.metrics import PageMetrics
 from marketd.models import EnqueueResult, JobSpec, Priority
@@ -39,9 +40,11 @@ class Daemon:
     alerts: FailureAlerts
     metrics: PageMetrics
     instance: Instance | None = None  # who works (None: lanes always held, as in tools)
+    _pending_at: tuple[float, int] | None = None  # (when, pending jobs) for the queue cap
 
     async def enqueue(self, specs: Sequence[JobSpec]) -> list[EnqueueResult]:
         """Store the jobs; a manual job that is pending wakes a run for its provider."""
+        await self.check_queue_room(len(specs))
         results = await self.store.enqueue(specs, self.config.scheduler.fresh_for_seconds)
         woken: set[str] = set()
         for spec, res in zip(specs, results, strict=True):
@@ -54,6 +57,20 @@ class Daemon:
             else:
                 self.scheduler.wake(provider)
         return results
+
+    async def check_queue_room(self, adding: int) -> None:
+        """Raise QueueFull when ``adding`` more would pass scheduler.max_pending_jobs. The
+        count is the store's, at most a second old, plus what was added since."""
+        cap = self.config.scheduler.max_pending_jobs
+        if not cap:
+            return
+        now = self.clock.monotonic()
+        if self._pending_at is None or now - self._pending_at[0] >= 1.0:
+            self._pending_at = (now, await self.store.pending_count())
+        at, pending = self._pending_at
+        if pending + adding > cap:
+            raise QueueFull(pending, cap, retry_after_s=60)
+        self._pending_at = (at, pending + adding)
 
     async def close(self) -> None:
         """Stop the scheduler (in-flight calls get the grace period), close the clients and

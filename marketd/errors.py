@@ -45,6 +45,15 @@ class StoreError(MarketdError):
     """The database failed (locked too long, corrupt, unreadable)."""
 
 
+class QueueFull(MarketdError):
+    """/enqueue beyond scheduler.max_pending_jobs: try again after ``retry_after_s``."""
+
+    def __init__(self, pending: int, cap: int, retry_after_s: int) -> None:
+        super().__init__(f"the queue is full: {pending} jobs pending, the limit is {cap} "
+                         "(scheduler.max_pending_jobs); try again later")
+        self.retry_after_s = retry_after_s
+
+
 class BudgetExhausted(MarketdError):
     """No call may be sent now without breaking a limit.
 

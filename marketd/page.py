@@ -13,7 +13,7 @@ The routes are in :func:`marketd.web.create_app`'s table; the failure-rate alert
 
 from __future__ import annotations
 
-import hmac
+import math
 import re
 import secrets
 from collections.abc import Mapping
@@ -26,6 +26,7 @@ from marketd.charts import budget_chart, history_chart, queue_chart
 from marketd.clock import iso, parse_iso
 from marketd.daemon import DAEMON
 from marketd.errors import ValidationError
+from marketd.guard import check_secret, too_many
 from marketd.metrics import CONTENT_TYPE_LATEST
 from marketd.models import JOB_STATUSES, PROVIDERS, Priority, normalize_provider, parse_job
 from marketd.page_forms import (
@@ -43,6 +44,7 @@ from marketd.page_forms import (
     session_token,
     templates,
 )
+from marketd.store.records import PAGE_COUNT_CAP, PageCursor
 from marketd.views import price_view, status_view
 from marketd.worker import Lane
 
@@ -53,6 +55,20 @@ REFRESH_S = 5
 MAX_REFRESH = 500
 VIEWS = ("active", "all", *JOB_STATUSES)
 _PAGE_RE = re.compile(r"^[0-9]{1,6}$")  # ASCII digits only: '²'.isdigit() is true
+MAX_OFFSET_PAGE = 20  # pages reached by OFFSET; beyond, by the next link's keyset cursor
+_CURSOR_RE = re.compile(r"^([0-3])~(-?[0-9]{1,6})~([0-9]{1,19})~([0-9T:.+Z-]{10,40})$")
+
+
+def parse_cursor(raw: str) -> PageCursor | None:
+    """``rank~priority~row_id~created_at`` (the next link's ``after``), or None."""
+    m = _CURSOR_RE.match(raw)
+    if m is None:
+        return None
+    return PageCursor(int(m[1]), int(m[2]), m[4], int(m[3]))
+
+
+def cursor_of(row: Mapping[str, Any]) -> str:
+    return f"{row['status_rank']}~{row['priority']}~{row['row_id']}~{row['created_at']}"
 
 
 @posted(action=False)
@@ -61,8 +77,13 @@ async def sign_in(request: web.Request, token: str, form: Form) -> web.Response 
     secret = daemon.config.security.cron_secret
     if not secret:
         return "No cron secret is configured: the actions are open."
+    if wait := too_many(request):
+        resp = message_page(429, "Slow down", f"Too many wrong secrets from your address: "
+                            f"try again in {math.ceil(wait)} s.")
+        resp.headers["Retry-After"] = str(math.ceil(wait))
+        return resp
     given = form.get("secret")
-    if not isinstance(given, str) or not hmac.compare_digest(given.encode(), secret.encode()):
+    if not check_secret(request, given if isinstance(given, str) else "", secret, "sign-in"):
         log.warning("page_sign_in_refused", remote=request.remote)
         return message_page(403, "Sign-in refused", "That is not the cron secret.")
     now = daemon.clock.now()
@@ -137,7 +158,8 @@ def why_waiting(job: Mapping[str, Any], lane: Lane | None, now: float) -> str | 
     if free > now:
         return f"budget spent until {iso(free)}"
     if job["ahead"]:
-        return f"behind {job['ahead']} job(s) of higher priority or older"
+        more = " or more" if job["ahead"] >= PAGE_COUNT_CAP else ""
+        return f"behind {job['ahead']}{more} job(s) of higher priority or older"
     return "first in line: it goes at the next scheduler run"
 
 
@@ -166,8 +188,13 @@ async def page_data(request: web.Request, now: float) -> dict[str, Any]:
     provider = q.get("provider") if q.get("provider") in PROVIDERS else None
     view = q.get("status", "") if q.get("status") in VIEWS else "active"
     page = max(1, int(q["page"])) if _PAGE_RE.match(q.get("page", "")) else 1
-    total, rows = await store.page_jobs(view=view, provider=provider, now=now,
-                                        limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)
+    after = parse_cursor(q.get("after", ""))
+    if after is None and page > MAX_OFFSET_PAGE:
+        page = 1  # deep pages come by keyset (the next link's cursor), never by OFFSET
+    total, rows = await store.page_jobs(
+        view=view, provider=provider, now=now, limit=PAGE_SIZE + 1, after=after,
+        offset=0 if after is not None else (page - 1) * PAGE_SIZE)
+    more, rows = len(rows) > PAGE_SIZE, rows[:PAGE_SIZE]
     history = await store.budgets(since=now - 23 * 3600)
     for name, b in data["budgets"].items():
         b["chart"] = budget_chart(name, [r for r in history if r["provider"] == name],
@@ -184,7 +211,11 @@ async def page_data(request: web.Request, now: float) -> dict[str, Any]:
                      for r in rows],
         "filters": filters, "view": view, "provider": provider, "views": VIEWS,
         "providers": PROVIDERS, "page": page, "total": total,
-        "pages": max(1, -(-total // PAGE_SIZE)), "queue_chart": queue_chart(samples, now),
+        "total_text": f"{total} or more" if total >= PAGE_COUNT_CAP else str(total),
+        "pages": max(1, -(-total // PAGE_SIZE)) if total < PAGE_COUNT_CAP else None,
+        "next_after": cursor_of(rows[-1]) if more and rows else None,
+        "prev_page": page - 1 if 1 < page <= MAX_OFFSET_PAGE + 1 else (1 if page > 1 else None),
+        "queue_chart": queue_chart(samples, now),
         "prices": prices, "item": item, "alerts": [a.as_dict(daemon.config.alerts)
                                     for a in daemon.alerts.active.values()],
     }

@@ -22,6 +22,7 @@ from aiohttp import web
 from multidict import MultiDictProxy
 
 from marketd.daemon import DAEMON
+from marketd.guard import read_form
 
 log = structlog.get_logger(__name__)
 
@@ -121,7 +122,10 @@ def posted(*, action: bool) -> Callable[[FormHandler], Handler]:
     def wrap(fn: FormHandler) -> Handler:
         async def handler(request: web.Request) -> web.Response:
             token = session_token(request)
-            form = await request.post()
+            form = await read_form(request)
+            if form is None:
+                return message_page(400, "Form refused", "The form's bytes or charset could "
+                                    "not be read: send it as UTF-8.")
             given, expected = form.get("csrf"), request.app[PAGE].csrf(token or "")
             if not token or not isinstance(given, str) or \
                     not hmac.compare_digest(given.encode(), expected.encode()):

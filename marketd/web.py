@@ -8,7 +8,7 @@ live in :mod:`marketd.page`; the whole route table is :func:`create_app`.
 
 from __future__ import annotations
 
-import hmac
+import asyncio
 import json
 import re
 from collections.abc import Awaitable, Callable
@@ -18,8 +18,18 @@ import structlog
 from aiohttp import web
 
 from marketd import page, web_prices
+from marketd.conns import track
 from marketd.daemon import DAEMON, Daemon
-from marketd.errors import MarketdError, StoreError, ValidationError
+from marketd.errors import MarketdError, QueueFull, StoreError, ValidationError
+from marketd.guard import (
+    browser_guard,
+    check_json_type,
+    check_secret,
+    read_body,
+    slow_down,
+    too_many,
+)
+from marketd.guard import install as install_guard
 from marketd.models import (
     JOB_STATUSES,
     normalize_provider,
@@ -38,8 +48,10 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 def create_app(daemon: Daemon) -> web.Application:
     """Every route marketd serves, over a daemon built (and hooked up) by :mod:`marketd.app`."""
-    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[forwarded, _errors])
+    app = web.Application(client_max_size=MAX_BODY_BYTES,
+                          middlewares=[track, forwarded, browser_guard, _errors])
     app[DAEMON] = daemon
+    install_guard(app, daemon.config.server)
     app[PAGE] = PageState()
     app.add_routes([  # marketd.openapi describes every one of them
         # the JSON API
@@ -87,6 +99,11 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
                 resp.headers["Allow"] = exc.headers["Allow"]
             return resp
         raise
+    except QueueFull as exc:
+        log.warning("queue_full", path=request.path, error=str(exc))
+        resp = error(503, str(exc))
+        resp.headers["Retry-After"] = str(exc.retry_after_s)
+        return resp
     except StoreError as exc:
         log.error("store_error", path=request.path, error=str(exc))
         return error(503, "the database is unavailable; try again shortly")
@@ -98,15 +115,16 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return error(500, "internal error; see the daemon's log")
 
 
-def _secret_ok(given: str | None, expected: str) -> bool:
-    if not expected:
-        return True  # no secret configured: the daemon only listens on loopback
-    return given is not None and hmac.compare_digest(given.encode(), expected.encode())
+def _secret_ok(request: web.Request, given: str | None, expected: str, what: str) -> bool:
+    """Whether ``given`` is the secret; a client that guessed wrong too often waits (429)."""
+    if expected and (wait := too_many(request)):
+        raise slow_down(wait)
+    return check_secret(request, given, expected, what)
 
 
 def require_cron_secret(request: web.Request) -> None:
     expected = request.app[DAEMON].config.security.cron_secret
-    if not _secret_ok(request.headers.get("x-cron-secret"), expected):
+    if not _secret_ok(request, request.headers.get("x-cron-secret"), expected, "cron_secret"):
         raise _unauthorized("missing or wrong x-cron-secret header")
 
 
@@ -116,7 +134,8 @@ def _unauthorized(message: str) -> web.HTTPUnauthorized:
 
 
 async def read_json(request: web.Request, *, optional: bool = False) -> Any:
-    raw = await request.read()
+    raw = await read_body(request)
+    check_json_type(request, raw)
     if not raw.strip():
         if optional:
             return {}
@@ -133,7 +152,7 @@ async def enqueue(request: web.Request) -> web.Response:
     if token:
         scheme, _, given_token = request.headers.get("Authorization", "").partition(" ")
         given = given_token.strip() if scheme.lower() == "bearer" else None
-        if not _secret_ok(given, token):
+        if not _secret_ok(request, given, token, "api_token"):
             raise _unauthorized("missing or wrong Authorization: Bearer token")
     specs = parse_enqueue_body(await read_json(request))
     results = await daemon.enqueue(specs)
@@ -142,6 +161,7 @@ async def enqueue(request: web.Request) -> web.Response:
 
 async def trigger(request: web.Request) -> web.Response:
     require_cron_secret(request)
+    check_json_type(request, await read_body(request))  # no body, or JSON: never a form
     summary = await request.app[DAEMON].scheduler.run_once("http")
     return web.json_response(summary.as_dict())
 
@@ -203,11 +223,26 @@ async def openapi(request: web.Request) -> web.Response:
 
 
 async def healthz(request: web.Request) -> web.Response:
+    """200 while the database answers (on a reader of its own, never behind the page's) and
+    takes writes, and the scheduler runs; otherwise 503 with ``reason``."""
     daemon = request.app[DAEMON]
-    db_ok = await daemon.store.ping()
+    try:
+        db_ok = await asyncio.wait_for(daemon.store.ping(), HEALTH_TIMEOUT_S)
+    except TimeoutError:
+        db_ok = False
+    refused = daemon.store.write_problem()
     sched_ok = daemon.scheduler.alive()
-    body = {"ok": db_ok and sched_ok, "database": db_ok, "scheduler": sched_ok}
+    reasons = [r for ok, r in ((db_ok, "the database does not answer"),
+                               (refused is None, f"the database refuses writes: {refused}"),
+                               (sched_ok, "the scheduler is not running")) if not ok]
+    body: dict[str, Any] = {"ok": not reasons, "database": db_ok, "writable": refused is None,
+                            "scheduler": sched_ok}
+    if reasons:
+        body["reason"] = "; ".join(reasons)
     return web.json_response(body, status=200 if body["ok"] else 503)
+
+
+HEALTH_TIMEOUT_S = 2.0
 
 
 __all__ = ["DAEMON", "create_app"]

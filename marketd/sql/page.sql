@@ -3,32 +3,44 @@
 
 -- name: page_jobs
 -- one page of the job table; view 'active' is pending, running and failed. Pending jobs come in
--- the scheduler's order (select_pending: priority, then age, then rowid).
-SELECT j.*, j.rowid AS row_id FROM market_jobs j
+-- the scheduler's order (select_pending: priority, then age, then rowid). A page after the
+-- first few starts after the last row of the one before (keyset: the after_* parameters, all
+-- null for none), never at a deep OFFSET (the page keeps :offset small).
+SELECT j.*, j.rowid AS row_id,
+       CASE j.status WHEN 'running' THEN 0 WHEN 'pending' THEN 1 WHEN 'failed' THEN 2
+       ELSE 3 END AS status_rank
+FROM market_jobs j
 WHERE (:view = 'all' OR (:view = 'active' AND j.status IN ('pending', 'running', 'failed'))
        OR j.status = :view)
   AND (:provider IS NULL OR j.provider = :provider)
-ORDER BY CASE j.status WHEN 'running' THEN 0 WHEN 'pending' THEN 1 WHEN 'failed' THEN 2
-         ELSE 3 END,
-         j.priority DESC, j.created_at, j.rowid
+  AND (:after_rank IS NULL
+       OR (CASE j.status WHEN 'running' THEN 0 WHEN 'pending' THEN 1 WHEN 'failed' THEN 2
+           ELSE 3 END, -j.priority, j.created_at, j.rowid)
+          > (:after_rank, -:after_priority, :after_created_at, :after_row_id))
+ORDER BY status_rank, j.priority DESC, j.created_at, j.rowid
 LIMIT :limit OFFSET :offset;
 
 -- name: page_pending_ahead
 -- due pending jobs of one provider that the scheduler selects before the given one; two range
--- scans of market_jobs_pending
-SELECT (SELECT count(*) FROM market_jobs
+-- scans of market_jobs_pending, each stopping at :cap rows (the page says "cap or more")
+SELECT (SELECT count(*) FROM (SELECT 1 FROM market_jobs
         WHERE status = 'pending' AND provider = :provider AND priority > :priority
-          AND (next_attempt_at IS NULL OR next_attempt_at <= :now))
-     + (SELECT count(*) FROM market_jobs
+          AND (next_attempt_at IS NULL OR next_attempt_at <= :now) LIMIT :cap))
+     + (SELECT count(*) FROM (SELECT 1 FROM market_jobs
         WHERE status = 'pending' AND provider = :provider AND priority = :priority
           AND (created_at < :created_at OR (created_at = :created_at AND rowid < :row_id))
-          AND (next_attempt_at IS NULL OR next_attempt_at <= :now)) AS n;
+          AND (next_attempt_at IS NULL OR next_attempt_at <= :now) LIMIT :cap)) AS n;
 
 -- name: page_jobs_count
-SELECT count(*) AS n FROM market_jobs j
+-- how many jobs the view holds, counted up to :cap (the page says "cap or more")
+SELECT count(*) AS n FROM (SELECT 1 FROM market_jobs j
 WHERE (:view = 'all' OR (:view = 'active' AND j.status IN ('pending', 'running', 'failed'))
        OR j.status = :view)
-  AND (:provider IS NULL OR j.provider = :provider);
+  AND (:provider IS NULL OR j.provider = :provider) LIMIT :cap);
+
+-- name: page_pending_count
+-- what /enqueue's cap (scheduler.max_pending_jobs) counts; market_jobs_status covers it
+SELECT count(*) AS n FROM market_jobs WHERE status = 'pending';
 
 -- name: page_insert_sample
 INSERT OR REPLACE INTO market_queue_samples

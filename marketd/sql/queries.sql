@@ -18,6 +18,10 @@ PRAGMA temp_store = MEMORY;
 -- name: pragma_foreign_keys
 PRAGMA foreign_keys = ON;
 
+-- name: pragma_journal_size_limit
+-- a WAL larger than this (64 MiB) is cut back to it whenever it is reset after a checkpoint
+PRAGMA journal_size_limit = 67108864;
+
 -- name: pragma_no_autocheckpoint
 -- the write connection never checkpoints on commit (store.database runs them when idle)
 PRAGMA wal_autocheckpoint = 0;
@@ -197,6 +201,11 @@ ORDER BY id;
 
 -- name: wal_checkpoint
 PRAGMA wal_checkpoint(PASSIVE);
+
+-- name: wal_checkpoint_truncate
+-- after a large write: the WAL file goes back to zero bytes (no reader may be mid-snapshot;
+-- if one is, it is left as it is and the next checkpoint tries again)
+PRAGMA wal_checkpoint(TRUNCATE);
 
 -- name: prune_calls
 DELETE FROM market_calls WHERE sent_at < :before;

@@ -39,6 +39,7 @@ log = structlog.get_logger(__name__)
 CHECKPOINT_AFTER_CHANGES = 5000
 CHECKPOINT_FORCE_CHANGES = 100_000
 CHECKPOINT_IDLE_S = 0.25
+TRUNCATE_AFTER_CHANGES = 20_000
 
 
 def translate(exc: sqlite3.Error, what: str) -> StoreError:
@@ -63,7 +64,8 @@ def connect(path: str) -> sqlite3.Connection:
 
 def _pragmas() -> list[str]:
     return [Q[name] for name in ("pragma_busy_timeout", "pragma_setup", "pragma_synchronous",
-                                 "pragma_temp_store", "pragma_foreign_keys")]
+                                 "pragma_temp_store", "pragma_foreign_keys",
+                                 "pragma_journal_size_limit")]
 
 
 def _writer_connection(path: str) -> sqlite3.Connection:
@@ -81,6 +83,12 @@ class Database:
         self.pending = PendingWrites()
         self._writer: Writer | None = None
         self._r: aiosqlite.Connection | None = None
+        # a reader per purpose beside the main one: /healthz's ping never queues behind the
+        # status page's reads, nor they behind the API's
+        self._readers: dict[str, aiosqlite.Connection] = {}
+        self._opening: dict[str, asyncio.Lock] = {}
+        self.write_error: str | None = None  # why the last write failed, until one succeeds
+        self._truncate_after = False
         self._ck: aiosqlite.Connection | None = None
         self._ck_task: asyncio.Task[None] | None = None
         self._inflight = 0  # writes asked for and not yet answered
@@ -95,20 +103,27 @@ class Database:
     async def open(self) -> None:
         try:
             create_private(Path(self.path), exclusive=False)
+            make_private(Path(self.path))
             if self.inline:
                 self._writer = InlineWriter(_writer_connection(self.path))
             else:
                 self._writer = await ThreadWriter.start(lambda: _writer_connection(self.path))
             self._r = await self._aio_connection()
+            self._readers["health"] = await self._aio_connection()
         except (OSError, sqlite3.Error) as exc:
             await self.close()
-            raise StoreError(f"cannot open database {self.path}: {exc}") from exc
+            raise StoreError(f"cannot open database {self.path}: {_why(exc)}") from exc
 
     async def _aio_connection(self) -> aiosqlite.Connection:
         conn = await aiosqlite.connect(self.path, isolation_level=None)
-        conn.row_factory = aiosqlite.Row
-        for pragma in _pragmas():
-            await conn.execute(pragma)
+        try:
+            conn.row_factory = aiosqlite.Row
+            for pragma in _pragmas():
+                await conn.execute(pragma)
+        except BaseException:
+            with suppress(Exception):  # its thread must end, or the process never exits
+                await conn.close()
+            raise
         return conn
 
     async def close(self) -> None:
@@ -123,7 +138,8 @@ class Database:
         writer, self._writer = self._writer, None
         if writer is not None:
             await writer.stop()
-        for conn in (self._r, self._ck):
+        readers, self._readers = list(self._readers.values()), {}
+        for conn in (self._r, self._ck, *readers):
             if conn is not None:
                 with suppress(sqlite3.Error, ValueError):
                     await conn.close()
@@ -151,9 +167,12 @@ class Database:
             if isinstance(exc, _Requeue):  # busy, I/O, a bug in work: they go again later
                 self.pending.put_back(exc.remaining)
                 exc = exc.cause
+            if isinstance(exc, sqlite3.OperationalError) and _refused(exc):
+                self.write_error = str(exc)
             if isinstance(exc, sqlite3.Error):
                 exc = _translated(exc, "write")
             elif exc is None:
+                self.write_error = None
                 result, self._changes, dropped = out
                 for error in dropped:
                     log.error("queued_write_dropped", error=error)
@@ -175,8 +194,10 @@ class Database:
 
     # ---- reads -------------------------------------------------------------------------------
 
-    async def read(self, query: str, params: Any = ()) -> list[sqlite3.Row]:
-        conn = self._r
+    async def read(self, query: str, params: Any = (), *,
+                   purpose: str = "main") -> list[sqlite3.Row]:
+        """``purpose``: "main", or "health" and "page", each on a connection of its own."""
+        conn = self._r if purpose == "main" else await self._reader(purpose)
         if conn is None:
             raise StoreError("the database is closed")
         try:
@@ -184,6 +205,21 @@ class Database:
                 return list(await cur.fetchall())
         except sqlite3.Error as exc:
             raise translate(exc, "read") from exc
+
+    async def _reader(self, purpose: str) -> aiosqlite.Connection | None:
+        if self._r is None:
+            return None
+        conn = self._readers.get(purpose)
+        if conn is not None:
+            return conn
+        lock = self._opening.setdefault(purpose, asyncio.Lock())
+        async with lock:
+            if purpose not in self._readers:
+                try:
+                    self._readers[purpose] = await self._aio_connection()
+                except (OSError, sqlite3.Error) as exc:
+                    raise translate(sqlite3.Error(str(exc)), "read") from exc
+            return self._readers[purpose]
 
     async def backup(self, target: str) -> None:
         """A consistent copy of the live database (SQLite's online backup API)."""
@@ -208,6 +244,8 @@ class Database:
         waits for the writer to be idle."""
         if self._changes - self._changes_at_ck < self.checkpoint_after_changes:
             return
+        # after a large write the WAL is truncated, not only reused: it never stays huge
+        self._truncate_after = self._changes - self._changes_at_ck >= TRUNCATE_AFTER_CHANGES
         if self._ck_task is not None and not self._ck_task.done():
             return
         self._ck_task = asyncio.get_running_loop().create_task(self._checkpoint_when_idle())
@@ -222,7 +260,8 @@ class Database:
         try:
             if self._ck is None:  # opened the first time it is needed: not at start-up
                 self._ck = await self._aio_connection()
-            await self._ck.execute(Q["wal_checkpoint"])
+            truncate, self._truncate_after = self._truncate_after, False
+            await self._ck.execute(Q["wal_checkpoint_truncate" if truncate else "wal_checkpoint"])
         except (sqlite3.Error, ValueError) as exc:  # the next one tries again
             log.warning("wal_checkpoint_failed", error=str(exc))
         else:
@@ -298,6 +337,32 @@ def _transaction_with_fallback(conn: sqlite3.Connection, work: Callable[[sqlite3
         return _transaction(conn, work), conn.total_changes, dropped
     except sqlite3.OperationalError as exc:
         raise _Requeue(exc, ()) from exc
+
+
+def _refused(exc: sqlite3.OperationalError) -> bool:
+    """A write the database refuses for its disk or file (full, read-only, I/O), not a busy
+    lock that the next try may get."""
+    text = str(exc).lower()
+    return "locked" not in text and "busy" not in text
+
+
+def _why(exc: BaseException) -> str:
+    text = str(exc)
+    if "readonly" in text or "unable to open" in text or isinstance(exc, PermissionError):
+        return (f"{text} (marketd needs to write the file and create files beside it, "
+                "its -wal and -shm: check the folder's owner and permissions)")
+    return text
+
+
+def make_private(path: Path) -> None:
+    """The database (and its WAL files) readable by the owner only, whatever they were."""
+    for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        try:
+            if p.exists() and p.stat().st_mode & 0o077:
+                os.chmod(p, 0o600)
+        except PermissionError:
+            log.warning("database_not_private", path=str(p),
+                        hint="owned by another user: chmod 600 it")
 
 
 def create_private(path: Path, *, exclusive: bool) -> None:

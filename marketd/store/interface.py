@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from marketd.clock import Clock
 from marketd.models import EnqueueResult, Job, JobSpec
-from marketd.store.records import Outcomes, ProviderState
+from marketd.store.records import PAGE_COUNT_CAP, Outcomes, PageCursor, ProviderState
 
 # a call of the durable call log: (id, sent_at)
 Call = tuple[int, float]
@@ -240,13 +240,23 @@ class Store(Protocol):
     # ---- the status page and /metrics --------------------------------------------------------
 
     async def page_jobs(self, *, view: str, provider: str | None, now: float, limit: int,
-                        offset: int) -> tuple[int, list[dict[str, Any]]]:
-        """One page of a view ('active', 'all' or a status): (rows in the view, the page's rows
-        in queue order, each with ``row_id``)."""
+                        offset: int = 0, after: PageCursor | None = None,
+                        count_cap: int = PAGE_COUNT_CAP) -> tuple[int, list[dict[str, Any]]]:
+        """One page of a view ('active', 'all' or a status): (rows in the view counted up to
+        ``count_cap``, the page's rows in queue order, each with ``row_id`` and
+        ``status_rank``), starting after ``after`` (keyset) and then ``offset`` rows."""
 
     async def pending_ahead(self, *, provider: str, priority: int, created_at: str,
-                            row_id: int, now: float) -> int:
-        """Due pending jobs of ``provider`` the scheduler selects before the given one."""
+                            row_id: int, now: float, cap: int = PAGE_COUNT_CAP) -> int:
+        """Due pending jobs of ``provider`` the scheduler selects before the given one, counted
+        up to ``cap`` in each of priority and age."""
+
+    async def pending_count(self) -> int:
+        """Pending jobs, all providers (what scheduler.max_pending_jobs caps)."""
+
+    def write_problem(self) -> str | None:
+        """Why the last write failed (the disk full, the file read-only...), until a write
+        succeeds again; None while writes succeed."""
 
     async def queue_samples_since(self, since: float) -> list[dict[str, Any]]: ...
 

@@ -47,3 +47,28 @@ class ProviderState:
     pause_reason: str | None
     credential: str | None
 
+
+
+# ---- the status page's keyset pages ------------------------------------------------------------
+
+# the page's counts (jobs in a view, jobs ahead of one) stop here: it says "10000 or more"
+PAGE_COUNT_CAP = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class PageCursor:
+    """Where the next page of the job table starts: after the row with these sort keys."""
+
+    rank: int  # 0 running, 1 pending, 2 failed, 3 completed
+    priority: int
+    created_at: str
+    row_id: int
+
+
+def cursor_params(after: PageCursor | None) -> dict[str, object]:
+    """The after_* parameters of the page_jobs query (all None: from the start)."""
+    if after is None:
+        return {"after_rank": None, "after_priority": None, "after_created_at": None,
+                "after_row_id": None}
+    return {"after_rank": after.rank, "after_priority": after.priority,
+            "after_created_at": after.created_at, "after_row_id": after.row_id}

@@ -44,7 +44,10 @@ def _env(extra: dict[str, str] | None) -> dict[str, str]:
 def http(method: str, url: str, body: Any = None, headers: dict[str, str] | None = None,
          timeout: float = 30) -> tuple[int, Any]:
     data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method, headers=headers or {})
+    headers = dict(headers or {})
+    if data is not None:  # urllib's default is a form, which JSON endpoints refuse (415)
+        headers.setdefault("Content-Type", "application/json")
+    req = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             raw = resp.read()

@@ -310,7 +310,8 @@ async def test_bad_reset_failed_is_400_and_changes_nothing(api: Api, body: str) 
     """POST /reset-failed with a bad body answers 400 and resets nothing."""
     api.registry["stockx"].default = raising(NotFound("stockx", "not found on stockx"))
     await api.daemon.scheduler.run_once("test")
-    resp = await api.client.post("/reset-failed", data=body)
+    resp = await api.client.post("/reset-failed", data=body,
+                                 headers={"Content-Type": "application/json"})
     assert resp.status == 400
     assert "error" in await resp.json()
     assert (await api.daemon.store.job_counts())["stockx"] == {"failed": 1}
@@ -404,7 +405,8 @@ class LoopServer:
     def post(self, body: bytes) -> tuple[int, str, str, int, int]:
         async def go() -> tuple[int, str, str, int, int]:
             before = await self.api.rows()
-            resp = await self.api.client.post("/enqueue", data=body)
+            resp = await self.api.client.post("/enqueue", data=body,
+                                              headers={"Content-Type": "application/json"})
             text = await resp.text()
             return resp.status, resp.content_type, text, before, await self.api.rows()
 

@@ -311,34 +311,47 @@ ORDER BY unit.oldest, w.sku, w.size_key;
 -- ---- the status page and /metrics ----------------------------------------------------------
 
 -- name: page_jobs
-SELECT j.* FROM market_jobs j
+-- keyset after the first few pages (the after_* parameters, all null for none)
+SELECT j.*, CASE j.status WHEN 'running' THEN 0 WHEN 'pending' THEN 1 WHEN 'failed' THEN 2
+            ELSE 3 END AS status_rank
+FROM market_jobs j
 WHERE (:view::text = 'all'
        OR (:view::text = 'active' AND j.status IN ('pending', 'running', 'failed'))
        OR j.status::text = :view::text)
   AND (:provider::text IS NULL OR j.provider = :provider::text)
-ORDER BY CASE j.status WHEN 'running' THEN 0 WHEN 'pending' THEN 1 WHEN 'failed' THEN 2
-         ELSE 3 END,
-         j.priority DESC, j.created_at, j.row_id
+  AND (:after_rank::integer IS NULL
+       OR (CASE j.status WHEN 'running' THEN 0 WHEN 'pending' THEN 1 WHEN 'failed' THEN 2
+           ELSE 3 END, -j.priority, j.created_at, j.row_id)
+          > (:after_rank::integer, -:after_priority::integer,
+             :after_created_at::timestamptz, :after_row_id::bigint))
+ORDER BY status_rank, j.priority DESC, j.created_at, j.row_id
 LIMIT :limit::integer OFFSET :offset::integer;
 
 -- name: page_jobs_count
-SELECT count(*) AS n FROM market_jobs j
+-- counted up to :cap
+SELECT count(*) AS n FROM (SELECT 1 FROM market_jobs j
 WHERE (:view::text = 'all'
        OR (:view::text = 'active' AND j.status IN ('pending', 'running', 'failed'))
        OR j.status::text = :view::text)
-  AND (:provider::text IS NULL OR j.provider = :provider::text);
+  AND (:provider::text IS NULL OR j.provider = :provider::text) LIMIT :cap::integer) c;
 
 -- name: page_pending_ahead
-SELECT (SELECT count(*) FROM market_jobs
+-- each half counted up to :cap
+SELECT (SELECT count(*) FROM (SELECT 1 FROM market_jobs
         WHERE status = 'pending' AND provider = :provider::text
           AND priority > :priority::integer
-          AND (next_attempt_at IS NULL OR next_attempt_at <= :now::timestamptz))
-     + (SELECT count(*) FROM market_jobs
+          AND (next_attempt_at IS NULL OR next_attempt_at <= :now::timestamptz)
+        LIMIT :cap::integer) a)
+     + (SELECT count(*) FROM (SELECT 1 FROM market_jobs
         WHERE status = 'pending' AND provider = :provider::text
           AND priority = :priority::integer
           AND (created_at < :created_at::timestamptz
                OR (created_at = :created_at::timestamptz AND row_id < :row_id::bigint))
-          AND (next_attempt_at IS NULL OR next_attempt_at <= :now::timestamptz)) AS n;
+          AND (next_attempt_at IS NULL OR next_attempt_at <= :now::timestamptz)
+        LIMIT :cap::integer) b) AS n;
+
+-- name: page_pending_count
+SELECT count(*) AS n FROM market_jobs WHERE status = 'pending';
 
 -- name: page_insert_sample
 INSERT INTO market_queue_samples (sampled_at, provider, pending, running, completed, failed)

@@ -122,6 +122,7 @@ class PgDatabase:
         self.pool_max = pool_max
         self.pending: PendingWritesOf[PgWrite] = PendingWritesOf()
         self._pool: asyncpg.Pool | None = None
+        self.write_error: str | None = None  # why the last write failed, until one succeeds
         self._carriers: set[asyncio.Task[Any]] = set()  # transactions carrying pending writes
 
     async def open(self) -> None:
@@ -182,7 +183,9 @@ class PgDatabase:
             # error here came before the transaction (acquiring a connection)
             if not isinstance(exc, _DATA):
                 self.pending.put_back(queued)
+                self.write_error = str(exc)
             raise translate(exc, "write") from exc
+        self.write_error = None
         for error in dropped:
             log.error("queued_write_dropped", error=error)
         return done

@@ -9,7 +9,7 @@ from typing import Any
 
 from marketd.store.postgres.base import Q, Tables, plain, row_dict, ts, ts_text
 from marketd.store.postgres.database import Conn
-from marketd.store.records import ProviderState
+from marketd.store.records import PAGE_COUNT_CAP, PageCursor, ProviderState, cursor_params
 
 
 class StateTables(Tables):
@@ -59,18 +59,29 @@ class StateTables(Tables):
     # ---- the status page and /metrics --------------------------------------------------------
 
     async def page_jobs(self, *, view: str, provider: str | None, now: float, limit: int,
-                        offset: int) -> tuple[int, list[dict[str, Any]]]:
+                        offset: int = 0, after: PageCursor | None = None,
+                        count_cap: int = PAGE_COUNT_CAP) -> tuple[int, list[dict[str, Any]]]:
         params = {"view": view, "provider": provider}
-        total = int((await self._fetch("page_jobs_count", params))[0]["n"])
-        rows = await self._rows("page_jobs", {**params, "limit": limit, "offset": offset})
+        total = int((await self._fetch("page_jobs_count", {**params, "cap": count_cap}))[0]["n"])
+        keys = cursor_params(after)
+        if after is not None:
+            keys["after_created_at"] = ts_text(after.created_at)
+        rows = await self._rows("page_jobs", {**params, **keys, "limit": limit,
+                                              "offset": offset})
         return total, rows
 
     async def pending_ahead(self, *, provider: str, priority: int, created_at: str,
-                            row_id: int, now: float) -> int:
+                            row_id: int, now: float, cap: int = PAGE_COUNT_CAP) -> int:
         rows = await self._fetch("page_pending_ahead", {
             "provider": provider, "priority": priority, "created_at": ts_text(created_at),
-            "row_id": row_id, "now": ts(now)})
+            "row_id": row_id, "now": ts(now), "cap": cap})
         return int(rows[0]["n"])
+
+    async def pending_count(self) -> int:
+        return int((await self._fetch("page_pending_count"))[0]["n"])
+
+    def write_problem(self) -> str | None:
+        return self.db.write_error
 
     async def queue_samples_since(self, since: float) -> list[dict[str, Any]]:
         return await self._rows("page_samples_since", {"since": ts(since)})

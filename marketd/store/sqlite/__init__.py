@@ -101,7 +101,7 @@ class SQLiteStore(QueueTables, CallTables, StateTables, InstanceTables, PriceTab
 
     async def ping(self) -> bool:
         try:
-            await self.db.read(Q["ping"])
+            await self.db.read(Q["ping"], purpose="health")
         except StoreError:
             return False
         return True

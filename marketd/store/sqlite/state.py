@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from marketd.clock import iso
-from marketd.store.records import ProviderState
+from marketd.store.records import PAGE_COUNT_CAP, PageCursor, ProviderState, cursor_params
 from marketd.store.sqlite.base import Q, Tables
 
 
@@ -63,18 +63,29 @@ class StateTables(Tables):
     # ---- the status page and /metrics --------------------------------------------------------
 
     async def page_jobs(self, *, view: str, provider: str | None, now: float, limit: int,
-                        offset: int) -> tuple[int, list[dict[str, Any]]]:
+                        offset: int = 0, after: PageCursor | None = None,
+                        count_cap: int = PAGE_COUNT_CAP) -> tuple[int, list[dict[str, Any]]]:
         params = {"view": view, "provider": provider, "now": iso(now)}
-        total = int((await self.db.read(Q["page_jobs_count"], params))[0]["n"])
-        rows = await self._rows(Q["page_jobs"], {**params, "limit": limit, "offset": offset})
+        total = int((await self.db.read(Q["page_jobs_count"], {**params, "cap": count_cap},
+                                        purpose="page"))[0]["n"])
+        keys = cursor_params(after)
+        rows = [dict(r) for r in await self.db.read(
+            Q["page_jobs"], {**params, **keys, "limit": limit, "offset": offset},
+            purpose="page")]
         return total, rows
 
     async def pending_ahead(self, *, provider: str, priority: int, created_at: str,
-                            row_id: int, now: float) -> int:
+                            row_id: int, now: float, cap: int = PAGE_COUNT_CAP) -> int:
         rows = await self.db.read(Q["page_pending_ahead"], {
             "provider": provider, "priority": priority, "created_at": created_at,
-            "row_id": row_id, "now": iso(now)})
+            "row_id": row_id, "now": iso(now), "cap": cap}, purpose="page")
         return int(rows[0]["n"])
+
+    async def pending_count(self) -> int:
+        return int((await self.db.read(Q["page_pending_count"], purpose="page"))[0]["n"])
+
+    def write_problem(self) -> str | None:
+        return self.db.write_error
 
     async def queue_samples_since(self, since: float) -> list[dict[str, Any]]:
         return await self._rows(Q["page_samples_since"], {"since": iso(since)})
