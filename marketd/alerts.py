@@ -8,12 +8,21 @@ attempts. When the window holds at least ``min_jobs`` attempts and the failed sh
 a banner on the status page, and one JSON POST to ``webhook_url``. It closes (an info event,
 ``provider_failure_rate_recovered``) when the share falls below the threshold again. The window
 lives in memory: a restart starts a fresh one.
+
+**Pauses people hear about.** A provider paused for refused credentials or for its daily quota
+defers its jobs (they are not failures), so prices would just go stale: after every run, a
+lane paused for either opens a pause incident (one ``provider_paused`` error event, a banner,
+one JSON POST to ``webhook_url`` with the provider, the reason, until when and which
+credential to check), and the incident resolves (an info event and a ``"status":
+"resolved"`` POST) once the provider's calls go through again. A pause renewed while the
+incident is open (refused again when the pause ends) is the same incident. A pause restored
+at start-up counts as already announced.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +32,7 @@ import structlog
 from marketd.clock import Clock, iso
 from marketd.config import AlertsConfig
 from marketd.scheduler import RunSummary
+from marketd.worker import Lane
 
 log = structlog.get_logger(__name__)
 
@@ -51,17 +61,55 @@ class Incident:
         }
 
 
+@dataclass
+class PauseIncident:
+    provider: str
+    reason: str  # credentials_refused or daily_quota
+    message: str
+    paused_until: float
+    credential: str | None
+    started_at: float
+
+    def as_dict(self, status: str = "firing",
+                resolved_at: float | None = None) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "alert": "provider_paused", "status": status, "provider": self.provider,
+            "reason": self.reason, "message": self.message,
+            "paused_until": iso(self.paused_until), "check": self.credential,
+            "started_at": iso(self.started_at)}
+        if resolved_at is not None:
+            out["resolved_at"] = iso(resolved_at)
+        return out
+
+
+def pause_kind(lane: Lane) -> str | None:
+    """What a lane's pause is worth an alert for: refused credentials, a daily quota."""
+    if lane.credential:
+        return "credentials_refused"
+    if (lane.pause_reason or "").startswith("quota_exhausted"):
+        return "daily_quota"
+    return None
+
+
 class FailureAlerts:
-    """Watches run summaries; ``active`` holds the open incidents by provider."""
+    """Watches run summaries; ``active`` holds the open failure-rate incidents by provider,
+    ``pauses`` the open pause incidents (given the lanes)."""
 
     def __init__(self, cfg: AlertsConfig, clock: Clock,
-                 session: Callable[[], aiohttp.ClientSession | None]) -> None:
+                 session: Callable[[], aiohttp.ClientSession | None],
+                 lanes: Mapping[str, Lane] | None = None) -> None:
         self.cfg = cfg
         self.clock = clock
         self._session = session
         self._window: dict[str, deque[tuple[float, int, int]]] = {}
         self.active: dict[str, Incident] = {}
         self.webhooks_sent = 0
+        self.lanes = dict(lanes or {})
+        self.pauses: dict[str, PauseIncident] = {}
+        now = clock.now()
+        for lane in self.lanes.values():  # restored at start-up: announced before the restart
+            if lane.paused(now) and (kind := pause_kind(lane)):
+                self.pauses[lane.name] = self._pause_incident(lane, kind, now)
 
     def rate(self, provider: str, now: float) -> tuple[int, int]:
         """``(failed, attempts)`` in the window ending at ``now``."""
@@ -80,6 +128,32 @@ class FailureAlerts:
                 self._window.setdefault(provider, deque()).append((now, good, bad))
         for provider in sorted(set(self._window) | set(self.active)):
             await self._evaluate(provider, now)
+        for name in sorted(self.lanes):
+            await self._evaluate_pause(self.lanes[name], summary.providers.get(name, {}), now)
+
+    def _pause_incident(self, lane: Lane, kind: str, now: float) -> PauseIncident:
+        return PauseIncident(lane.name, kind, lane.pause_reason or "", lane.paused_until or now,
+                             lane.credential, now)
+
+    async def _evaluate_pause(self, lane: Lane, stats: Mapping[str, Any], now: float) -> None:
+        incident = self.pauses.get(lane.name)
+        kind = pause_kind(lane) if lane.paused(now) else None
+        if kind is not None:
+            if incident is None:
+                incident = self.pauses[lane.name] = self._pause_incident(lane, kind, now)
+                log.error("provider_paused", provider=lane.name, reason=kind,
+                          paused_until=iso(incident.paused_until), check=lane.credential,
+                          message=incident.message)
+                await self._send(incident.as_dict(), lane.name)
+            else:  # renewed: the same incident, until when it now lasts
+                incident.paused_until = lane.paused_until or now
+            return
+        # calls went through again: a batch that spent calls and left the provider unpaused
+        if incident is not None and int(stats.get("calls", 0)) > 0 and not lane.paused(now):
+            del self.pauses[lane.name]
+            log.info("provider_pause_resolved", provider=lane.name, reason=incident.reason,
+                     incident_s=round(now - incident.started_at, 1))
+            await self._send(incident.as_dict("resolved", now), lane.name)
 
     async def _evaluate(self, provider: str, now: float) -> None:
         failed, attempts = self.rate(provider, now)
@@ -103,20 +177,24 @@ class FailureAlerts:
                      incident_s=round(now - incident.started_at, 1))
 
     async def _post(self, incident: Incident) -> None:
+        await self._send(incident.as_dict(self.cfg), incident.provider)
+
+    async def _send(self, payload: dict[str, Any], provider: str) -> None:
         url = self.cfg.webhook_url
         session = self._session()
         if not url or session is None or session.closed:
             return
         try:
-            async with session.post(url, json=incident.as_dict(self.cfg),
+            async with session.post(url, json=payload,
                                     timeout=aiohttp.ClientTimeout(total=WEBHOOK_TIMEOUT_S),
                                     allow_redirects=False) as resp:
                 if resp.status >= 300:
-                    log.warning("alert_webhook_refused", provider=incident.provider,
-                                status=resp.status)
+                    log.warning("alert_webhook_refused", provider=provider,
+                                alert=payload.get("alert"), status=resp.status)
                     return
             self.webhooks_sent += 1
-            log.info("alert_webhook_sent", provider=incident.provider)
+            log.info("alert_webhook_sent", provider=provider, alert=payload.get("alert"),
+                     status=payload.get("status"))
         except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
-            log.warning("alert_webhook_failed", provider=incident.provider,
+            log.warning("alert_webhook_failed", provider=provider, alert=payload.get("alert"),
                         error=f"{type(exc).__name__}: {exc}")

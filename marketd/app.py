@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import hashlib
+import json
 import os
 import signal
 from collections.abc import Callable, Mapping
@@ -26,7 +28,7 @@ from marketd import __version__
 from marketd.alerts import FailureAlerts
 from marketd.budget import ProviderBudget
 from marketd.clock import Clock
-from marketd.config import Config
+from marketd.config import SECRET_KEYS, Config, ProviderConfig
 from marketd.conns import GUARD, AcceptErrors, ConnectionGuard, raise_fd_limit
 from marketd.daemon import Daemon
 from marketd.errors import MarketdError
@@ -38,7 +40,7 @@ from marketd.scheduler import Scheduler
 from marketd.sdnotify import Notifier
 from marketd.store import Store, open_store
 from marketd.web import create_app
-from marketd.worker import Lane
+from marketd.worker import Lane, restore_pause
 
 log = structlog.get_logger(__name__)
 
@@ -58,7 +60,7 @@ async def create_daemon(config: Config, *, clock: Clock | None = None,
     session = new_session(f"marketd/{__version__}")
     instance: Instance | None = None
     try:
-        lanes = await build_lanes(config, store, clock, session, clients)
+        lanes = await build_lanes(config, store, clock, session, clients, daemon=True)
         await store.ensure_budgets({n: ln.budget.rate_limit for n, ln in lanes.items()})
         scheduler = Scheduler(config, store, lanes, clock)
         # register, take the free lanes, and return the dead's running jobs to pending (on
@@ -73,7 +75,7 @@ async def create_daemon(config: Config, *, clock: Clock | None = None,
             await instance.locks.close()
         await store.close()
         raise
-    alerts = FailureAlerts(config.alerts, clock, lambda: session)
+    alerts = FailureAlerts(config.alerts, clock, lambda: session, lanes)
     metrics = PageMetrics(store, clock, lanes, alerts)
     scheduler.after_run.extend([metrics.sample, alerts.on_run])
     return Daemon(config, store, clock, lanes, scheduler, session, alerts, metrics, instance)
@@ -81,14 +83,18 @@ async def create_daemon(config: Config, *, clock: Clock | None = None,
 
 async def build_lanes(config: Config, store: Store, clock: Clock,
                       session: aiohttp.ClientSession | None,
-                      clients: Mapping[str, ClientFactory] | None = None) -> dict[str, Lane]:
+                      clients: Mapping[str, ClientFactory] | None = None, *,
+                      daemon: bool = False) -> dict[str, Lane]:
     """One lane per enabled provider: its budget rebuilt from the call log, its pause restored.
-    Without a session the lanes have no client (read-only views such as ``marketd status``)."""
+    Without a session the lanes have no client (read-only views such as ``marketd status``).
+    Only the daemon (``daemon``) ends a pause for refused credentials that it no longer has;
+    a tool, with an environment of its own, only shows it."""
     states = await store.provider_states()
     lanes: dict[str, Lane] = {}
     margin = config.scheduler.limit_margin_ms / 1000
     for pc in config.enabled_providers():
-        budget = ProviderBudget(pc, store, clock, margin_s=margin)
+        budget = ProviderBudget(pc, store, clock, margin_s=margin,
+                                manual_reserve=config.scheduler.manual_reserve)
         await budget.load()
         client: Provider | None = None
         if session is not None:
@@ -96,14 +102,18 @@ async def build_lanes(config: Config, store: Store, clock: Clock,
                                   clock=clock)
             factory = (clients or {}).get(pc.name) or client_class(pc.name)
             client = factory(ctx)
-        lane = Lane(pc.name, client, budget, coalesces=pc.name not in NON_COALESCING)
-        state = states.get(pc.name)
-        if state and state.paused_until and state.paused_until > clock.now():
-            lane.paused_until = state.paused_until
-            lane.pause_reason = state.pause_reason
-            lane.credential = state.credential
+        lane = Lane(pc.name, client, budget, coalesces=pc.name not in NON_COALESCING,
+                    fingerprint=credential_fingerprint(pc))
+        await restore_pause(lane, states.get(pc.name), store, clock.now(), check=daemon)
         lanes[pc.name] = lane
     return lanes
+
+
+def credential_fingerprint(pc: ProviderConfig) -> str:
+    """A hash of the provider's configured secrets (never the secrets themselves): what a
+    pause for refused credentials remembers, so new credentials end it at start-up."""
+    secrets = {k: str(v) for k, v in pc.options.items() if k in SECRET_KEYS}
+    return hashlib.sha256(json.dumps(secrets, sort_keys=True).encode()).hexdigest()[:16]
 
 
 async def serve(config: Config, *, clock: Clock | None = None,

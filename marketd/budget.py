@@ -15,6 +15,12 @@ moment it is reserved until its window has passed after the lease's end, so no w
 provider sees ever holds more than the limit (the proof is in ``_reserve``). Calls not sent
 when the batch ends or the lease runs out are deleted again (:meth:`release`); after a crash
 they stay, counted and unsent, until their windows pass: under-use, never overspend.
+
+**The manual reserve.** While :attr:`ProviderBudget.background` is set (the worker sets it for
+a group with no manual job), a call that would leave less than ``manual_reserve`` of any long
+limit unspent raises :class:`~marketd.errors.BudgetExhausted` instead: the check runs before
+every call, catalog look-ups included, so background and hot work never spends what manual
+jobs are kept.
 """
 
 from __future__ import annotations
@@ -39,7 +45,8 @@ RESERVE_GUARD_S = 1.0  # hand none out this close to the lease's end (time to se
 
 class ProviderBudget:
     def __init__(self, config: ProviderConfig, store: Store, clock: Clock, *,
-                 margin_s: float = 0.25, max_wait_s: float | None = None) -> None:
+                 margin_s: float = 0.25, max_wait_s: float | None = None,
+                 manual_reserve: float = 0.0) -> None:
         self.provider = config.name
         self.limits = config.limits
         self.delay_s = config.delay_ms / 1000
@@ -47,6 +54,9 @@ class ProviderBudget:
         self.clock = clock
         self.log = SlidingLog(config.limits, margin_s)
         self.rate_limit = hourly_rate_limit(config.limits)
+        # the share of every long limit background and hot work leaves for manual jobs
+        self.reserve = manual_reserve
+        self.background = False  # the calls now spent are background/hot work's (the worker)
         # what runs pace themselves by: each long window spread evenly over its own length
         # (a 25000/day limit is about 1042 an hour, not 25000 in the first hours)
         self.pacing_limit = hourly_pace(config.limits)
@@ -114,8 +124,10 @@ class ProviderBudget:
             at = max(at, self._quota[1])
         return at
 
-    def capacity(self, now: float, horizon_s: float) -> int:
-        cap = self.log.capacity(now, horizon_s)
+    def capacity(self, now: float, horizon_s: float, *, background: bool = False) -> int:
+        """Calls that fit between now and ``now + horizon_s`` (``background``: less the manual
+        reserve of every long limit)."""
+        cap = self.log.capacity(now, horizon_s, self.reserve if background else 0.0)
         left = self.quota_left(now)
         return cap if left is None else min(cap, left)
 
@@ -135,9 +147,13 @@ class ProviderBudget:
     def _decider(self) -> Callable[[list[tuple[int, float]], float], bool]:
         """The check ``reserve_call`` runs: would one more call now break a limit or the
         delay?"""
+        reserve = self.reserve if self.background else 0.0
+
         def decide(rows: list[tuple[int, float]], t: float) -> bool:
             probe, sent = self._with_others(rows)
             gap = sent + self.delay_s if self.delay_s else t
+            if reserve and probe.room(t, reserve) < 1:
+                return False  # into the manual reserve: spend() raises once it has the calls
             return max(probe.next_free(t), gap) <= t
 
         return decide
@@ -155,6 +171,9 @@ class ProviderBudget:
                         raise BudgetExhausted(self.provider, at)
                     await self.clock.sleep(at - now)
                     continue
+                if self.background and self.log.room(now, self.reserve) < 1:
+                    # the call would cross into what manual jobs are kept: the next run's
+                    raise BudgetExhausted(self.provider, self._reserve_frees(now))
                 want = self._reserve_size(now)
                 if want > 1:
                     if await self._reserve(want):
@@ -173,6 +192,12 @@ class ProviderBudget:
                     self._last_sent = sent_at
                     self._sent()
                     return
+
+    def _reserve_frees(self, now: float) -> float:
+        """When background work may spend again: the oldest call of the longest window
+        leaves it (a guess: a run looks again then)."""
+        frees = self.log.frees_at(now)
+        return frees if frees is not None else now + 60.0
 
     def _reserve_size(self, now: float) -> int:
         """How many calls to reserve at once: what the batch still expects, no more than the
@@ -220,9 +245,16 @@ class ProviderBudget:
         most the limit. And the log keeps each reserved call until ``L + window + margin``,
         past ``s + window`` when the provider lets it go.
         """
+        background, reserve = self.background, self.reserve
+
         def decide(rows: list[tuple[int, float]], t: float) -> tuple[int, float]:
             probe, _ = self._with_others(rows)
-            return min(want, probe.room(t)), t + RESERVE_LEASE_S
+            # calls beyond this one are for the batch's later groups, which may be background
+            # work: those never come out of the manual reserve
+            room = probe.room(t, reserve)
+            if not background:
+                room = max(room, min(probe.room(t), 1))
+            return min(want, room), t + RESERVE_LEASE_S
 
         now = self.clock.now()
         reserved, t, rows = await self.store.reserve_calls(

@@ -74,6 +74,11 @@ class SchedulerConfig:
     # (0: off), for keys asked within the last idle_refresh_keep_days
     idle_refresh_seconds: float = 600.0
     idle_refresh_keep_days: float = 7.0
+    # a hot enqueue starts a run for its provider within this (a burst of adds makes one run)
+    hot_wake_seconds: float = 30.0
+    # starvation: a job waiting this long is raised to hot, twice this long to just below
+    # manual (0: off)
+    aging_seconds: float = 3600.0
     # beyond this many pending jobs /enqueue answers 503 with Retry-After (0: no cap)
     max_pending_jobs: int = 200_000
 
@@ -220,6 +225,8 @@ _BOUNDS: dict[str, tuple[float | None, float | None]] = {
     "scheduler.manual_reserve": (0, 0.5),
     "scheduler.idle_refresh_seconds": (0, None),
     "scheduler.idle_refresh_keep_days": (0, 3650),
+    "scheduler.hot_wake_seconds": (0, 86400),
+    "scheduler.aging_seconds": (0, None),
     "alerts.failure_rate_threshold": (0, 1),
     "alerts.window_seconds": (1, None),
     "alerts.min_jobs": (1, None),

@@ -43,20 +43,39 @@ class Daemon:
     _pending_at: tuple[float, int] | None = None  # (when, pending jobs) for the queue cap
 
     async def enqueue(self, specs: Sequence[JobSpec]) -> list[EnqueueResult]:
-        """Store the jobs; a manual job that is pending wakes a run for its provider."""
+        """Store the jobs; a pending manual job wakes a run for its provider (within
+        manual_wake_ms), a pending hot one within hot_wake_seconds."""
         await self.check_queue_room(len(specs))
         results = await self.store.enqueue(specs, self.config.scheduler.fresh_for_seconds)
-        woken: set[str] = set()
+        woken: dict[str, str] = {}
         for spec, res in zip(specs, results, strict=True):
-            if spec.priority >= Priority.MANUAL and res.status == "pending":
-                woken.add(spec.provider)
-        for provider in woken:
-            lane = self.lanes.get(provider)
-            if self.instance is not None and lane is not None and not lane.held:
-                await self.instance.wake(provider)  # another daemon runs this provider
-            else:
-                self.scheduler.wake(provider)
+            if res.status != "pending":
+                continue
+            if spec.priority >= Priority.MANUAL:
+                woken[spec.provider] = "manual"
+            elif spec.priority >= Priority.HOT:
+                woken.setdefault(spec.provider, "hot")
+        for provider, reason in woken.items():
+            await self.wake(provider, reason)
         return results
+
+    async def reset_failed(self, provider: str | None = None) -> int:
+        """Failed jobs back to pending (one provider's, or all), and a run for each provider
+        with due work now (not at the next interval)."""
+        n = await self.store.reset_failed(provider)
+        if n:
+            for name in sorted(self.lanes) if provider is None else [provider]:
+                if await self.store.any_due(name):
+                    await self.wake(name, "reset")
+        return n
+
+    async def wake(self, provider: str, reason: str) -> None:
+        """A run for ``provider`` on whichever daemon runs it (Scheduler.wake's reasons)."""
+        lane = self.lanes.get(provider)
+        if self.instance is not None and lane is not None and not lane.held:
+            await self.instance.wake(provider, reason)  # another daemon runs this provider
+        else:
+            self.scheduler.wake(provider, reason)
 
     async def check_queue_room(self, adding: int) -> None:
         """Raise QueueFull when ``adding`` more would pass scheduler.max_pending_jobs. The

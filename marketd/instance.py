@@ -14,7 +14,10 @@ daemon's (:meth:`marketd.store.Store.rescue_dead`). Start-up returns the dead's 
 SQLite, one daemon per file, that is every job a crash left running); a graceful stop returns
 its own running jobs, then hands its lanes over (unlock, and a wake-up so another daemon takes
 them at once). A manual enqueue on any daemon wakes the lane's holder through
-:meth:`Instance.wake` (PostgreSQL NOTIFY, LISTENed on the lanes' connection).
+:meth:`Instance.wake` (PostgreSQL NOTIFY, LISTENed on the lanes' connection), and so do a hot
+enqueue and reset-failed (the CLI's too: the store NOTIFYs with the reset). On SQLite the CLI
+writes the file while the daemon runs: each tick asks the store whether another process wrote
+(:meth:`marketd.store.Store.outside_writes`) and wakes the lanes with due work.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from marketd.clock import Clock, Timer, parse_iso
 from marketd.errors import MarketdError
 from marketd.scheduler import Scheduler
 from marketd.store import Store
-from marketd.worker import Lane
+from marketd.worker import Lane, restore_pause
 
 log = structlog.get_logger(__name__)
 
@@ -119,6 +122,10 @@ class Instance:
             return
         await self.store.heartbeat(self.held())
         if not self.locks.shared:
+            if await self.store.outside_writes():  # the CLI (reset-failed, enqueue) wrote
+                for name, lane in self.lanes.items():
+                    if lane.held and await self.store.any_due(name):
+                        self.scheduler.wake(name, "written")
             return
         rescued = await self.store.rescue_dead(self.dead_after_s)
         if rescued:
@@ -161,10 +168,7 @@ class Instance:
         if self.locks.shared:
             await lane.budget.load()
             state = (await self.store.provider_states()).get(name)
-            if state and state.paused_until and state.paused_until > self.clock.now():
-                lane.paused_until = state.paused_until
-                lane.pause_reason = state.pause_reason
-                lane.credential = state.credential
+            await restore_pause(lane, state, self.store, self.clock.now())
             log.info("lane_taken", provider=name, instance=self.id)
         lane.held = True
         if wake:
@@ -176,22 +180,24 @@ class Instance:
 
     # ---- wake-ups ----------------------------------------------------------------------------
 
-    async def wake(self, provider: str) -> None:
-        """A run for ``provider`` within a second, on whichever daemon runs it."""
+    async def wake(self, provider: str, reason: str = "manual") -> None:
+        """A run for ``provider`` (as :meth:`Scheduler.wake` times it for ``reason``), on
+        whichever daemon runs it."""
         lane = self.lanes.get(provider)
         if lane is not None and lane.held:
-            self.scheduler.wake(provider)
+            self.scheduler.wake(provider, reason)
         else:
-            await self.locks.notify_wake(provider)
+            await self.locks.notify_wake(provider, reason)
 
-    def _on_wake(self, provider: str) -> None:
-        """Another daemon asked for a run: run it if this one holds the lane; else the lane
-        may be free (its holder stopped), so try to take it."""
+    def _on_wake(self, payload: str) -> None:
+        """Another daemon (or a tool) asked for a run: run it if this one holds the lane;
+        else the lane may be free (its holder stopped), so try to take it."""
+        provider, _, reason = payload.partition(" ")
         lane = self.lanes.get(provider)
         if lane is None or self.stopping:
             return
         if lane.held:
-            self.scheduler.wake(provider)
+            self.scheduler.wake(provider, reason or "manual")
         else:
             self._spawn(self._take(provider, anyway=False))
 

@@ -116,7 +116,7 @@ async def act_reset_failed(request: web.Request, token: str, form: Form) -> str:
         provider = normalize_provider(raw) if raw not in (None, "", "all") else None
     except ValidationError as exc:
         return f"Reset Failed: {exc.message}."
-    n = await request.app[DAEMON].store.reset_failed(provider)
+    n = await request.app[DAEMON].reset_failed(provider)
     return f"Reset Failed: {n} job(s) of {provider or 'every provider'} back to pending."
 
 
@@ -217,7 +217,8 @@ async def page_data(request: web.Request, now: float) -> dict[str, Any]:
         "prev_page": page - 1 if 1 < page <= MAX_OFFSET_PAGE + 1 else (1 if page > 1 else None),
         "queue_chart": queue_chart(samples, now),
         "prices": prices, "item": item, "alerts": [a.as_dict(daemon.config.alerts)
-                                    for a in daemon.alerts.active.values()],
+                                    for a in daemon.alerts.active.values()]
+        + [p.as_dict() for p in daemon.alerts.pauses.values()],
     }
 
 

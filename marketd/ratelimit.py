@@ -71,6 +71,15 @@ def hourly_pace(limits: Sequence[Limit]) -> int:
     return min(shares) if shares else 0
 
 
+def kept(limit: Limit, reserve: float) -> int:
+    """The calls of ``limit`` that a ``reserve`` share keeps for manual jobs: a whole number of
+    its count (``100/hour`` at 0.05 keeps 5; tiny limits keep none); paced limits keep none
+    (every call waits its own turn there)."""
+    if reserve <= 0 or limit.paced:
+        return 0
+    return math.floor(limit.count * reserve)
+
+
 class SlidingLog:
     """Send times of one provider's calls over its longest window."""
 
@@ -103,10 +112,12 @@ class SlidingLog:
             if i < len(self._times) and self._times[i] == ts:
                 del self._times[i]
 
-    def room(self, now: float) -> int:
+    def room(self, now: float, reserve: float = 0.0) -> int:
         """How many calls could be sent at ``now`` at once, by every limit's count of the
-        calls recorded after its window's start (calls recorded for later included)."""
-        return min((self.remaining(lim, now) for lim in self.limits), default=0)
+        calls recorded after its window's start (calls recorded for later included); with
+        ``reserve``, leaving that share of every long limit unspent (:func:`kept`)."""
+        return min((max(0, self.remaining(lim, now) - kept(lim, reserve))
+                    for lim in self.limits), default=0)
 
     def prune(self, now: float) -> None:
         cut = bisect_right(self._times, now - self.horizon_s)
@@ -147,11 +158,11 @@ class SlidingLog:
                 at = max(at, oldest_needed + limit.window_s + self.margin_s)
         return at
 
-    def capacity(self, now: float, horizon_s: float) -> int:
+    def capacity(self, now: float, horizon_s: float, reserve: float = 0.0) -> int:
         """How many calls could be sent between now and ``now + horizon_s``.
 
-        Long windows give their remaining count; paced (short) windows give how many their
-        rate lets through in the horizon.
+        Long windows give their remaining count (less what ``reserve`` keeps of them); paced
+        (short) windows give how many their rate lets through in the horizon.
         """
         cap: int | None = None
         for limit in self.limits:
@@ -160,7 +171,7 @@ class SlidingLog:
                     horizon_s / (limit.window_s + self.margin_s) * limit.count
                 )
             else:
-                n = self.remaining(limit, now)
+                n = max(0, self.remaining(limit, now) - kept(limit, reserve))
             cap = n if cap is None else min(cap, n)
         return cap if cap is not None else 0
 

@@ -9,9 +9,18 @@ Runs never overlap for one provider: a provider whose lane is busy is skipped by
 takes waiting manual jobs into its batch instead). Each run is its own task, so a caller that
 goes away (an HTTP client hanging up) cannot cancel it half-way.
 
-A provider's next run is also woken at an instant (a manual enqueue, the end of a pause, the
-moment the rolling window frees a call): a timer on the injected clock, earliest wins, so a
-FakeClock fires it when advanced past that instant.
+A provider's next run is also woken at an instant, so due work never waits for the interval:
+a manual enqueue (``manual_wake_ms``), a hot one (``hot_wake_seconds``: a burst of adds makes
+one run), jobs moved back by reset-failed or written by another process, the end of a pause,
+the earliest retry's backoff, the moment the rolling window frees a call, the next pacing
+slot. Each is a timer on the injected clock, one per provider, earliest wins (a FakeClock
+fires it when advanced past that instant); every run of a provider arms the next from what it
+finds, so a wake replaced by an earlier one is not lost. The run it starts records the wake's
+reason as its trigger.
+
+**Aging** (starvation): before a run selects a provider's jobs, pending jobs enqueued more
+than ``aging_seconds`` ago rise to hot (150), more than twice that to 199, just below manual;
+idle refreshes (priority 50 and below) and jobs already that high are left alone.
 """
 
 from __future__ import annotations
@@ -31,14 +40,15 @@ from marketd.config import Config
 from marketd.errors import MarketdError
 from marketd.models import Job, Priority
 from marketd.policy import run_allowance
-from marketd.store import Store
-from marketd.worker import BatchStats, Lane, Worker
+from marketd.store import Defer, Outcomes, Store
+from marketd.worker import BatchStats, Lane, Worker, group_by_sku
 
 log = structlog.get_logger(__name__)
 
 JOBS_PER_SKU_CAP = 20  # a run takes at most this many queued sizes per SKU it calls for
 QUOTA_CHECK_S = 3600.0  # how often a provider's own quota count is read (eBay's getRateLimits)
 IDLE_REFRESH_PRIORITY = 50  # below background: any job a user queued goes first
+AGED_PRIORITY = int(Priority.MANUAL) - 1  # what aging raises a job to at most: below manual
 
 
 @dataclass
@@ -55,6 +65,8 @@ class RunSummary:
 
     @property
     def outcome(self) -> str:
+        if any("error" in p for p in self.providers.values()):
+            return "error"  # a provider's batch crashed
         if not self.total("batch_size"):
             return "idle"
         if self.total("failed") or self.total("deferred"):
@@ -93,6 +105,8 @@ class Scheduler:
         self.runs_started = 0
         self._tasks: set[asyncio.Task[Any]] = set()
         self._wake_timers: dict[str, Timer] = {}
+        self._wake_reasons: dict[str, str] = {}
+        self._aged_at: dict[str, float] = {}
         self._aps: AsyncIOScheduler | None = None
         self._interval_task: asyncio.Task[Any] | None = None
         # called after every run (queue samples, failure-rate alerts); errors are logged only
@@ -119,13 +133,16 @@ class Scheduler:
         try:
             if summary.rescued:
                 log.warning("stuck_jobs_rescued", jobs=summary.rescued)
-            batches = [self._provider_batch(self.lanes[n], summary)
-                       for n in sorted(wanted) if n in self.lanes]
+            names = [n for n in sorted(wanted) if n in self.lanes]
+            batches = [self._provider_batch(self.lanes[n], summary) for n in names]
             # one provider's failure must not leave the others' batches untracked
-            for outcome in await asyncio.gather(*batches, return_exceptions=True):
+            outcomes = await asyncio.gather(*batches, return_exceptions=True)
+            for name, outcome in zip(names, outcomes, strict=True):
                 if isinstance(outcome, BaseException):
-                    log.error("provider_batch_failed",
-                              error=f"{type(outcome).__name__}: {outcome}")
+                    error = f"{type(outcome).__name__}: {outcome}"
+                    log.error("provider_batch_failed", provider=name, error=error)
+                    summary.providers[name] = {**summary.providers.get(name, {}),
+                                               "error": error}
         finally:
             summary.finished_at = self.clock.now()
             self.last_run_at = summary.finished_at
@@ -155,7 +172,7 @@ class Scheduler:
             summary.providers[lane.name] = {
                 "skipped": "paused", "paused_until": iso(lane.paused_until),
                 "reason": lane.pause_reason}
-            self._wake_later(lane.name, lane.paused_until or now)
+            self._wake_later(lane.name, lane.paused_until or now, "pause_end")
             return
         if lane.lock.locked():
             lane.manual_waiting = True
@@ -167,27 +184,32 @@ class Scheduler:
             if capacity <= 0:
                 at = lane.budget.next_free(now)
                 summary.providers[lane.name] = {"skipped": "budget", "next_free_at": iso(at)}
-                self._wake_later(lane.name, at)
+                self._wake_later(lane.name, at, "budget")
                 return
+            await self._age(lane, now)
             allow = run_allowance(
                 now=now, capacity=capacity, hourly_limit=lane.budget.pacing_limit,
                 used_this_hour=lane.budget.log.count_since(now - now % 3600),
                 interval_s=self.cfg.interval_seconds, max_batch=self.cfg.max_batch_size,
-                manual_reserve=self.cfg.manual_reserve, pacing=self.cfg.pacing)
+                manual_reserve=self.cfg.manual_reserve, pacing=self.cfg.pacing,
+                background_capacity=lane.budget.capacity(now, self.cfg.interval_seconds,
+                                                         background=True))
             if allow.capped_by_window:
                 # the rolling window cut this run short: run again when its oldest call leaves
                 frees = lane.budget.log.frees_at(now)
                 if frees is not None:
-                    self._wake_later(lane.name, frees + 0.001)
+                    self._wake_later(lane.name, frees + 0.001, "budget")
             min_priority = int(Priority.MANUAL) if allow.manual_only else 0
             jobs = await self._claim(lane, allow.calls, min_priority)
-            if not allow.manual_only and self.cfg.idle_refresh_seconds > 0:
-                used = len({j.sku for j in jobs}) if lane.coalesces else len(jobs)
-                jobs += await self._idle_refresh(lane, allow.calls - used)
+            if not allow.manual_only:
+                jobs, cost = await self._fit(lane, jobs, allow.calls)
+                if self.cfg.idle_refresh_seconds > 0:
+                    jobs += await self._idle_refresh(lane, allow.calls - cost)
             if not jobs:
                 summary.providers[lane.name] = {"batch_size": 0}
                 # a manual job enqueued while this claim ran found the lane busy: run for it
                 await self._rewake_if_manual(lane)
+                await self._wake_when_due(lane)
                 return
             log.info("batch_started", provider=lane.name, jobs=len(jobs), capacity=capacity)
             stats: BatchStats = await self.worker.run_batch(lane, jobs)
@@ -199,16 +221,69 @@ class Scheduler:
                 duration_ms=stats.duration_ms)
             if self.is_stopping():  # (a method: mypy narrows the attribute across awaits)
                 return
-            if stats.stopped_by in ("paused", "auth") and lane.paused_until is not None:
-                self._wake_later(lane.name, lane.paused_until)  # the rest runs when it ends
-            else:
+            if not lane.paused(self.clock.now()):
                 await self._rewake_if_manual(lane)
+            await self._wake_when_due(lane)  # the pause's end, the next retry
 
     async def _claim(self, lane: Lane, calls: int, min_priority: int = 0) -> list[Job]:
         if lane.coalesces:  # one call per SKU: count SKUs, take every size queued
             return await self.store.claim(lane.name, calls * JOBS_PER_SKU_CAP, max_skus=calls,
                                           min_priority=min_priority)
         return await self.store.claim(lane.name, calls, min_priority=min_priority)
+
+    async def _fit(self, lane: Lane, jobs: list[Job], calls: int) -> tuple[list[Job], int]:
+        """Keep the claimed jobs whose calls, catalog look-ups counted before they happen
+        (:meth:`Provider.calls_for`), fit the run's ``calls``; the rest go back to pending for
+        the next run, no retry spent. Manual jobs always stay (they may use the reserve).
+        Returns the jobs kept and the calls they are expected to spend."""
+        if lane.client is None or not jobs:
+            return jobs, len(group_by_sku(jobs, lane.coalesces))
+        kept: list[Job] = []
+        back: list[Job] = []
+        cost = 0
+        for group in group_by_sku(jobs, lane.coalesces):
+            need = await lane.client.calls_for(group[0].sku)
+            if cost + need <= calls or any(j.priority >= Priority.MANUAL for j in group):
+                kept += group
+                cost += need
+            else:
+                back += group
+        if back:
+            await self.store.record(Outcomes(deferred=[Defer(j.id) for j in back]))
+            log.info("jobs_left_for_next_run", provider=lane.name, jobs=len(back),
+                     reason="catalog look-ups do not fit this run's calls")
+        return kept, cost
+
+    async def _age(self, lane: Lane, now: float) -> None:
+        """Starvation: jobs that waited ``aging_seconds`` rise to hot, twice that to just
+        below manual (at most every tenth of aging_seconds, and every minute)."""
+        aging = self.cfg.aging_seconds
+        if aging <= 0 or now < self._aged_at.get(lane.name, float("-inf")) + min(60, aging / 10):
+            return
+        self._aged_at[lane.name] = now
+        raised = 0
+        for waited, to in ((2 * aging, AGED_PRIORITY), (aging, int(Priority.HOT))):
+            raised += await self.store.age_jobs(lane.name, above=IDLE_REFRESH_PRIORITY, to=to,
+                                                enqueued_before=now - waited)
+        if raised:
+            log.info("jobs_aged", provider=lane.name, jobs=raised, aging_s=aging)
+
+    async def _wake_when_due(self, lane: Lane) -> None:
+        """After a provider's run: wake it when its pause ends; else when its earliest retry
+        comes due, and, if work is left due (pacing cut the run short), when the next pacing
+        slot opens rather than at the next interval tick."""
+        now = self.clock.now()
+        if lane.paused(now) and lane.paused_until is not None:
+            self._wake_later(lane.name, lane.paused_until, "pause_end")
+            return
+        at = await self.store.next_attempt_at(lane.name)
+        if at is not None:
+            self._wake_later(lane.name, at, "retry")
+        if self.cfg.pacing and await self.store.any_due(lane.name):
+            hour = now - now % 3600
+            step = min(self.cfg.interval_seconds, 3600.0)
+            slot = min(hour + ((now - hour) // step + 1) * step, hour + 3600)
+            self._wake_later(lane.name, slot, "pacing")
 
     async def _idle_refresh(self, lane: Lane, spare: int) -> list[Job]:
         """Calls this run may make that no queued job needs refresh the oldest prices users
@@ -222,7 +297,7 @@ class Scheduler:
             priority=IDLE_REFRESH_PRIORITY)
         if not queued:
             return []
-        jobs = await self._claim(lane, spare)
+        jobs, _ = await self._fit(lane, await self._claim(lane, spare), spare)
         log.info("idle_refresh", provider=lane.name, spare_calls=spare, jobs=len(jobs))
         return jobs
 
@@ -253,21 +328,25 @@ class Scheduler:
             at = lane.budget.next_free(self.clock.now())
             self._wake_later(lane.name, at)
 
-    # ---- waking for manual jobs ----------------------------------------------------------------
+    # ---- wakes -----------------------------------------------------------------------------------
 
-    def wake(self, provider: str) -> None:
-        """A manual job was enqueued: fetch it within a second if the provider has budget."""
+    def wake(self, provider: str, reason: str = "manual") -> None:
+        """Due work for ``provider``: a manual job (a run within manual_wake_ms; a running
+        batch takes it in at its next group), a hot one (within hot_wake_seconds: a burst of
+        adds makes one run), or jobs moved back to pending (``reset``, ``written`` by another
+        process: within manual_wake_ms)."""
         lane = self.lanes.get(provider)
         if lane is None or self.stopping or not lane.held:
             return
-        if lane.lock.locked():
+        if reason == "manual" and lane.lock.locked():
             lane.manual_waiting = True  # the running batch takes it in at its next group
             return
-        self._wake_later(provider, self.clock.now() + self.cfg.manual_wake_ms / 1000)
+        delay = self.cfg.hot_wake_seconds if reason == "hot" else self.cfg.manual_wake_ms / 1000
+        self._wake_later(provider, self.clock.now() + delay, reason)
 
-    def _wake_later(self, provider: str, at: float) -> None:
+    def _wake_later(self, provider: str, at: float, reason: str = "manual") -> None:
         """Schedule a run for one provider at epoch second ``at`` (now if that has passed;
-        earliest wins), on the clock's timer."""
+        earliest wins), on the clock's timer; the run's trigger is ``reason``."""
         if self.stopping:
             return
         at = max(at, self.clock.now())
@@ -276,11 +355,13 @@ class Scheduler:
             return
         if existing is not None:
             existing.cancel()
+        self._wake_reasons[provider] = reason
 
         def fire() -> None:
             self._wake_timers.pop(provider, None)
+            trigger = self._wake_reasons.pop(provider, reason)
             if not self.stopping:
-                self._spawn(self._run("manual", [provider]))
+                self._spawn(self._run(trigger, [provider]))
 
         self._wake_timers[provider] = self.clock.call_at(at, fire)
 

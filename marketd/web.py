@@ -174,7 +174,7 @@ async def reset_failed(request: web.Request) -> web.Response:
     provider = body.get("provider")
     if provider is not None:
         provider = normalize_provider(provider)
-    n = await request.app[DAEMON].store.reset_failed(provider)
+    n = await request.app[DAEMON].reset_failed(provider)
     return web.json_response({"reset": n, "provider": provider})
 
 

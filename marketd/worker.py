@@ -34,11 +34,13 @@ from marketd.errors import (
 )
 from marketd.models import Job, Price, Priority
 from marketd.providers.base import FetchResult, Provider
-from marketd.store import Defer, Outcomes, Retry, Store
+from marketd.store import Defer, Outcomes, ProviderState, Retry, Store
 
 log = structlog.get_logger(__name__)
 
 DEFAULT_429_PAUSE_S = 60.0
+# market_tokens kind of the fingerprint of the credentials a provider refused (never the secret)
+FINGERPRINT_KIND = "refused_credentials"
 
 
 @dataclass
@@ -61,6 +63,9 @@ class Lane:
     paused_until: float | None = None
     pause_reason: str | None = None
     credential: str | None = None
+    # a hash of the provider's configured secrets: a pause for refused credentials does not
+    # outlive a restart with other credentials (restore_pause)
+    fingerprint: str = ""
     stopping: bool = False
     # this daemon runs the provider's batches (holds its lane lock: marketd.instance)
     held: bool = True
@@ -85,9 +90,11 @@ class BatchStats:
     rate_limited: int = 0
     duration_ms: int = 0
     stopped_by: str | None = None  # budget, paused, auth, shutdown
+    next_retry_at: float | None = None  # the earliest retry this batch scheduled
 
     def as_dict(self) -> dict[str, object]:
-        return {k: v for k, v in self.__dict__.items() if k != "provider"}
+        return {k: v for k, v in self.__dict__.items()
+                if k not in ("provider", "next_retry_at")}
 
 
 def backoff_s(retry_count: int, cfg: SchedulerConfig, rng: random.Random) -> float:
@@ -135,6 +142,8 @@ class Worker:
                     queue = await self._take_manual(lane, queue, stats)
                 current = queue.pop(0)
                 lane.budget.ahead = len(queue) + 1  # calls it may reserve in one transaction
+                # background and hot work stops short of the manual reserve (budget.spend)
+                lane.budget.background = all(j.priority < Priority.MANUAL for j in current)
                 outcomes = await self._run_group(lane, current, stats)
                 # written with the next call's reservation, or once due (store.pending has
                 # the rules: a crash loses at most a second of answers)
@@ -156,6 +165,7 @@ class Worker:
             stats.stopped_by = "shutdown" if isinstance(exc, asyncio.CancelledError) else "error"
             raise
         finally:
+            lane.budget.background = False
             stats.calls = lane.budget.calls - calls_before
             lane.counters.calls += stats.calls
             stats.duration_ms = int((self.clock.monotonic() - started) * 1000)
@@ -204,6 +214,8 @@ class Worker:
             lane.pause_dirty = False
             await self.store.set_pause(lane.name, lane.paused_until, lane.pause_reason,
                                        lane.credential)
+            if lane.credential:  # which credentials were refused, as a hash
+                await self.store.put_token(lane.name, FINGERPRINT_KIND, lane.fingerprint, None)
         return outcomes
 
     def _decide(self, lane: Lane, group: list[Job], result: FetchResult,
@@ -215,6 +227,7 @@ class Worker:
         deferred: list[Defer] = []
         prices: list[Price] = list(result.extra_prices)
         wanted: list[tuple[str, str, str, str | None, str]] = []
+        limited = False
         for job in group:
             outcome = result.outcomes.get(job.id)
             if outcome is None:
@@ -227,6 +240,7 @@ class Worker:
                                    job.size_system))
                 continue
             if isinstance(outcome, RateLimited):
+                limited = True
                 self._pause_rate_limited(lane, outcome, now)
                 deferred.append(Defer(job.id, None, f"deferred: {outcome.message}"))
             elif isinstance(outcome, AuthError):
@@ -247,6 +261,11 @@ class Worker:
                     retried.append(Retry(job.id, _text(outcome), at))
         # prices for other sizes may repeat a job's own: keep one per key
         unique = {(p.provider, p.sku, p.size): p for p in prices}
+        if limited:  # one 429 answered the group's call
+            stats.rate_limited += 1
+        if retried:
+            first = min(r.next_attempt_at for r in retried)
+            stats.next_retry_at = min(first, stats.next_retry_at or first)
         stats.succeeded += len(completed)
         stats.failed += len(failed)
         stats.retried += len(retried)
@@ -291,6 +310,25 @@ class Worker:
 
     def _persist_pause(self, lane: Lane) -> None:
         lane.pause_dirty = True
+
+
+async def restore_pause(lane: Lane, state: ProviderState | None, store: Store,
+                        now: float, *, check: bool = True) -> None:
+    """Take up a pause recorded in the database (start-up, or a lane taken from another
+    daemon); one for refused credentials only while the credentials are the ones refused
+    (their fingerprint, ``check``): new credentials get their chance at once."""
+    if state is None or not state.paused_until or state.paused_until <= now:
+        return
+    if state.credential and check:
+        refused = await store.get_token(lane.name, FINGERPRINT_KIND)
+        if refused is None or refused[0] != lane.fingerprint:
+            log.info("auth_pause_dropped", provider=lane.name, check=state.credential,
+                     reason="the credentials changed since they were refused")
+            await store.set_pause(lane.name, None, None, None)
+            return
+    lane.paused_until = state.paused_until
+    lane.pause_reason = state.pause_reason
+    lane.credential = state.credential
 
 
 def _text(exc: BaseException) -> str:

@@ -116,6 +116,7 @@ class CatalogItem:
 class AliasClient(Provider):
     name = "alias"
     credential = CREDENTIAL
+    lookup_calls = 1  # the catalog search
 
     async def fetch_group(self, sku: str, jobs: Sequence[Job]) -> FetchResult:
         """Catalog (cached: no call), each job's Alias size, then one call for every size.

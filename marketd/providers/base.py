@@ -30,7 +30,7 @@ from typing import Any, ClassVar, Protocol
 import aiohttp
 import structlog
 
-from marketd.clock import Clock
+from marketd.clock import Clock, parse_iso
 from marketd.config import ProviderConfig
 from marketd.errors import (
     AuthError,
@@ -116,12 +116,30 @@ class Provider:
     name: ClassVar[str] = ""
     credential: ClassVar[str] = ""  # what a person checks when the API refuses the client
     renewal_event: ClassVar[str] = "token_rejected"  # logged when a refused token is renewed
+    # calls a fetch of a SKU not in market_catalog adds (its catalog look-ups), and how long
+    # a cached entry serves (None: for ever)
+    lookup_calls: ClassVar[int] = 0
+    catalog_ttl_s: ClassVar[float | None] = None
 
     def __init__(self, ctx: ProviderContext) -> None:
         self.ctx = ctx
 
     async def fetch_group(self, sku: str, jobs: Sequence[Job]) -> FetchResult:
         raise NotImplementedError
+
+    async def calls_for(self, sku: str) -> int:
+        """The calls a fetch of ``sku`` is expected to spend: its price call, plus the catalog
+        look-ups when the SKU is not cached. A run counts them before they happen, so it
+        selects only what its allowance pays for."""
+        if not self.lookup_calls:
+            return 1
+        entry = await self.ctx.store.get_catalog(self.name, sku)
+        cached = entry is not None and bool(entry.get("product_id"))
+        if cached and entry is not None and self.catalog_ttl_s is not None:
+            fetched = parse_iso(entry.get("fetched_at"))
+            cached = fetched is not None and \
+                self.ctx.clock.now() - fetched < self.catalog_ttl_s
+        return 1 if cached else 1 + self.lookup_calls
 
     async def quota(self) -> Quota | None:
         """The provider's own count of the calls left, where it has an API for that (the

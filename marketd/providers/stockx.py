@@ -100,6 +100,8 @@ class StockXClient(Provider):
 
     name = "stockx"
     credential = API_CREDENTIAL
+    lookup_calls = 2  # search and variants
+    catalog_ttl_s = CATALOG_TTL_S
     renewal_event = "stockx_token_rejected"
 
     def __init__(self, ctx: ProviderContext) -> None:

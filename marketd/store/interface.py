@@ -34,8 +34,9 @@ class LaneLocks(Protocol):
     shared: bool  # True where other daemons may hold the locks (they are worth retrying)
 
     async def open(self, on_wake: Callable[[str], None]) -> None:
-        """Connect; ``on_wake(provider)`` is then called for every wake-up of that provider
-        any daemon sends (:meth:`notify_wake`), this one's too."""
+        """Connect; ``on_wake(payload)`` is then called for every wake-up any daemon sends
+        (:meth:`notify_wake`), this one's too: the provider, then a space and the reason
+        unless it is ``manual``."""
 
     async def try_acquire(self, provider: str) -> bool:
         """Take the provider's lock if no daemon holds it; True if this one holds it now."""
@@ -49,8 +50,9 @@ class LaneLocks(Protocol):
         """True while the locks' connection answers; when it has gone every lock is lost
         (holds() says so) and the next try_acquire reconnects."""
 
-    async def notify_wake(self, provider: str) -> None:
-        """Ask whichever daemon runs ``provider`` for a run of it."""
+    async def notify_wake(self, provider: str, reason: str = "manual") -> None:
+        """Ask whichever daemon runs ``provider`` for a run of it (``reason``: manual, hot,
+        reset… as :meth:`marketd.scheduler.Scheduler.wake` takes it)."""
 
     async def close(self) -> None:
         """Release every lock and disconnect; safe to repeat."""
@@ -123,6 +125,19 @@ class Store(Protocol):
         """``{provider: {status: n}}``."""
 
     async def any_due(self, provider: str, min_priority: int = 0) -> bool: ...
+
+    async def next_attempt_at(self, provider: str) -> float | None:
+        """When the earliest pending job of ``provider`` not yet due comes due (a retry's
+        backoff); None when there is none."""
+
+    async def age_jobs(self, provider: str, *, above: int, to: int,
+                       enqueued_before: float) -> int:
+        """Starvation: pending jobs of ``provider`` with a priority above ``above`` and below
+        ``to`` enqueued before ``enqueued_before`` rise to ``to``; returns how many."""
+
+    async def outside_writes(self) -> bool:
+        """True once after another process wrote to the database since the last call (SQLite:
+        seen with each heartbeat; PostgreSQL: never, wake-ups come by NOTIFY)."""
 
     async def enqueue_stale(self, provider: str, units: int, *, per_sku: bool,
                             older_than_s: float, asked_within_s: float, priority: int) -> int:

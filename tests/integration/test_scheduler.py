@@ -169,7 +169,7 @@ async def test_429_pauses_provider_and_defers_rest(setup: Any, clock: FakeClock)
     await daemon.scheduler.idle()
     assert (await daemon.store.job_counts())["stockx"] == {"completed": 3}
     runs = await daemon.store.recent_runs()
-    assert (runs[0]["trigger"], runs[0]["succeeded"]) == ("manual", 3)
+    assert (runs[0]["trigger"], runs[0]["succeeded"]) == ("pause_end", 3)
 
 
 async def test_429_without_retry_after_uses_default_pause(setup: Any, clock: FakeClock) -> None:
@@ -314,17 +314,29 @@ async def paced(tmp_path: Path, clock: FakeClock) -> AsyncIterator[tuple[Daemon,
 
 
 async def test_pacing_spreads_the_hour(paced: Any, clock: FakeClock) -> None:
-    """100/hour with 15-minute runs: 25 calls a run, unused calls carry to the next run."""
+    """100/hour with 15-minute runs: 25 calls a run; work left due wakes the provider when
+    the next slot opens; the last slot leaves 5 calls for manual jobs."""
     daemon, _ = paced
+    budget = daemon.lanes["stockx"].budget
     await daemon.enqueue([spec(f"SKU-{i}") for i in range(200)])
     first = (await daemon.scheduler.run_once("interval")).as_dict()
     assert first["calls"] == 25
-    clock.advance(900)
-    second = (await daemon.scheduler.run_once("interval")).as_dict()
-    assert second["calls"] == 25
-    clock.advance(1800)  # the third slot was missed: the fourth may spend what is left
-    fourth = (await daemon.scheduler.run_once("interval")).as_dict()
-    assert fourth["calls"] == 95 - 50  # 5 calls stay reserved for manual jobs
+    for spent in (50, 75, 95):  # 5 calls stay reserved for manual jobs
+        clock.advance(900)
+        await daemon.scheduler.idle()
+        assert budget.calls == spent
+    assert (await daemon.store.recent_runs())[0]["trigger"] == "pacing"
+
+
+async def test_unused_share_carries_to_the_next_run(paced: Any, clock: FakeClock) -> None:
+    """A slot with nothing to do leaves its share to the next one."""
+    daemon, _ = paced
+    clock.advance(1800)  # two slots with nothing queued
+    await daemon.enqueue([spec(f"SKU-{i}") for i in range(200)])
+    third = (await daemon.scheduler.run_once("interval")).as_dict()
+    assert third["calls"] == 50  # max_batch_size (75 allowed)
+    again = (await daemon.scheduler.run_once("interval")).as_dict()
+    assert again["calls"] == 25
 
 
 async def test_manual_jobs_use_the_reserve(paced: Any, clock: FakeClock) -> None:
@@ -367,7 +379,7 @@ async def test_a_manual_enqueue_wakes_a_run_after_manual_wake_ms(setup: Any,
 
 async def test_background_enqueues_wake_nothing(setup: Any, clock: FakeClock) -> None:
     daemon, registry = setup
-    await daemon.enqueue([spec("BG-1"), spec("HOT-1", priority=150)])
+    await daemon.enqueue([spec("BG-1"), spec("BG-2", priority=149)])
     assert daemon.scheduler.wake_at("stockx") is None
     clock.advance(3600)
     await daemon.scheduler.idle()

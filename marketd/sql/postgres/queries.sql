@@ -141,7 +141,8 @@ WHERE status = 'failed' AND (:provider::text IS NULL OR provider = :provider::te
                     AND a.status IN ('pending', 'running'))
   AND id = (SELECT b.id FROM market_jobs b
             WHERE b.dedupe_key = market_jobs.dedupe_key AND b.status = 'failed'
-            ORDER BY b.created_at DESC, b.row_id DESC LIMIT 1);
+            ORDER BY b.created_at DESC, b.row_id DESC LIMIT 1)
+RETURNING provider;
 
 -- name: upsert_price
 INSERT INTO market_prices

@@ -20,7 +20,7 @@ from typing import Any
 import asyncpg
 import structlog
 
-from marketd.store.postgres.base import Q, Tables, count, row_dict, ts
+from marketd.store.postgres.base import Q, Tables, count, epoch, row_dict, ts
 from marketd.store.postgres.database import CONNECT_TIMEOUT_S, DRIVER_ERRORS, Conn
 
 log = structlog.get_logger(__name__)
@@ -44,6 +44,20 @@ class InstanceTables(Tables):
             raise RuntimeError("heartbeat before register_instance")
         await self._write_one("upsert_instance", {
             **self._instance_row, "now": self.now_ts(), "lanes": json.dumps(sorted(lanes))})
+
+    async def outside_writes(self) -> bool:
+        return False  # other daemons and the CLI NOTIFY marketd_wake instead
+
+    async def age_jobs(self, provider: str, *, above: int, to: int,
+                       enqueued_before: float) -> int:
+        return count(await self._write_one("age_jobs", {
+            "provider": provider, "floor": above, "to": to, "before": ts(enqueued_before),
+            "now": self.now_ts()}))
+
+    async def next_attempt_at(self, provider: str) -> float | None:
+        rows = await self._fetch("next_attempt_at", {"provider": provider,
+                                                     "now": self.now_ts()})
+        return epoch(rows[0]["at"]) if rows else None
 
     async def rescue_dead(self, stale_after_s: float) -> int:
         now = self.clock.now()
@@ -163,9 +177,10 @@ class PgLaneLocks:
         async with self._lock:
             return bool(await self._query("lane_session_ping") == 1)
 
-    async def notify_wake(self, provider: str) -> None:
+    async def notify_wake(self, provider: str, reason: str = "manual") -> None:
+        payload = provider if reason == "manual" else f"{provider} {reason}"
         async with self._lock:
-            await self._query("notify_wake", provider)
+            await self._query("notify_wake", payload)
 
     async def close(self) -> None:
         async with self._lock:

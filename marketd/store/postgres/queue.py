@@ -145,8 +145,19 @@ class QueueTables(Tables):
             "instance": self.instance_id}))
 
     async def reset_failed(self, provider: str | None = None) -> int:
-        return count(await self._write_one("reset_failed", {"now": self.now_ts(),
-                                                            "provider": provider}))
+        """Failed jobs back to pending, and in the same transaction a NOTIFY marketd_wake for
+        each provider that got some: whichever daemon runs it starts a run (the CLI's resets
+        too)."""
+        q, notify = Q["reset_failed"], Q["notify_wake_reason"]
+        args = q.args({"now": self.now_ts(), "provider": provider})
+
+        async def work(conn: Conn) -> int:
+            rows = await conn.fetch(q.sql, *args)
+            for name in sorted({r["provider"] for r in rows}):
+                await conn.execute(notify.sql, *notify.args({"payload": f"{name} reset"}))
+            return len(rows)
+
+        return await self.db.write(work)
 
     # ---- reads -------------------------------------------------------------------------------
 

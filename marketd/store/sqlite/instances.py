@@ -1,7 +1,12 @@
 """Who works, on SQLite: one daemon per file. Its instance row and heartbeat are kept as on
 PostgreSQL (the status page shows them), every other instance is dead by definition (its
 running jobs go back to pending at start-up), and every lane lock is granted within the
-process: the SQLite meaning of :class:`marketd.store.interface.LaneLocks`."""
+process: the SQLite meaning of :class:`marketd.store.interface.LaneLocks`.
+
+Also the queries of due work (aging, the next retry), and how the daemon notices a write by
+another process (``marketd reset-failed`` writes the file directly): ``PRAGMA data_version``
+on the write connection, which changes only when another connection commits, read with every
+heartbeat."""
 
 from __future__ import annotations
 
@@ -10,11 +15,14 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from marketd.clock import iso, parse_iso
 from marketd.store.sqlite.base import Q, Tables
 
 
 class InstanceTables(Tables):
     _instance_row: dict[str, Any] | None = None
+    _data_version: int | None = None
+    _written_outside = False
 
     async def register_instance(self, instance_id: str, host: str, pid: int) -> None:
         self.instance_id = instance_id
@@ -26,7 +34,30 @@ class InstanceTables(Tables):
         if self._instance_row is None:
             raise RuntimeError("heartbeat before register_instance")
         params = {**self._instance_row, "now": self.now_iso(), "lanes": json.dumps(list(lanes))}
-        await self.db.write(lambda conn: conn.execute(Q["upsert_instance"], params).close())
+
+        def work(conn: sqlite3.Connection) -> int:
+            conn.execute(Q["upsert_instance"], params).close()
+            return int(conn.execute(Q["data_version"]).fetchone()[0])
+
+        version = await self.db.write(work)
+        if self._data_version is not None and version != self._data_version:
+            self._written_outside = True
+        self._data_version = version
+
+    async def outside_writes(self) -> bool:
+        seen, self._written_outside = self._written_outside, False
+        return seen
+
+    async def age_jobs(self, provider: str, *, above: int, to: int,
+                       enqueued_before: float) -> int:
+        params = {"provider": provider, "floor": above, "to": to,
+                  "before": iso(enqueued_before), "now": self.now_iso()}
+        return await self.db.write(lambda conn: conn.execute(Q["age_jobs"], params).rowcount)
+
+    async def next_attempt_at(self, provider: str) -> float | None:
+        rows = await self.db.read(Q["next_attempt_at"], {"provider": provider,
+                                                         "now": self.now_iso()})
+        return parse_iso(rows[0]["at"]) if rows else None
 
     async def rescue_dead(self, stale_after_s: float) -> int:
         """Every other instance's running jobs (one daemon per file: the others are dead)."""
@@ -82,9 +113,9 @@ class LocalLaneLocks:
     async def check(self) -> bool:
         return True
 
-    async def notify_wake(self, provider: str) -> None:
+    async def notify_wake(self, provider: str, reason: str = "manual") -> None:
         if self._on_wake is not None:
-            self._on_wake(provider)
+            self._on_wake(provider if reason == "manual" else f"{provider} {reason}")
 
     async def close(self) -> None:
         self._held.clear()
