@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from marketd.simulator.catalog import NO_MARKET_SKU, _PRODUCTS
+from marketd.simulator.catalog import _PRODUCTS, NO_MARKET_SKU
 from tests.e2e.helpers import db_rows, limit_violations, make_proc_rig, sim_stats, wait_until
 
 SKUS = [row[0] for row in _PRODUCTS if row[0] != NO_MARKET_SKU]
@@ -32,7 +32,7 @@ def webhook() -> Iterator[tuple[str, list[dict[str, Any]]]]:
     received: list[dict[str, Any]] = []
 
     class Hook(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+        def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
             received.append(json.loads(body))
             self.send_response(204)
