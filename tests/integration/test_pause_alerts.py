@@ -192,3 +192,39 @@ async def test_a_cli_reset_on_postgres_wakes_the_lane_holder(tmp_path: Path,
             await daemon.close()
     finally:
         await databases.aclose()
+
+
+async def test_a_hot_enqueue_on_another_daemon_wakes_the_lane_holder(tmp_path: Path,
+                                                                     clock: FakeClock) -> None:
+    """Two daemons on one PostgreSQL database, one provider: a hot add on the daemon that
+    does not run it reaches the holder by NOTIFY, which wakes it hot_wake_seconds later."""
+    pytest.importorskip("asyncpg")
+    from marketd.config import parse_config
+    from tests.conftest import postgres_database
+
+    databases = postgres_database()
+    url = await anext(databases)
+    made: list[Daemon] = []
+    try:
+        config = parse_config({"database": {"url": url}, "server": {"port": 0},
+                               "providers": {"stockx": {"limits": ["100/hour"]},
+                                             "alias": {"enabled": False},
+                                             "ebay": {"enabled": False}}}, env={})
+        for _ in range(2):
+            registry: dict[str, ScriptedProvider] = {}
+            made.append(await create_daemon(config, clock=clock,
+                                            clients={"stockx": scripted_factory(registry)}))
+        holder, other = made if made[0].lanes["stockx"].held else made[::-1]
+        assert holder.lanes["stockx"].held and not other.lanes["stockx"].held
+        await other.enqueue([JobSpec("stockx", "DD1391-100", "10", priority=150)])
+        want = clock.now() + config.scheduler.hot_wake_seconds
+        for _ in range(500):  # the NOTIFY arrives over the lanes' connection (I/O)
+            if holder.scheduler.wake_at("stockx") is not None:
+                break
+            await asyncio.sleep(0.01)
+        assert holder.scheduler.wake_at("stockx") == want
+        assert other.scheduler.wake_at("stockx") is None
+    finally:
+        for daemon in made:
+            await daemon.close()
+        await databases.aclose()
