@@ -31,6 +31,10 @@ Progress = Callable[[str], None]
 
 
 def daemon_url(config: Config) -> str:
+    """Where the CLI reaches the daemon: over ``server.socket`` when one is configured (the
+    URL's host is then only a name), else TCP."""
+    if config.server.socket:
+        return "http://localhost"
     host = config.server.host
     if host in ("0.0.0.0", "::", ""):  # noqa: S104 - we connect, not bind
         host = "127.0.0.1"
@@ -86,7 +90,7 @@ async def enqueue(config: Config, spec: JobSpec) -> dict[str, Any]:
         headers["Authorization"] = f"Bearer {config.security.api_token}"
     try:
         url = f"{daemon_url(config)}/enqueue"
-        async with aiohttp.ClientSession() as session, session.post(
+        async with _session(config) as session, session.post(
                 url, json=body, headers=headers,
                 timeout=aiohttp.ClientTimeout(total=10)) as resp:
             data = await _json(resp, url)
@@ -114,7 +118,7 @@ async def trigger(config: Config, *, progress: Progress | None = None, every_s: 
     url = f"{base}/trigger"
     headers = {"x-cron-secret": config.security.cron_secret}
     started = time.monotonic()
-    async with aiohttp.ClientSession() as session:
+    async with _session(config) as session:
         post = asyncio.ensure_future(_post_trigger(session, url, headers))
         try:
             while True:
@@ -137,6 +141,15 @@ async def trigger(config: Config, *, progress: Progress | None = None, every_s: 
                 post.cancel()
                 with contextlib.suppress(BaseException):
                     await post
+
+
+def _session(config: Config) -> aiohttp.ClientSession:
+    """A client session to the daemon: over the Unix socket when ``server.socket`` is set, so
+    the cron secret and API token go only to a process behind that file's permissions (never
+    to whatever listens on the TCP port)."""
+    if config.server.socket:
+        return aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=config.server.socket))
+    return aiohttp.ClientSession()
 
 
 async def _post_trigger(session: aiohttp.ClientSession, url: str,

@@ -515,12 +515,46 @@ def _paths() -> dict[str, Schema]:
     }
 
 
+_FORM_OPS = ("/signin", "/signout", "/actions/")
+
+
+def _with_guard_answers(spec: dict[str, Any]) -> dict[str, Any]:
+    """The answers marketd.guard and the body readers give on every route: 421 for an unknown
+    Host; 403 for a foreign Origin on a state change; on the JSON POSTs 415 for a body that is
+    not JSON, 429 while a client that sent wrong secrets waits, 408 for a body too slow; 503
+    on /enqueue when the queue is full (with Retry-After)."""
+    for path, ops in spec["paths"].items():
+        for method, op in ops.items():
+            answers = op.setdefault("responses", {})
+            answers.setdefault("421", _error("the Host header is not one of "
+                                             "server.allowed_hosts"))
+            if method in ("post", "put", "patch", "delete"):
+                answers.setdefault("403", _error("a cross-origin request (Origin or "
+                                                 "Sec-Fetch-Site) may not change anything"))
+                if not path.startswith(_FORM_OPS):
+                    answers.setdefault("415", _error("the body is not application/json"))
+                    answers.setdefault("408", _error("the body did not arrive in time"))
+                    answers.setdefault("429", _error("too many wrong secrets from this "
+                                                     "client: wait Retry-After seconds"))
+                else:
+                    answers.setdefault("400", {"description": "the form's bytes or charset "
+                                                              "could not be read"})
+                    answers.setdefault("429", {"description": "too many wrong secrets"})
+            if path == "/enqueue":
+                answers["503"] = _error("the database is unavailable, or the queue is full "
+                                        "(scheduler.max_pending_jobs; see Retry-After)")
+    health = spec["components"]["schemas"]["Health"]["properties"]
+    health["writable"] = {"type": "boolean"}
+    health["reason"] = {"type": "string"}
+    return spec
+
+
 def openapi_spec() -> dict[str, Any]:
     """The OpenAPI 3.0 document of every route :func:`marketd.web.create_app` serves.
 
     A fresh deep copy each call, so a caller may change it freely.
     """
-    return copy.deepcopy({
+    return _with_guard_answers(copy.deepcopy({
         "openapi": "3.0.3",
         "info": {
             "title": "marketd",
@@ -540,7 +574,7 @@ def openapi_spec() -> dict[str, Any]:
                                "description": "security.cron_secret, when it is set"},
             },
         },
-    })
+    }))
 
 
 __all__ = ["openapi_spec"]

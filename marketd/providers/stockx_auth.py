@@ -10,6 +10,8 @@ The redirect URI must be registered for the app in the StockX developer portal.
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import secrets
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -34,12 +36,22 @@ CLIENT_CREDENTIAL = "STOCKX_CLIENT_ID / STOCKX_CLIENT_SECRET"
 
 
 def build_authorize_url(client_id: str, redirect_uri: str, state: str, *,
-                        auth_url: str = DEFAULT_AUTH_URL) -> str:
-    """The page where a person signs in and grants marketd access."""
-    query = urlencode({"response_type": "code", "client_id": client_id,
-                       "redirect_uri": redirect_uri, "scope": SCOPE, "audience": AUDIENCE,
-                       "state": state}, quote_via=quote)
+                        auth_url: str = DEFAULT_AUTH_URL, code_challenge: str = "") -> str:
+    """The page where a person signs in and grants marketd access (with PKCE's S256
+    challenge when ``code_challenge`` is given)."""
+    params = {"response_type": "code", "client_id": client_id, "redirect_uri": redirect_uri,
+              "scope": SCOPE, "audience": AUDIENCE, "state": state}
+    if code_challenge:
+        params |= {"code_challenge": code_challenge, "code_challenge_method": "S256"}
+    query = urlencode(params, quote_via=quote)
     return f"{auth_url.rstrip('/')}/authorize?{query}"
+
+
+def pkce_pair() -> tuple[str, str]:
+    """(code_verifier, its S256 code_challenge), RFC 7636."""
+    verifier = secrets.token_urlsafe(48)
+    digest = hashlib.sha256(verifier.encode("ascii")).digest()
+    return verifier, base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
 
 
 def redirect_uri_for(port: int) -> str:
@@ -68,6 +80,13 @@ async def wait_for_code(state: str, *, port: int, timeout_s: float,
     answer: asyncio.Future[str] = asyncio.get_running_loop().create_future()
 
     async def callback(request: web.Request) -> web.Response:
+        # a request without this run's state is a stray (another tab, a scanner, a page
+        # probing loopback): it is answered 400 and the wait goes on
+        given = request.query.get("state", "")
+        if not secrets.compare_digest(given.encode("utf-8", "surrogateescape"),
+                                      state.encode()):
+            log.warning("stockx_auth_stray_callback", remote=request.remote)
+            return web.Response(status=400, text="marketd: not this sign-in's callback\n")
         try:
             code = code_from_callback(request.query, state)
         except AuthError as exc:
@@ -96,12 +115,14 @@ async def wait_for_code(state: str, *, port: int, timeout_s: float,
 
 
 async def exchange_code(session: aiohttp.ClientSession, config: ProviderConfig, code: str,
-                        redirect_uri: str) -> dict[str, Any]:
+                        redirect_uri: str, code_verifier: str = "") -> dict[str, Any]:
     """Trade the authorization code for tokens at ``{auth_url}/oauth/token``."""
     url = f"{str(config.options.get('auth_url') or DEFAULT_AUTH_URL).rstrip('/')}/oauth/token"
     form = {"grant_type": "authorization_code", "client_id": _opt(config, "client_id"),
             "client_secret": _opt(config, "client_secret"), "code": code,
             "redirect_uri": redirect_uri}
+    if code_verifier:
+        form["code_verifier"] = code_verifier
     resp = await send(session, "POST", url, provider="stockx", timeout_s=config.timeout_s,
                       headers={"Accept": "application/json"}, data=form)
     status = resp.status
@@ -148,9 +169,11 @@ async def run_auth_flow(config: ProviderConfig, store: KeyValueStore, *, port: i
         raise AuthError("stockx", f"missing credentials: set {', '.join(missing)}",
                         credential=", ".join(missing))
     state = secrets.token_urlsafe(24)
+    verifier, challenge = pkce_pair()
     redirect_uri = redirect_uri_for(port)
     url = build_authorize_url(_opt(config, "client_id"), redirect_uri, state,
-                              auth_url=str(config.options.get("auth_url") or DEFAULT_AUTH_URL))
+                              auth_url=str(config.options.get("auth_url") or DEFAULT_AUTH_URL),
+                              code_challenge=challenge)
 
     def show() -> None:
         print_fn(f"Open this address in a browser and sign in to StockX:\n\n  {url}\n")
@@ -160,7 +183,7 @@ async def run_auth_flow(config: ProviderConfig, store: KeyValueStore, *, port: i
 
     code = await wait_for_code(state, port=port, timeout_s=timeout_s, on_listening=show)
     async with aiohttp.ClientSession() as session:
-        tokens = await exchange_code(session, config, code, redirect_uri)
+        tokens = await exchange_code(session, config, code, redirect_uri, verifier)
     refresh_token = await store_tokens(store, tokens, (clock or Clock()).now())
     log.info("stockx_refresh_token_stored")
     return refresh_token

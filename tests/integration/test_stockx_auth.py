@@ -7,6 +7,8 @@ browser is a plain aiohttp request to it. The store is a real SQLite file.
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import json
 import socket
 from collections.abc import Iterator
@@ -117,25 +119,34 @@ async def test_flow_exchanges_the_code_and_stores_the_refresh_token(
     assert await store.get_token("stockx", "access_token") == \
         ("access-token-code", clock.now() + 43200)
     (call,) = api.requests[("POST", URL(TOKEN_URL))]
-    assert call.kwargs["data"] == {
+    data = dict(call.kwargs["data"])
+    verifier = data.pop("code_verifier")  # PKCE (S256): the verifier of the URL's challenge
+    assert data == {
         "grant_type": "authorization_code", "client_id": "test-client-id",
         "client_secret": "test-client-secret", "code": "the-code",
         "redirect_uri": f"http://127.0.0.1:{port}/callback"}
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest())
+    assert url.query["code_challenge"] == challenge.rstrip(b"=").decode()
+    assert url.query["code_challenge_method"] == "S256"
 
 
-async def test_flow_refuses_a_wrong_state_and_stores_nothing(
+async def test_flow_ignores_strays_and_takes_the_real_callback(
         api: aioresponses, store: Store) -> None:
-    """A redirect with another state gets 400, the flow fails, and no code is exchanged."""
+    """Redirects with another state, or none (a stray tab, a scanner), get 400 and change
+    nothing: no code is exchanged for them and the flow waits for the real one."""
+    api.post(TOKEN_URL, payload=load("token_code_exchange.json"))
     port, browser = free_port(), Browser()
     flow = asyncio.create_task(run_auth_flow(make_config(), store, port=port,
                                              print_fn=browser.print))
-    await browser.authorize_url()
-    status, _ = await browser.redirect(port, code="the-code", state="forged")
-    assert status == 400
-    with pytest.raises(AuthError, match="state"):
-        await flow
+    url = await browser.authorize_url()
+    for stray in ({"code": "evil", "state": "forged"}, {}, {"error": "access_denied"}):
+        status, _ = await browser.redirect(port, **stray)
+        assert status == 400
+    assert not flow.done() and api.requests == {}
     assert await store.get_token("stockx", "refresh_token") is None
-    assert api.requests == {}
+    status, _ = await browser.redirect(port, code="the-code", state=url.query["state"])
+    assert status == 200
+    assert await flow == "refresh-token-new"
 
 
 async def test_refused_code_exchange_is_auth_error(api: aioresponses, store: Store) -> None:
