@@ -82,9 +82,22 @@ def test_redacted_hides_secrets() -> None:
 def test_non_loopback_host_needs_secrets() -> None:
     """A non-loopback host is refused unless cron_secret and api_token are set."""
     assert "server.host" in problems({"server": {"host": "0.0.0.0"}})
+    short = problems({"server": {"host": "0.0.0.0"}},
+                     env={"CRON_SECRET": "a", "MARKETD_API_TOKEN": "b"})
+    assert {"security.cron_secret", "security.api_token"} <= set(short)  # under 32 characters
     ok = parse_config({"server": {"host": "0.0.0.0"}},
-                      env={"CRON_SECRET": "a", "MARKETD_API_TOKEN": "b"})
+                      env={"CRON_SECRET": "a" * 32, "MARKETD_API_TOKEN": "b" * 32})
     assert ok.server.host == "0.0.0.0"
+
+
+def test_secret_values_never_shown_and_webhooks_are_http() -> None:
+    """A mistyped secret (a number, a list) is refused without its value; a webhook URL that
+    is not http(s) is refused."""
+    for value in (123456789, ["hunter2-list"]):
+        with pytest.raises(ConfigError) as err:
+            parse_config({"security": {"cron_secret": value}}, env={})
+        assert "123456789" not in str(err.value) and "hunter2" not in str(err.value)
+    assert "alerts.webhook_url" in problems({"alerts": {"webhook_url": "file:///etc/shadow"}})
 
 
 def test_missing_file_and_bad_toml(tmp_path: Path) -> None:
