@@ -36,6 +36,7 @@ from marketd.instance import Instance
 from marketd.metrics import PageMetrics
 from marketd.providers import client_class
 from marketd.providers.base import Provider, ProviderContext, new_session
+from marketd.retention import Retention
 from marketd.scheduler import Scheduler
 from marketd.sdnotify import Notifier
 from marketd.store import Store, open_store
@@ -77,8 +78,10 @@ async def create_daemon(config: Config, *, clock: Clock | None = None,
         raise
     alerts = FailureAlerts(config.alerts, clock, lambda: session, lanes)
     metrics = PageMetrics(store, clock, lanes, alerts)
-    scheduler.after_run.extend([metrics.sample, alerts.on_run])
-    return Daemon(config, store, clock, lanes, scheduler, session, alerts, metrics, instance)
+    retention = Retention(store, config.retention, clock)
+    scheduler.after_run.extend([metrics.sample, alerts.on_run, retention.after_run])
+    return Daemon(config, store, clock, lanes, scheduler, session, alerts, metrics, instance,
+                  services={"retention": retention})
 
 
 async def build_lanes(config: Config, store: Store, clock: Clock,

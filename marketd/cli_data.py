@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -47,6 +48,20 @@ def add_parsers(sub: argparse._SubParsersAction[Any]) -> None:
     out.add_argument("--json", action="store_true", help="print JSON")
     out.add_argument("--csv", action="store_true",
                      help="print CSV as GET /prices.csv does (header, then every price)")
+    add_upkeep_parsers(sub)
+
+
+def add_upkeep_parsers(sub: argparse._SubParsersAction[Any]) -> None:
+    p = sub.add_parser("prune", help="delete rows older than [retention] keeps them",
+                       description="Delete finished jobs, price history (each key keeps its "
+                                   "newest point), scheduler runs, per-batch metrics and "
+                                   "settled webhook deliveries older than [retention] says, "
+                                   "a small transaction at a time (the daemon does the same "
+                                   "daily). Safe beside a running daemon.")
+    add_config(p)
+    p.add_argument("--dry-run", action="store_true",
+                   help="count what would be deleted; delete nothing")
+    p.add_argument("--json", action="store_true", help="print JSON")
 
 
 @asynccontextmanager
@@ -152,6 +167,38 @@ def _history(config: Config, args: argparse.Namespace, provider: str | None, sku
     return EXIT_OK
 
 
+def cmd_prune(args: argparse.Namespace) -> int:
+    from marketd.retention import prune
+
+    config = config_of(args)
+
+    async def go() -> dict[str, Any]:
+        async with _store(config) as store:
+            started = time.monotonic()
+            report = await prune(store, config.retention, store.clock.now(),
+                                 dry_run=args.dry_run)
+            stats = await store.database_stats()
+            return {"dry_run": args.dry_run, "seconds": round(time.monotonic() - started, 3),
+                    "kinds": report, "database": stats}
+
+    result = run(go())
+    if args.json:
+        print_json(result)
+        return EXIT_OK
+    verb = "would delete" if args.dry_run else "deleted"
+    for kind, r in result["kinds"].items():
+        if r["before"] is None:
+            print(f"{kind:8} kept forever (retention.{kind}_days = 0)")
+        else:
+            print(f"{kind:8} {verb} {r['rows']} row(s) older than {r['before']} "
+                  f"({r['days']:g} days)")
+    db = result["database"]
+    wal = f", WAL {db['wal_bytes'] / 1048576:.1f} MiB" if db["wal_bytes"] is not None else ""
+    print(f"database {db['size_bytes'] / 1048576:.1f} MiB{wal}")
+    return EXIT_OK
+
+
 COMMANDS = {
     "prices": cmd_prices,
+    "prune": cmd_prune,
 }

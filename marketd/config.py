@@ -16,6 +16,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from marketd.config_data import (
+    DATA_BOUNDS,
+    DATA_SECTIONS,
+    RetentionConfig,
+    WebhooksConfig,
+    check_data,
+    parse_fx,
+)
 from marketd.errors import ConfigError
 from marketd.models import PROVIDERS
 from marketd.ratelimit import Limit, parse_limit
@@ -126,6 +134,9 @@ class Config:
     security: SecurityConfig = field(default_factory=SecurityConfig)
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
+    webhooks: WebhooksConfig = field(default_factory=WebhooksConfig)
+    fx: Mapping[str, float] = field(default_factory=dict)  # [fx]: home currency per unit
     providers: Mapping[str, ProviderConfig] = field(default_factory=dict)
     source: str | None = None
 
@@ -202,6 +213,7 @@ _SECTIONS = {
     "security": SecurityConfig,
     "alerts": AlertsConfig,
     "logging": LoggingConfig,
+    **DATA_SECTIONS,  # retention, webhooks (marketd.config_data)
 }
 # (minimum, maximum) for numbers; None means unbounded on that side
 _BOUNDS: dict[str, tuple[float | None, float | None]] = {
@@ -232,6 +244,7 @@ _BOUNDS: dict[str, tuple[float | None, float | None]] = {
     "alerts.min_jobs": (1, None),
     "delay_ms": (0, 3_600_000),
     "timeout_s": (0.1, 3600),
+    **DATA_BOUNDS,
 }
 _CHOICES: dict[str, tuple[str, ...]] = {
     "logging.level": ("debug", "info", "warning", "error"),
@@ -370,7 +383,7 @@ def parse_config(
     problems = _Problems()
     sections: dict[str, Any] = {}
     for key in data:
-        if key not in _SECTIONS and key != "providers":
+        if key not in _SECTIONS and key not in ("providers", "fx"):
             problems.add(key, "unknown section")
     for name, cls in _SECTIONS.items():
         raw = data.get(name, {})
@@ -429,9 +442,11 @@ def parse_config(
     if sections["alerts"].webhook_url and not _url_ok(sections["alerts"].webhook_url):
         problems.add("alerts.webhook_url", "must be an http(s) URL such as "
                      "https://hooks.example.com/marketd")
+    fx = parse_fx(data.get("fx"), problems.add)
+    check_data(sections, env, problems.add)
     if problems:
         raise ConfigError(list(problems))
-    return Config(providers=providers, source=source, **sections)
+    return Config(providers=providers, source=source, fx=fx, **sections)
 
 
 def _check_database(db: DatabaseConfig, raw: Any, env: Mapping[str, str],

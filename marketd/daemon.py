@@ -9,7 +9,8 @@ wiring module; web, page, page_forms and metrics depend on this module and never
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Protocol
 
 import aiohttp
 import structlog
@@ -29,6 +30,10 @@ from marketd.worker import Lane
 log = structlog.get_logger(__name__)
 
 
+class Service(Protocol):
+    async def stop(self) -> None: ...
+
+
 @dataclass
 class Daemon:
     config: Config
@@ -41,6 +46,8 @@ class Daemon:
     metrics: PageMetrics
     instance: Instance | None = None  # who works (None: lanes always held, as in tools)
     _pending_at: tuple[float, int] | None = None  # (when, pending jobs) for the queue cap
+    # background work beside the scheduler (retention, webhook deliveries), stopped first
+    services: dict[str, Service] = field(default_factory=dict)
 
     async def enqueue(self, specs: Sequence[JobSpec]) -> list[EnqueueResult]:
         """Store the jobs; a pending manual job wakes a run for its provider (within
@@ -95,6 +102,11 @@ class Daemon:
         """Stop the scheduler (in-flight calls get the grace period), close the clients and
         the session, return anything still claimed to pending, close the store."""
         await self.scheduler.stop(self.config.scheduler.shutdown_grace_seconds)
+        for name, service in self.services.items():
+            try:
+                await service.stop()
+            except Exception:  # closing must go on for the others
+                log.exception("service_stop_failed", service=name)
         for lane in self.lanes.values():
             try:
                 if lane.client is not None:

@@ -14,6 +14,7 @@ from typing import Any
 
 from marketd import __version__
 from marketd.models import JOB_STATUSES, MAX_BATCH_JOBS, MAX_PRIORITY, MIN_PRIORITY, PROVIDERS
+from marketd.openapi_prices import PRICE_SCHEMAS, price_paths
 
 JSON = "application/json"
 FORM = "application/x-www-form-urlencoded"
@@ -170,32 +171,7 @@ _SCHEMAS: dict[str, Schema] = {
             "next_attempt_at": _nullable({"type": "string"}),
         },
     },
-    "Price": {
-        "type": "object",
-        "required": ["provider", "sku", "size", "currency", "lowest_ask", "highest_bid",
-                     "last_sale", "fetched_at"],
-        "properties": {
-            "provider": {"type": "string"},
-            "sku": {"type": "string"},
-            "size": _nullable({"type": "string"}),
-            "currency": {"type": "string"},
-            **{k: _nullable({"type": "string", "pattern": r"^-?[0-9]+\.[0-9]{2}$",
-                             "description": "major units, e.g. \"96.00\""})
-               for k in ("lowest_ask", "highest_bid", "last_sale")},
-            "fetched_at": {"type": "string", "description": "ISO-8601 UTC"},
-        },
-    },
-    "HistoryPoint": {
-        "type": "object",
-        "required": ["fetched_at", "currency", "lowest_ask", "highest_bid", "last_sale"],
-        "properties": {
-            "fetched_at": {"type": "string", "description": "when this price was first seen "
-                                                            "(ISO-8601 UTC)"},
-            "currency": {"type": "string"},
-            **{k: _nullable({"type": "string", "pattern": r"^-?[0-9]+\.[0-9]{2}$"})
-               for k in ("lowest_ask", "highest_bid", "last_sale")},
-        },
-    },
+    **PRICE_SCHEMAS,  # marketd.openapi_prices
     "RunSummary": {
         "type": "object",
         "required": ["run_id", "trigger", "started_at", "finished_at", "selected", "succeeded",
@@ -260,6 +236,14 @@ _SCHEMAS: dict[str, Schema] = {
             },
             "recent_runs": {"type": "array", "items": {"type": "object"}},
             "recent_batches": {"type": "array", "items": {"type": "object"}},
+            "database": {
+                "type": "object", "required": ["size_bytes", "wal_bytes", "rows"],
+                "description": "the database's size, SQLite's WAL file (null on PostgreSQL) "
+                               "and rows per table (counted at most every 30 s)",
+                "properties": {"size_bytes": {"type": "integer"},
+                               "wal_bytes": _nullable({"type": "integer"}),
+                               "rows": {"type": "object",
+                                        "additionalProperties": {"type": "integer"}}}},
             "instances": {"type": "array", "items": _ref("Instance"),
                           "description": "the daemons on the database, oldest first; lanes "
                                          "are the providers whose batches each runs"},
@@ -293,21 +277,6 @@ _SCHEMAS: dict[str, Schema] = {
                                 "description": "the form's CSRF token from the page"}},
     },
 }
-
-_PRICE_FILTERS: list[Schema] = [
-    _query("provider", _PROVIDER, "only this provider"),
-    {**_query("sku", {"type": "array", "items": _SKU, "maxItems": 1000},
-              "only these SKUs (repeat: sku=A&sku=B)"), "style": "form", "explode": True},
-    _query("size", {"type": "string", "maxLength": 16,
-                    "pattern": _SIZE["oneOf"][0]["pattern"]}, "only this size"),
-    _query("size_system", _SIZE_SYSTEM, "the system of `size`"),
-    _query("user_id", {"type": "string", "minLength": 1, "maxLength": 128},
-           "only the keys this user's jobs asked for"),
-    _query("cursor", {"type": "string", "maxLength": 600},
-           "start after the row a previous page's next_cursor names"),
-    _query("limit", {"type": "integer", "minimum": 1, "maximum": 10000, "default": 1000},
-           "at most this many rows in this page"),
-]
 
 _TRIGGER: Schema = {
     "post": {
@@ -403,66 +372,8 @@ def _paths() -> dict[str, Schema]:
                 "400": _BAD,
             },
         }},
-        "/prices": {"get": {
-            "summary": "Latest prices, a page at a time",
-            "operationId": "prices",
-            "description": "In (sku, provider, size) order. When more rows match than "
-                           "`limit`, `next_cursor` is set and `next` is this request for the "
-                           "next page; both are null on the last page: nothing is cut "
-                           "silently.",
-            "parameters": _PRICE_FILTERS,
-            "responses": {
-                "200": _ok("the prices", {
-                    "type": "object", "required": ["prices", "next_cursor"],
-                    "properties": {
-                        "prices": {"type": "array", "items": _ref("Price")},
-                        "next_cursor": _nullable({"type": "string"}),
-                        "next": _nullable({"type": "string",
-                                           "description": "the next page's path and query"}),
-                    }}),
-                "400": _BAD,
-            },
-        }},
-        "/prices.csv": {"get": {
-            "summary": "Latest prices as CSV",
-            "operationId": "prices_csv",
-            "description": "The rows /prices gives, as CSV with the header `provider,sku,"
-                           "size,currency,lowest_ask,highest_bid,last_sale,fetched_at` (more "
-                           "columns after): every matching row unless `limit` asks for one "
-                           "page, whose next page is then named by the `Link: <...>; "
-                           "rel=\"next\"` and `X-Next-Cursor` headers.",
-            "parameters": _PRICE_FILTERS,
-            "responses": {
-                "200": {"description": "CSV, a header line then a line per price",
-                        "content": {"text/csv": {"schema": {"type": "string"}}}},
-                "400": _BAD,
-            },
-        }},
-        "/prices/history": {"get": {
-            "summary": "One price's history, oldest first: a point per change",
-            "operationId": "price_history",
-            "description": "A fetch that finds the same price adds no point; the latest "
-                           "price's `fetched_at` in /prices says when it was last confirmed.",
-            "parameters": [
-                {**_query("provider", _PROVIDER, "the provider"), "required": True},
-                {**_query("sku", _SKU, "the SKU"), "required": True},
-                _query("size", {"type": "string", "maxLength": 16,
-                                "pattern": _SIZE["oneOf"][0]["pattern"]},
-                       "the size (absent: the size-less price)"),
-                _query("size_system", _SIZE_SYSTEM, "the system of `size`"),
-                _query("since", {"type": "string", "format": "date-time"},
-                       "only points from this time on (ISO-8601 with a zone)"),
-            ],
-            "responses": {
-                "200": _ok("the points", {
-                    "type": "object", "required": ["history"],
-                    "properties": {"provider": {"type": "string"}, "sku": {"type": "string"},
-                                   "size": _nullable({"type": "string"}),
-                                   "history": {"type": "array",
-                                               "items": _ref("HistoryPoint")}}}),
-                "400": _BAD,
-            },
-        }},
+        **price_paths(sku=_SKU, size=_SIZE, provider=_PROVIDER, size_system=_SIZE_SYSTEM,
+                      bad=_BAD),  # marketd.openapi_prices
         "/healthz": {"get": {
             "summary": "Liveness: the database answers and the scheduler is alive",
             "operationId": "healthz",

@@ -4,6 +4,7 @@ store and the lanes' live state. No provider is ever called from here."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable, Mapping
 from json.encoder import encode_basestring_ascii
 from typing import Any
@@ -127,4 +128,23 @@ async def status_view(store: Store, lanes: Mapping[str, Lane], now: float,
         "recent_runs": await store.recent_runs(10),
         "recent_batches": await store.recent_metrics(20),
         "instances": instances_view(await store.instances(), now, instance_id),
+        "database": await database_view(store),
     }
+
+
+_STATS: dict[tuple[int, str], tuple[float, dict[str, Any]]] = {}
+STATS_TTL_S = 30.0
+
+
+async def database_view(store: Store) -> dict[str, Any]:
+    """The database's size (and SQLite's WAL) and rows per table; counted at most every
+    ``STATS_TTL_S`` per store, since counting a large table is not free."""
+    now = time.monotonic()
+    key = (id(store), store.path)
+    cached = _STATS.get(key)
+    if cached is not None and now - cached[0] < STATS_TTL_S:
+        return cached[1]
+    stats = await store.database_stats()
+    _STATS.clear()  # one store per daemon: no entry outlives its store for long
+    _STATS[key] = (now, stats)
+    return stats

@@ -252,6 +252,20 @@ class Store(Protocol):
 
     async def delete_catalog(self, provider: str, sku: str) -> None: ...
 
+    # ---- retention ---------------------------------------------------------------------------
+
+    async def prune(self, kind: str, before: float, *, limit: int) -> int:
+        """Delete up to ``limit`` rows of one kind (records.PRUNE_KINDS) older than ``before``
+        in one transaction; returns how many. ``jobs``: completed and failed ones; ``history``:
+        never a key's newest point; ``runs``: finished ones, with their batches' metrics rows."""
+
+    async def count_prunable(self, kind: str, before: float) -> int:
+        """How many rows :meth:`prune` would delete, all batches together."""
+
+    async def database_stats(self) -> dict[str, Any]:
+        """``{"size_bytes", "wal_bytes" (SQLite's WAL file; None where there is none),
+        "rows": {table: rows}}``."""
+
     # ---- the status page and /metrics --------------------------------------------------------
 
     async def page_jobs(self, *, view: str, provider: str | None, now: float, limit: int,

@@ -72,3 +72,8 @@ def cursor_params(after: PageCursor | None) -> dict[str, object]:
                 "after_row_id": None}
     return {"after_rank": after.rank, "after_priority": after.priority,
             "after_created_at": after.created_at, "after_row_id": after.row_id}
+
+
+# what retention prunes, in the order it prunes them: per-batch metrics, scheduler runs (each
+# with its batches' metrics), finished jobs, price history
+PRUNE_KINDS = ("metrics", "runs", "jobs", "history")

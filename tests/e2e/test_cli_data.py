@@ -68,3 +68,24 @@ def test_prices_json_and_csv_are_never_cut(tmp_path: Path) -> None:
     two = marketd("prices", "-c", c, "--sku", "s-0001", "--sku", "S-0002", "--json")
     assert [r["lowest_ask"] for r in json.loads(two.stdout)["prices"]] == ["0.01", "0.02"]
     assert marketd("prices", "-c", c, "--csv", "--json").returncode == 2
+
+
+def test_prune_and_dry_run(tmp_path: Path) -> None:
+    """prune --dry-run counts and deletes nothing; prune deletes (history older than the
+    configured days, each key's newest point kept); both print the database's size."""
+    day = 86400.0
+    groups = [[Price("stockx", "A-1", "10", "GBP", ask, None, None, 1000.0 + i * day)]
+              for i, ask in enumerate((1, 2, 3))]
+    c = setup(tmp_path, groups)
+    with open(c, "a") as f:
+        f.write("[retention]\nhistory_days = 1\n")
+    dry = marketd("prune", "-c", c, "--dry-run", "--json")
+    assert dry.returncode == 0, dry.stderr
+    report = json.loads(dry.stdout)
+    assert report["dry_run"] and report["kinds"]["history"]["rows"] == 2
+    assert report["database"]["rows"]["market_price_history"] == 3
+    done = marketd("prune", "-c", c)
+    assert done.returncode == 0 and "history  deleted 2 row(s)" in done.stdout, done.stdout
+    assert "database" in done.stdout
+    again = json.loads(marketd("prune", "-c", c, "--json").stdout)
+    assert again["database"]["rows"]["market_price_history"] == 1

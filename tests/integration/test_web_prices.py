@@ -134,3 +134,15 @@ async def test_prices_csv_equals_prices(api: Api) -> None:  # noqa: F811
     one = list(csv.reader(io.StringIO(await (await api.client.get(
         "/prices.csv?provider=alias")).text())))
     assert [r[1] for r in one[1:]] == ["A,1"]
+
+
+async def test_status_and_page_show_the_database(api: Api) -> None:  # noqa: F811
+    """/status and the page show the database's size and rows per table."""
+    await store_prices(api, p(api.clock, 1))
+    body = await api.get("/status")
+    db = body["database"]
+    assert db["size_bytes"] > 0 and db["rows"]["market_prices"] == 1
+    doc = BeautifulSoup(await (await api.client.get("/")).text(), "html.parser")
+    row = doc.select_one('#database tr[data-table="market_prices"]')
+    assert row is not None and row.select("td")[1].get_text() == "1"
+    assert "MiB" in doc.select_one("#db-size").get_text()  # type: ignore[union-attr]

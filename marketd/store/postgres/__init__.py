@@ -27,13 +27,15 @@ from marketd.store.postgres.database import Conn, PgDatabase
 from marketd.store.postgres.instances import InstanceTables
 from marketd.store.postgres.prices import PriceTables
 from marketd.store.postgres.queue import QueueTables
+from marketd.store.postgres.retention import RetentionTables
 from marketd.store.postgres.state import StateTables
 from marketd.store.versions import refuse_newer
 
 __all__ = ["PostgresStore"]
 
 
-class PostgresStore(QueueTables, CallTables, StateTables, InstanceTables, PriceTables):
+class PostgresStore(QueueTables, CallTables, StateTables, InstanceTables, PriceTables,
+                    RetentionTables):
     """:class:`marketd.store.Store` on PostgreSQL."""
 
     def __init__(self, url: str, clock: Clock, *, pool_max: int | None = None) -> None:

@@ -17,13 +17,15 @@ from marketd.store.sqlite.calls import CallTables
 from marketd.store.sqlite.instances import InstanceTables
 from marketd.store.sqlite.prices import PriceTables
 from marketd.store.sqlite.queue import QueueTables
+from marketd.store.sqlite.retention import RetentionTables
 from marketd.store.sqlite.state import StateTables
 from marketd.store.versions import refuse_newer
 
 log = structlog.get_logger(__name__)
 
 
-class SQLiteStore(QueueTables, CallTables, StateTables, InstanceTables, PriceTables):
+class SQLiteStore(QueueTables, CallTables, StateTables, InstanceTables, PriceTables,
+                  RetentionTables):
     """:class:`marketd.store.Store` on SQLite."""
 
     def __init__(self, path: str, clock: Clock, *, inline: bool = False) -> None:
