@@ -30,7 +30,7 @@ from marketd.budget import ProviderBudget
 from marketd.clock import Clock
 from marketd.config import SECRET_KEYS, Config, ProviderConfig
 from marketd.conns import GUARD, AcceptErrors, ConnectionGuard, raise_fd_limit
-from marketd.daemon import Daemon
+from marketd.daemon import Daemon, Service
 from marketd.errors import MarketdError
 from marketd.instance import Instance
 from marketd.metrics import PageMetrics
@@ -41,6 +41,7 @@ from marketd.scheduler import Scheduler
 from marketd.sdnotify import Notifier
 from marketd.store import Store, open_store
 from marketd.web import create_app
+from marketd.webhooks import WebhookSender
 from marketd.worker import Lane, restore_pause
 
 log = structlog.get_logger(__name__)
@@ -80,8 +81,12 @@ async def create_daemon(config: Config, *, clock: Clock | None = None,
     metrics = PageMetrics(store, clock, lanes, alerts)
     retention = Retention(store, config.retention, clock)
     scheduler.after_run.extend([metrics.sample, alerts.on_run, retention.after_run])
+    services: dict[str, Service] = {"retention": retention}
+    if config.webhooks.price_changed_url:  # changed prices queue deliveries; a sender sends
+        store.price_webhooks = config.webhooks.min_change_percent
+        services["webhooks"] = WebhookSender(store, config.webhooks, clock, session)
     return Daemon(config, store, clock, lanes, scheduler, session, alerts, metrics, instance,
-                  services={"retention": retention})
+                  services=services)
 
 
 async def build_lanes(config: Config, store: Store, clock: Clock,
@@ -163,6 +168,9 @@ async def serve(config: Config, *, clock: Clock | None = None,
         daemon.scheduler.start()
         if daemon.instance is not None:
             daemon.instance.run()
+        sender = daemon.services.get("webhooks")
+        if isinstance(sender, WebhookSender):
+            sender.start()  # deliveries queued before a restart go out now
         log.info("marketd_ready", url=url, database=config.database.where,
                  providers=sorted(daemon.lanes), version=__version__)
         notifier.notify("READY=1")

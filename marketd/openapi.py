@@ -14,7 +14,7 @@ from typing import Any
 
 from marketd import __version__
 from marketd.models import JOB_STATUSES, MAX_BATCH_JOBS, MAX_PRIORITY, MIN_PRIORITY, PROVIDERS
-from marketd.openapi_prices import PRICE_SCHEMAS, price_paths
+from marketd.openapi_prices import PRICE_SCHEMAS, STATUS_DATA, price_paths
 
 JSON = "application/json"
 FORM = "application/x-www-form-urlencoded"
@@ -236,14 +236,7 @@ _SCHEMAS: dict[str, Schema] = {
             },
             "recent_runs": {"type": "array", "items": {"type": "object"}},
             "recent_batches": {"type": "array", "items": {"type": "object"}},
-            "database": {
-                "type": "object", "required": ["size_bytes", "wal_bytes", "rows"],
-                "description": "the database's size, SQLite's WAL file (null on PostgreSQL) "
-                               "and rows per table (counted at most every 30 s)",
-                "properties": {"size_bytes": {"type": "integer"},
-                               "wal_bytes": _nullable({"type": "integer"}),
-                               "rows": {"type": "object",
-                                        "additionalProperties": {"type": "integer"}}}},
+            **STATUS_DATA,  # database, webhooks (marketd.openapi_prices)
             "instances": {"type": "array", "items": _ref("Instance"),
                           "description": "the daemons on the database, oldest first; lanes "
                                          "are the providers whose batches each runs"},

@@ -57,6 +57,28 @@ PRICE_SCHEMAS: dict[str, Schema] = {
 }
 
 
+# /status's parts about what marketd keeps and sends out
+STATUS_DATA: dict[str, Schema] = {
+    "webhooks": {
+        "type": "object",
+        "description": "the price-change outbox: deliveries pending, delivered and "
+                       "given up (dead); failing: pending ones that failed at least "
+                       "once; recent_failures: the newest of those, and the dead",
+        "properties": {**{k: {"type": "integer"} for k in
+                          ("pending", "delivered", "dead", "failing")},
+                       "recent_failures": {"type": "array",
+                                           "items": {"type": "object"}}}},
+    "database": {
+        "type": "object", "required": ["size_bytes", "wal_bytes", "rows"],
+        "description": "the database's size, SQLite's WAL file (null on PostgreSQL) "
+                       "and rows per table (counted at most every 30 s)",
+        "properties": {"size_bytes": {"type": "integer"},
+                       "wal_bytes": _nullable({"type": "integer"}),
+                       "rows": {"type": "object",
+                                "additionalProperties": {"type": "integer"}}}},
+}
+
+
 def price_paths(*, sku: Schema, size: Schema, provider: Schema, size_system: Schema,
                 bad: Schema) -> dict[str, Schema]:
     """/prices, /prices.csv and /prices/history."""

@@ -190,3 +190,20 @@ CREATE TABLE IF NOT EXISTS market_user_keys (
     asked_at   TEXT NOT NULL,
     PRIMARY KEY (user_id, dedupe_key)
 );
+
+-- price-change webhooks: a durable outbox, written with the changed price, sent later
+CREATE TABLE IF NOT EXISTS market_webhook_outbox (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    event           TEXT NOT NULL,                 -- price_changed
+    body            TEXT NOT NULL,
+    status          TEXT NOT NULL DEFAULT 'pending'
+                    CHECK (status IN ('pending', 'delivered', 'dead')),
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    created_at      TEXT NOT NULL,
+    next_attempt_at TEXT NOT NULL,                 -- also the lease of a delivery in flight
+    last_error      TEXT,
+    delivered_at    TEXT
+);
+CREATE INDEX IF NOT EXISTS market_webhook_outbox_due
+    ON market_webhook_outbox (next_attempt_at) WHERE status = 'pending';
+CREATE INDEX IF NOT EXISTS market_webhook_outbox_created ON market_webhook_outbox (created_at);

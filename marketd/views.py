@@ -129,6 +129,7 @@ async def status_view(store: Store, lanes: Mapping[str, Lane], now: float,
         "recent_batches": await store.recent_metrics(20),
         "instances": instances_view(await store.instances(), now, instance_id),
         "database": await database_view(store),
+        "webhooks": await store.webhook_summary(),
     }
 
 

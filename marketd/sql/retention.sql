@@ -66,4 +66,5 @@ UNION ALL SELECT 'market_price_history', count(*) FROM market_price_history
 UNION ALL SELECT 'market_catalog', count(*) FROM market_catalog
 UNION ALL SELECT 'market_queue_samples', count(*) FROM market_queue_samples
 UNION ALL SELECT 'market_wanted', count(*) FROM market_wanted
-UNION ALL SELECT 'market_user_keys', count(*) FROM market_user_keys;
+UNION ALL SELECT 'market_user_keys', count(*) FROM market_user_keys
+UNION ALL SELECT 'market_webhook_outbox', count(*) FROM market_webhook_outbox;

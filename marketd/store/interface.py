@@ -66,6 +66,9 @@ class Store(Protocol):
     # this daemon's instance (register_instance): the jobs it claims and the runs it records
     # carry it; None in a store no daemon registered (tools, tests)
     instance_id: str | None
+    # price-change webhooks: None (off), or their min_change_percent: a write that stores a
+    # changed price also queues a price_changed delivery in the outbox (the same transaction)
+    price_webhooks: float | None
 
     # ---- life cycle --------------------------------------------------------------------------
 
@@ -251,6 +254,23 @@ class Store(Protocol):
                           data: Mapping[str, Any] | None = None) -> None: ...
 
     async def delete_catalog(self, provider: str, sku: str) -> None: ...
+
+    # ---- the price-change webhook outbox -------------------------------------------------------
+
+    async def claim_deliveries(self, limit: int, lease_s: float) -> list[dict[str, Any]]:
+        """Up to ``limit`` due deliveries (id, event, body, attempts, created_at), oldest due
+        first, each leased for ``lease_s``: not claimed again (by any daemon) until the lease
+        ends or :meth:`finish_delivery` settles it."""
+
+    async def finish_delivery(self, delivery_id: int, *, ok: bool, error: str | None = None,
+                              next_attempt_at: float | None = None,
+                              give_up: bool = False) -> None:
+        """A delivery answered 2xx (``ok``), or failed: due again at ``next_attempt_at``, or
+        given up (``give_up``: status dead)."""
+
+    async def webhook_summary(self, limit: int = 10) -> dict[str, Any]:
+        """``{"pending", "delivered", "dead", "failing" (pending that failed at least once),
+        "recent_failures": [rows, newest first]}``."""
 
     # ---- retention ---------------------------------------------------------------------------
 

@@ -75,5 +75,5 @@ def cursor_params(after: PageCursor | None) -> dict[str, object]:
 
 
 # what retention prunes, in the order it prunes them: per-batch metrics, scheduler runs (each
-# with its batches' metrics), finished jobs, price history
-PRUNE_KINDS = ("metrics", "runs", "jobs", "history")
+# with its batches' metrics), finished jobs, price history, settled webhook deliveries
+PRUNE_KINDS = ("metrics", "runs", "jobs", "history", "webhooks")

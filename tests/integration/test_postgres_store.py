@@ -255,7 +255,7 @@ async def test_schema_uses_postgresql_types(open_pg: OpenPg, pg_url: str) -> Non
                      "market_provider_metrics", "market_prices", "market_price_history",
                      "market_catalog", "market_wanted", "provider_state", "provider_tokens",
                      "market_queue_samples", "market_instances", "schema_migrations",
-                     "market_user_keys"}
+                     "market_user_keys", "market_webhook_outbox"}
     assert {t for t, _ in types} == sqlite_tables
 
 

@@ -29,13 +29,14 @@ from marketd.store.postgres.prices import PriceTables
 from marketd.store.postgres.queue import QueueTables
 from marketd.store.postgres.retention import RetentionTables
 from marketd.store.postgres.state import StateTables
+from marketd.store.postgres.webhooks import WebhookTables
 from marketd.store.versions import refuse_newer
 
 __all__ = ["PostgresStore"]
 
 
 class PostgresStore(QueueTables, CallTables, StateTables, InstanceTables, PriceTables,
-                    RetentionTables):
+                    RetentionTables, WebhookTables):
     """:class:`marketd.store.Store` on PostgreSQL."""
 
     def __init__(self, url: str, clock: Clock, *, pool_max: int | None = None) -> None:

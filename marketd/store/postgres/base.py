@@ -125,6 +125,8 @@ class Tables:
     clock: Clock
     db: PgDatabase
     instance_id: str | None = None  # this daemon's, once registered (store.interface)
+    # price-change webhooks: None (off), or their min_change_percent (store.interface)
+    price_webhooks: float | None = None
 
     def now_ts(self) -> datetime | None:
         return ts(self.clock.now())

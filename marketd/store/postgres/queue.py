@@ -9,9 +9,10 @@ from typing import Any
 
 import asyncpg
 
+from marketd.clock import iso
 from marketd.models import EnqueueResult, Job, JobSpec, Priority, dedupe_key
 from marketd.store.group_commit import GroupCommit, new_ids
-from marketd.store.history import changes, key_of, newest_per_key
+from marketd.store.history import changes, key_of, newest_per_key, price_event, significant
 from marketd.store.postgres.base import Q, Tables, count, job_from_record, ts
 from marketd.store.postgres.database import Conn
 from marketd.store.records import Outcomes
@@ -127,7 +128,7 @@ class QueueTables(Tables):
         pending, now = self.db.pending, self.clock.now()
         last = pending.last
         if not isinstance(last, _Results):
-            last = _Results()
+            last = _Results(self.price_webhooks)
             pending.add(last, now)
         last.add(outcomes, now)
 
@@ -191,9 +192,10 @@ class _Results:
     """Results of consecutive groups waiting as one pending write, kept as rows so one
     transaction writes them all with one statement of each kind."""
 
-    __slots__ = ("jobs", "keys", "now", "prices", "wanted")
+    __slots__ = ("jobs", "keys", "now", "prices", "wanted", "webhooks")
 
-    def __init__(self) -> None:
+    def __init__(self, webhooks: float | None = None) -> None:
+        self.webhooks = webhooks  # price-change events on, with their min_change_percent
         self.prices: list[tuple[Any, ...]] = []
         self.wanted: list[tuple[Any, ...]] = []
         self.keys: list[str] = []
@@ -232,6 +234,11 @@ class _Results:
             if changed:  # history records change (store.history)
                 await conn.executemany(Q["insert_price_history"].sql,
                                        [tuple(new) for _, new in changed])
+            if changed and self.webhooks is not None:  # the outbox, in the same transaction
+                events = [(price_event(old, new, _iso), self.now) for old, new in changed
+                          if significant(old, new, self.webhooks)]
+                if events:
+                    await conn.executemany(Q["outbox_insert"].sql, events)
             answered = Q["complete_answered"]
             await conn.execute(answered.sql, *answered.args({"now": self.now,
                                                              "keys": self.keys}))
@@ -240,6 +247,10 @@ class _Results:
         for name, rows in self.jobs.items():
             if rows:
                 await conn.executemany(Q[name].sql, rows)
+
+
+def _iso(value: Any) -> str | None:
+    return iso(value.timestamp()) if value is not None else None
 
 
 def _is_uuid(text: str) -> bool:

@@ -19,13 +19,14 @@ from marketd.store.sqlite.prices import PriceTables
 from marketd.store.sqlite.queue import QueueTables
 from marketd.store.sqlite.retention import RetentionTables
 from marketd.store.sqlite.state import StateTables
+from marketd.store.sqlite.webhooks import WebhookTables
 from marketd.store.versions import refuse_newer
 
 log = structlog.get_logger(__name__)
 
 
 class SQLiteStore(QueueTables, CallTables, StateTables, InstanceTables, PriceTables,
-                  RetentionTables):
+                  RetentionTables, WebhookTables):
     """:class:`marketd.store.Store` on SQLite."""
 
     def __init__(self, path: str, clock: Clock, *, inline: bool = False) -> None:

@@ -18,6 +18,8 @@ class Tables:
     clock: Clock
     db: Database
     instance_id: str | None = None  # this daemon's, once registered (store.interface)
+    # price-change webhooks: None (off), or their min_change_percent (store.interface)
+    price_webhooks: float | None = None
 
     def now_iso(self) -> str:
         return iso(self.clock.now()) or ""

@@ -10,7 +10,14 @@ from typing import Any
 from marketd.clock import iso
 from marketd.models import EnqueueResult, Job, JobSpec, Priority, dedupe_key
 from marketd.store.group_commit import GroupCommit, new_ids
-from marketd.store.history import Key, PriceRow, changes, newest_per_key
+from marketd.store.history import (
+    Key,
+    PriceRow,
+    changes,
+    newest_per_key,
+    price_event,
+    significant,
+)
 from marketd.store.records import Outcomes
 from marketd.store.sqlite.base import Q, Tables
 from marketd.store.sqlite.rows import job_from_row, price_row
@@ -116,7 +123,7 @@ class QueueTables(Tables):
         pending, now = self.db.pending, self.clock.now()
         last = pending.last
         if not isinstance(last, _Results):
-            last = _Results()
+            last = _Results(self.price_webhooks)
             pending.add(last, now)
         last.add(outcomes, iso(now) or "")
 
@@ -168,9 +175,10 @@ class _Results:
     """Results of consecutive groups waiting as one pending write, kept as rows so one
     transaction writes them all with one statement of each kind."""
 
-    __slots__ = ("jobs", "now", "prices", "wanted")
+    __slots__ = ("jobs", "now", "prices", "wanted", "webhooks")
 
-    def __init__(self) -> None:
+    def __init__(self, webhooks: float | None = None) -> None:
+        self.webhooks = webhooks  # price-change events on, with their min_change_percent
         self.prices: list[tuple[Any, ...]] = []
         self.wanted: list[tuple[Any, ...]] = []
         self.now = ""
@@ -203,6 +211,10 @@ class _Results:
             conn.executemany(Q["upsert_price"], self.prices)
             if changed:  # history records change (store.history)
                 conn.executemany(Q["insert_price_history"], [new for _, new in changed])
+            if changed and self.webhooks is not None:  # the outbox, in the same transaction
+                conn.executemany(Q["outbox_insert"], [
+                    {"body": price_event(old, new, str), "now": self.now}
+                    for old, new in changed if significant(old, new, self.webhooks)])
             conn.execute(Q["complete_answered"], {
                 "now": self.now, "keys": json.dumps([dedupe_key(*r[:3]) for r in self.prices])})
         if self.wanted:
