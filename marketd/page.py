@@ -44,6 +44,7 @@ from marketd.page_forms import (
     session_token,
     templates,
 )
+from marketd.portfolio import portfolio_rows
 from marketd.store.records import PAGE_COUNT_CAP, PageCursor
 from marketd.views import price_view, status_view
 from marketd.worker import Lane
@@ -51,6 +52,7 @@ from marketd.worker import Lane
 log = structlog.get_logger(__name__)
 
 PAGE_SIZE = 50
+PORTFOLIO_KEYS = 100  # (sku, size) rows of the page's portfolio
 REFRESH_S = 5
 MAX_REFRESH = 500
 VIEWS = ("active", "all", *JOB_STATUSES)
@@ -206,6 +208,8 @@ async def page_data(request: web.Request, now: float) -> dict[str, Any]:
     filters = {k: v for k, v in (("provider", provider), ("status", view)) if v}
     await _count_ahead(request, rows, now)
     item = await _item_history(request, now)
+    portfolio = portfolio_rows(await store.portfolio_prices(limit=PORTFOLIO_KEYS),
+                               daemon.config, now)
     return data | {
         "job_rows": [r | {"why": why_waiting(r, daemon.lanes.get(r["provider"]), now)}
                      for r in rows],
@@ -216,7 +220,8 @@ async def page_data(request: web.Request, now: float) -> dict[str, Any]:
         "next_after": cursor_of(rows[-1]) if more and rows else None,
         "prev_page": page - 1 if 1 < page <= MAX_OFFSET_PAGE + 1 else (1 if page > 1 else None),
         "queue_chart": queue_chart(samples, now),
-        "prices": prices, "item": item, "alerts": [a.as_dict(daemon.config.alerts)
+        "prices": prices, "item": item, "portfolio": portfolio,
+        "alerts": [a.as_dict(daemon.config.alerts)
                                     for a in daemon.alerts.active.values()]
         + [p.as_dict() for p in daemon.alerts.pauses.values()],
     }

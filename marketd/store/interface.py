@@ -189,6 +189,11 @@ class Store(Protocol):
         its price, from ``since`` on. An unchanged fetch adds none: the latest price's
         ``fetched_at`` (list_prices) says when it was last confirmed."""
 
+    async def portfolio_prices(self, *, limit: int = 200) -> list[dict[str, Any]]:
+        """Every provider's latest price of the first ``limit`` (sku, size) keys users asked
+        for (market_wanted), each with ``title`` and ``image_url`` from any provider's catalog
+        (its own first), in (sku, size, provider) order."""
+
     # ---- the call log and budgets ------------------------------------------------------------
 
     async def ensure_budgets(self, rate_limits: Mapping[str, int]) -> None:

@@ -143,3 +143,23 @@ async def test_list_prices_filters_and_pages(store: Store, clock: FakeClock) -> 
     jobs = await store.list_jobs(user_id="u1")
     assert len(jobs) == 3 and {j.user_id for j in jobs} == {"u1"}
     assert len(await store.list_jobs(user_id="u2", provider="stockx")) == 1
+
+
+async def test_portfolio_prices(store: Store, clock: FakeClock) -> None:
+    """Every provider's price of the keys users asked for, with a catalog title (its own
+    provider's first, else any) and image; keys nobody asked for are left out."""
+    await store.record(Outcomes(
+        prices=[price(clock, 1), price(clock, 2, provider="alias", currency="USD"),
+                price(clock, 3, size="9"), price(clock, 4, sku="B-2", size=None)],
+        wanted=[("stockx", "A-1", "10", "10", "UK"), ("ebay", "B-2", "", None, "UK")]))
+    await store.put_catalog("stockx", "A-1", product_id="p", title="Shoe A",
+                            image_url="https://img/a.png")
+    await store.put_catalog("alias", "A-1", product_id="q", title="Alias's Shoe A",
+                            image_url="")
+    rows = await store.portfolio_prices()
+    assert [(r["provider"], r["sku"], r["size"], r["currency"], r["title"], r["image_url"])
+            for r in rows] == [
+        ("alias", "A-1", "10", "USD", "Alias's Shoe A", "https://img/a.png"),
+        ("stockx", "A-1", "10", "GBP", "Shoe A", "https://img/a.png"),
+        ("stockx", "B-2", None, "GBP", None, None)]
+    assert len(await store.portfolio_prices(limit=1)) == 2

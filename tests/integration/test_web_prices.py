@@ -13,7 +13,7 @@ from bs4 import BeautifulSoup
 from marketd.clock import FakeClock, iso
 from marketd.models import Price
 from marketd.store import Outcomes
-from tests.integration.test_web_api import Api, api, make_api  # noqa: F401 - fixtures
+from tests.integration.test_web_api import Api, MakeApi, api, make_api  # noqa: F401 - fixtures
 
 
 async def store_prices(target: Api, *prices: Price) -> None:
@@ -146,3 +146,41 @@ async def test_status_and_page_show_the_database(api: Api) -> None:  # noqa: F81
     row = doc.select_one('#database tr[data-table="market_prices"]')
     assert row is not None and row.select("td")[1].get_text() == "1"
     assert "MiB" in doc.select_one("#db-size").get_text()  # type: ignore[union-attr]
+
+
+async def test_portfolio_side_by_side_with_fx(make_api: MakeApi) -> None:  # noqa: F811
+    """The page's portfolio: a row per SKU and size users asked for, the providers side by
+    side in their own currencies, USD converted with [fx] (labelled) to pick the best."""
+    made = await make_api(fx={"USD": 0.8})
+    clock = made.clock
+    await made.daemon.store.record(Outcomes(
+        prices=[p(clock, 10000), p(clock, 11000, provider="alias", currency="USD"),
+                p(clock, 13000, provider="ebay"), p(clock, 500, sku="OTHER")],
+        wanted=[("stockx", "DD1391-100", "10", "10", "UK")]))
+    await made.daemon.store.put_catalog("alias", "DD1391-100", product_id="x",
+                                       title="Nike Dunk Low Panda",
+                                       image_url="https://img.example/p.png")
+    doc = BeautifulSoup(await (await made.client.get("/")).text(), "html.parser")
+    rows = doc.select("#portfolio tr[data-sku]")
+    assert [r["data-sku"] for r in rows] == ["DD1391-100"]  # only what users asked for
+    row = rows[0]
+    assert "Nike Dunk Low Panda" in row.get_text()
+    cells = {td["data-provider"]: td for td in row.select("td.cell")}
+    alias = cells["alias"].get_text(" ", strip=True)
+    assert "110.00 USD" in alias and "≈ 88.00 GBP" in alias  # converted, labelled
+    best = row.select_one(".lowest_ask.best")
+    assert best is not None and best.find_parent("td")["data-provider"] == "alias"
+    assert "1 USD = 0.8 GBP" in doc.select_one("#portfolio p").get_text()  # type: ignore
+
+
+async def test_portfolio_without_rates_compares_one_currency(api: Api) -> None:  # noqa: F811
+    clock = api.clock
+    await api.daemon.store.record(Outcomes(
+        prices=[p(clock, 10000), p(clock, 9000, provider="alias", currency="USD")],
+        wanted=[("alias", "DD1391-100", "10", "10", "UK")]))
+    doc = BeautifulSoup(await (await api.client.get("/")).text(), "html.parser")
+    row = doc.select_one("#portfolio tr[data-sku]")
+    assert row is not None and "≈" not in row.get_text()
+    # USD without a rate is shown in USD but compared with nothing: no best to mark
+    assert row.select_one(".lowest_ask.best") is None
+    assert "90.00 USD" in row.get_text() and "100.00 GBP" in row.get_text()

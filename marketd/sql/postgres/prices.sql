@@ -36,3 +36,19 @@ INSERT INTO market_user_keys (user_id, dedupe_key, asked_at)
 SELECT DISTINCT u, k, :now::timestamptz
 FROM unnest(:user_ids::text[], :dedupe_keys::text[]) AS x (u, k) WHERE u IS NOT NULL
 ON CONFLICT (user_id, dedupe_key) DO UPDATE SET asked_at = excluded.asked_at;
+
+-- name: portfolio_prices
+WITH keys AS (
+    SELECT DISTINCT sku, size_key FROM market_wanted
+    ORDER BY sku, size_key LIMIT :limit::integer
+)
+SELECT p.provider, p.sku, p.size, p.currency, p.lowest_ask, p.highest_bid, p.last_sale,
+       p.fetched_at,
+       coalesce(own.title, (SELECT min(c.title) FROM market_catalog c
+                            WHERE c.sku = p.sku)) AS title,
+       coalesce(nullif(own.image_url, ''), (SELECT min(nullif(c.image_url, ''))
+                                            FROM market_catalog c
+                                            WHERE c.sku = p.sku)) AS image_url
+FROM keys JOIN market_prices p ON p.sku = keys.sku AND p.size = keys.size_key
+LEFT JOIN market_catalog own ON own.provider = p.provider AND own.sku = p.sku
+ORDER BY p.sku COLLATE "C", p.size COLLATE "C", p.provider COLLATE "C";

@@ -26,3 +26,7 @@ class PriceTables(Tables):
                             since: float | None = None) -> list[dict[str, Any]]:
         return await self._rows("price_history", {
             "provider": provider, "sku": sku, "size": size or "", "since": ts(since)})
+
+    async def portfolio_prices(self, *, limit: int = 200) -> list[dict[str, Any]]:
+        rows = await self._rows("portfolio_prices", {"limit": limit})
+        return [r | {"size": r["size"] or None} for r in rows]

@@ -30,3 +30,6 @@ class PriceTables(Tables):
         return await self._rows(Q["price_history"], {
             "provider": provider, "sku": sku, "size": size or "", "since": iso(since)})
 
+    async def portfolio_prices(self, *, limit: int = 200) -> list[dict[str, Any]]:
+        rows = await self.db.read(Q["portfolio_prices"], {"limit": limit})
+        return [price_dict(r) for r in rows]
