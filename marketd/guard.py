@@ -73,8 +73,13 @@ def _refuse(request: web.Request, status: int, message: str) -> web.Response:
 
 
 def _origin_ok(request: web.Request, hosts: frozenset[str]) -> bool:
-    if request.headers.get("Sec-Fetch-Site", "").lower() == "cross-site":
+    site = request.headers.get("Sec-Fetch-Site", "").lower()
+    if site == "cross-site":
         return False
+    if site == "same-origin":
+        # set by the browser itself (no page can forge it); the page's own forms send
+        # "Origin: null" under its Referrer-Policy: no-referrer
+        return True
     origin = request.headers.get("Origin")
     if origin is None:
         return True

@@ -120,6 +120,15 @@ def test_browsers_cannot_drive_the_api(daemon: str) -> None:
     status, _ = http("POST", daemon + "/enqueue", job,
                      headers={**bearer, "Origin": "https://evil.example"})
     assert status == 403
+    # a sandboxed or file: page sends "Origin: null"; the page's own forms do too (its
+    # Referrer-Policy is no-referrer), with the browser's own Sec-Fetch-Site: same-origin
+    assert http("POST", daemon + "/enqueue", job,
+                headers={**bearer, "Origin": "null"})[0] == 403
+    status, _ = http("POST", daemon + "/enqueue", job, headers={
+        **bearer, "Origin": "null", "Sec-Fetch-Site": "same-origin"})
+    assert status == 202
+    assert http("POST", daemon + "/enqueue", job, headers={
+        **bearer, "Origin": "null", "Sec-Fetch-Site": "cross-site"})[0] == 403
     status, _ = http("POST", daemon + "/enqueue", job,
                      headers={**bearer, "Content-Type": "text/plain"})
     assert status == 415
