@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import math
 import resource
 import time
 from collections.abc import Awaitable, Callable
@@ -76,14 +77,17 @@ class _Conn:
 class ConnectionGuard:
     """Tracks the HTTP server's connections; sheds, times out and counts them."""
 
-    def __init__(self, cfg: ServerConfig) -> None:
+    def __init__(self, cfg: ServerConfig, *, every_s: float = LOG_EVERY_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.cap = connection_cap(cfg.max_connections)
+        self.every_s = every_s
+        self.clock = clock  # when to log again (and how long a connection was idle)
         self.header_timeout = cfg.header_timeout_seconds
         self.keepalive = cfg.keepalive_seconds
         self.conns: dict[RequestHandler, _Conn] = {}  # oldest first
         self.shed = self.refused = self.timed_out = 0
         self._logged = [0, 0, 0]
-        self._last_log = 0.0
+        self._last_log = -math.inf  # the first shed is logged at once, whatever the uptime
         self._task: asyncio.Task[None] | None = None
 
     def attach(self, server: web.Server) -> None:
@@ -111,7 +115,7 @@ class ConnectionGuard:
                 await self._task
 
     def _made(self, handler: RequestHandler, transport: asyncio.Transport) -> None:
-        now = time.monotonic()
+        now = self.clock()
         if len(self.conns) >= self.cap:
             excess = len(self.conns) - self.cap + 1
             for old, c in list(self.conns.items()):
@@ -139,7 +143,7 @@ class ConnectionGuard:
     async def _sweep(self) -> None:
         while True:
             await asyncio.sleep(SWEEP_EVERY_S)
-            now = time.monotonic()
+            now = self.clock()
             for handler, c in list(self.conns.items()):
                 limit = self.keepalive if c.served else self.header_timeout
                 if not c.busy and now - c.idle_since > limit:
@@ -149,7 +153,7 @@ class ConnectionGuard:
 
     def _log_counts(self, now: float) -> None:
         counts = [self.shed, self.refused, self.timed_out]
-        if counts == self._logged or now - self._last_log < LOG_EVERY_S:
+        if counts == self._logged or now - self._last_log < self.every_s:
             return
         shed, refused, timed_out = (a - b for a, b in zip(counts, self._logged, strict=True))
         self._logged, self._last_log = counts, now
@@ -173,7 +177,7 @@ class ConnectionGuard:
         finally:
             c.busy = False
             c.served += 1
-            c.idle_since = time.monotonic()
+            c.idle_since = self.clock()
 
 
 GUARD: web.AppKey[ConnectionGuard] = web.AppKey("connections", ConnectionGuard)
@@ -191,12 +195,14 @@ async def track(request: web.Request, handler: Handler) -> web.StreamResponse:
 class AcceptErrors:
     """A loop exception handler that turns accept() failures into one line per interval."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, every_s: float = LOG_EVERY_S) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, every_s: float = LOG_EVERY_S, *,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.loop = loop
         self.every_s = every_s
+        self.clock = clock
         self.count = 0
         self.total = 0
-        self._last = 0.0
+        self._last = -math.inf  # the first failure is logged at once, whatever the uptime
         self._previous = loop.get_exception_handler()
 
     def install(self) -> None:
@@ -212,7 +218,7 @@ class AcceptErrors:
                                     or "out of system resource" in message):
             self.count += 1
             self.total += 1
-            now = time.monotonic()
+            now = self.clock()
             if now - self._last >= self.every_s:
                 log.error("accept_failing", errors=self.count, error=str(exc or message),
                           hint="out of file descriptors: raise LimitNOFILE or lower "
