@@ -31,6 +31,7 @@ from marketd.clock import Clock
 from marketd.config import SECRET_KEYS, Config, ProviderConfig
 from marketd.conns import GUARD, AcceptErrors, ConnectionGuard, raise_fd_limit
 from marketd.daemon import Daemon, Service
+from marketd.enrich import Enricher
 from marketd.errors import MarketdError
 from marketd.instance import Instance
 from marketd.metrics import PageMetrics
@@ -80,7 +81,9 @@ async def create_daemon(config: Config, *, clock: Clock | None = None,
     alerts = FailureAlerts(config.alerts, clock, lambda: session, lanes)
     metrics = PageMetrics(store, clock, lanes, alerts)
     retention = Retention(store, config.retention, clock)
-    scheduler.after_run.extend([metrics.sample, alerts.on_run, retention.after_run])
+    enricher = Enricher(store, clock)  # untitled SKUs: catalog look-ups on spare budget
+    scheduler.after_run.extend([metrics.sample, alerts.on_run, retention.after_run,
+                                enricher.after_run])
     services: dict[str, Service] = {"retention": retention}
     if config.webhooks.price_changed_url:  # changed prices queue deliveries; a sender sends
         store.price_webhooks = config.webhooks.min_change_percent

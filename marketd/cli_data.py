@@ -63,6 +63,17 @@ def add_upkeep_parsers(sub: argparse._SubParsersAction[Any]) -> None:
                    help="count what would be deleted; delete nothing")
     p.add_argument("--json", action="store_true", help="print JSON")
 
+    p = sub.add_parser("enrich", help="queue catalog look-ups for SKUs with no title",
+                       description="For SKUs users asked for that no provider's catalog has "
+                                   "named, queue one price fetch per provider and SKU at the "
+                                   "lowest priority (40): its catalog look-up brings the "
+                                   "title, brand, colourway and image. The daemon runs them "
+                                   "with budget nothing else needs (it also does this "
+                                   "hourly).")
+    add_config(p)
+    p.add_argument("--limit", type=int, default=100, help="at most this many look-ups")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
 
 @asynccontextmanager
 async def _store(config: Config) -> AsyncIterator[Store]:
@@ -198,7 +209,34 @@ def cmd_prune(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_enrich(args: argparse.Namespace) -> int:
+    from marketd.enrich import enqueue_enrichment
+
+    config = config_of(args)
+    if args.limit < 1:
+        raise UsageError("--limit must be at least 1")
+
+    async def go() -> list[dict[str, Any]]:
+        async with _store(config) as store:
+            return await enqueue_enrichment(store, limit=args.limit, retry_after_s=0)
+
+    queued = run(go())
+    if args.json:
+        print_json({"queued": queued})
+        return EXIT_OK
+    if not queued:
+        print("nothing to enrich: every cached catalog answer of a SKU users asked for names "
+              "it (look-ups queued before are pending: marketd status)")
+        return EXIT_OK
+    for q in queued:
+        print(f"{q['provider']:7} {q['sku']:16} look-up queued ({q['status']})")
+    print(f"{len(queued)} look-up(s) queued at priority 40; the daemon runs them with spare "
+          "budget")
+    return EXIT_OK
+
+
 COMMANDS = {
     "prices": cmd_prices,
     "prune": cmd_prune,
+    "enrich": cmd_enrich,
 }

@@ -143,6 +143,9 @@ class Price:
     highest_bid: int | None
     last_sale: int | None
     fetched_at: float
+    # the provider's other amounts, minor units (StockX: flex_lowest_ask, earn_more,
+    # sell_faster), kept beside the lowest ask
+    extra: tuple[tuple[str, int], ...] = ()
 
 
 def size_key(size: str | None, system: str) -> str | None:

@@ -41,6 +41,13 @@ PRICE_SCHEMAS: dict[str, Schema] = {
                              "description": "major units, e.g. \"96.00\""})
                for k in ("lowest_ask", "highest_bid", "last_sale")},
             "fetched_at": {"type": "string", "description": "ISO-8601 UTC"},
+            **{k: _nullable({"type": "string", "description": f"the product's {k} from a "
+                                                              "provider's catalog, if known"})
+               for k in ("title", "brand", "colourway", "image_url")},
+            "extra": {"type": "object",
+                      "description": "the provider's other amounts in the price's currency "
+                                     "(StockX: flex_lowest_ask, earn_more, sell_faster)",
+                      "additionalProperties": {"type": "string"}},
         },
     },
     "HistoryPoint": {

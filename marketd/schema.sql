@@ -99,7 +99,7 @@ CREATE TABLE IF NOT EXISTS market_prices (
     lowest_ask  INTEGER,                       -- minor units (pence, cents)
     highest_bid INTEGER,
     last_sale   INTEGER,
-    fetched_at  TEXT NOT NULL,
+    fetched_at  TEXT NOT NULL, extra TEXT,
     PRIMARY KEY (provider, sku, size)
 );
 CREATE INDEX IF NOT EXISTS market_prices_sku ON market_prices (sku);
@@ -127,7 +127,7 @@ CREATE TABLE IF NOT EXISTS market_catalog (
     brand      TEXT,
     image_url  TEXT,
     data       TEXT NOT NULL DEFAULT '{}',     -- JSON: the provider's size data and more
-    fetched_at TEXT NOT NULL,
+    fetched_at TEXT NOT NULL, colourway TEXT,
     PRIMARY KEY (provider, sku)
 );
 

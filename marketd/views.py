@@ -15,8 +15,15 @@ from marketd.models import PROVIDERS, EnqueueResult, format_minor
 from marketd.store import Store
 from marketd.worker import Lane
 
+CATALOG_FIELDS = ("title", "brand", "colourway", "image_url")
+
 
 def price_view(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A price as /prices shows it: amounts as decimal strings in major units, the catalog's
+    fields where known (null otherwise), ``extra``: the provider's other amounts (StockX's
+    flex_lowest_ask, earn_more, sell_faster) in the price's currency."""
+    raw = row.get("extra")
+    extra = json.loads(raw) if isinstance(raw, str) and raw else {}
     return {
         "provider": row["provider"],
         "sku": row["sku"],
@@ -26,6 +33,9 @@ def price_view(row: Mapping[str, Any]) -> dict[str, Any]:
         "highest_bid": format_minor(row["highest_bid"]),
         "last_sale": format_minor(row["last_sale"]),
         "fetched_at": row["fetched_at"],
+        **{f: row.get(f) or None for f in CATALOG_FIELDS},
+        "extra": {k: format_minor(v) for k, v in sorted(extra.items())
+                  if isinstance(v, int)},
     }
 
 

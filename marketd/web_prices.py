@@ -38,7 +38,9 @@ MAX_SKUS = 1000
 PAGE = 1000
 MAX_LIMIT = 10_000
 CSV_COLUMNS = ("provider", "sku", "size", "currency", "lowest_ask", "highest_bid",
-               "last_sale", "fetched_at")
+               "last_sale", "fetched_at", "title", "brand", "colourway", "image_url")
+# the providers' other amounts, columns after the catalog's (empty where a provider has none)
+CSV_EXTRA = ("flex_lowest_ask", "earn_more", "sell_faster")
 
 
 def opt(request: web.Request, name: str) -> str | None:
@@ -167,10 +169,11 @@ def csv_lines(rows: Sequence[dict[str, Any]], *, header: bool) -> str:
     buf = io.StringIO()
     out = csv.writer(buf, lineterminator="\r\n")
     if header:
-        out.writerow(CSV_COLUMNS)
+        out.writerow(CSV_COLUMNS + CSV_EXTRA)
     for r in rows:
         view = price_view(r)
-        out.writerow(["" if view[c] is None else view[c] for c in CSV_COLUMNS])
+        out.writerow(["" if view[c] is None else view[c] for c in CSV_COLUMNS]
+                     + [view["extra"].get(c) or "" for c in CSV_EXTRA])
     return buf.getvalue()
 
 

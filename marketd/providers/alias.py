@@ -173,7 +173,7 @@ class AliasClient(Provider):
             us_equivalents=_allowed(raw_sizes, "us_size_equivalent"))
         await self.ctx.store.put_catalog(
             self.name, sku, product_id=item.catalog_id, title=item.name, brand=item.brand,
-            image_url=item.image_url,
+            image_url=item.image_url, colourway=_text(match.get("colorway")),
             data={"sku": match.get("sku"), "gender": item.gender, "allowed_sizes": raw_sizes,
                   "size_unit": match.get("size_unit")})
         return item
@@ -436,3 +436,7 @@ def _error_body(resp: Response) -> tuple[int | None, str]:
         code = body.get("code")
         return (code if isinstance(code, int) else None), str(body.get("message") or "")
     return None, ""
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None

@@ -65,7 +65,8 @@ class CatalogCache(Protocol):
     async def put_catalog(self, provider: str, sku: str, *, product_id: str | None,
                           title: str | None = None, brand: str | None = None,
                           image_url: str | None = None,
-                          data: Mapping[str, Any] | None = None) -> None: ...
+                          data: Mapping[str, Any] | None = None,
+                          colourway: str | None = None) -> None: ...
 
     async def delete_catalog(self, provider: str, sku: str) -> None: ...
 

@@ -277,7 +277,8 @@ class StockXClient(Provider):
             variants=tuple(v for v in map(parse_variant, raw) if v is not None))
         await self.ctx.store.put_catalog(
             self.name, sku, product_id=product_id, title=product.title, brand=product.brand,
-            image_url=product.image_url, data=product.cache_data())
+            image_url=product.image_url, data=product.cache_data(),
+            colourway=_str(as_dict(match.get("productAttributes")).get("colorway")))
         log.info("stockx_catalog_cached", sku=sku, product_id=product_id,
                  variants=len(product.variants))
         return product
@@ -336,7 +337,7 @@ class StockXClient(Provider):
                          lowest_ask=to_minor(ask if ask is not None else std.get("lowestAsk")),
                          highest_bid=to_minor(row.get("highestBidAmount")),
                          last_sale=None,  # the public v2 API has no last sale [DOC]
-                         fetched_at=now)
+                         fetched_at=now, extra=stockx_extra(row))
 
         for job in jobs:
             if job.id in chosen:
@@ -354,6 +355,21 @@ class StockXClient(Provider):
         log.info("stockx_market_data", sku=sku, jobs=len(jobs), matched=len(chosen),
                  variants=len(market), extra=len(result.extra_prices))
         return result
+
+
+# the market-data amounts a seller weighs beside the lowest ask [DOC: api.stockx.com/v2
+# market-data: flexLowestAskAmount, earnMoreAmount, sellFasterAmount], by marketd's names
+EXTRA_AMOUNTS = (("flex_lowest_ask", "flexLowestAskAmount"), ("earn_more", "earnMoreAmount"),
+                 ("sell_faster", "sellFasterAmount"))
+
+
+def stockx_extra(row: Mapping[str, Any]) -> tuple[tuple[str, int], ...]:
+    out = []
+    for name, key in EXTRA_AMOUNTS:
+        amount = to_minor(row.get(key))
+        if amount is not None:
+            out.append((name, amount))
+    return tuple(out)
 
 
 def _str(value: Any) -> str | None:

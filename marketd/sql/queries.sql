@@ -149,12 +149,12 @@ WHERE status = 'failed' AND (:provider IS NULL OR provider = :provider)
 
 -- name: upsert_price
 INSERT INTO market_prices
-    (provider, sku, size, currency, lowest_ask, highest_bid, last_sale, fetched_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+    (provider, sku, size, currency, lowest_ask, highest_bid, last_sale, fetched_at, extra)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (provider, sku, size) DO UPDATE SET
     currency = excluded.currency, lowest_ask = excluded.lowest_ask,
     highest_bid = excluded.highest_bid, last_sale = excluded.last_sale,
-    fetched_at = excluded.fetched_at
+    fetched_at = excluded.fetched_at, extra = excluded.extra
 WHERE excluded.fetched_at >= market_prices.fetched_at;
 
 -- name: insert_price_history
@@ -272,15 +272,16 @@ ON CONFLICT (provider, kind) DO UPDATE SET value = excluded.value,
     expires_at = excluded.expires_at, updated_at = excluded.updated_at;
 
 -- name: get_catalog
-SELECT product_id, title, brand, image_url, data, fetched_at FROM market_catalog
+SELECT product_id, title, brand, image_url, colourway, data, fetched_at FROM market_catalog
 WHERE provider = :provider AND sku = :sku;
 
 -- name: put_catalog
-INSERT INTO market_catalog (provider, sku, product_id, title, brand, image_url, data, fetched_at)
-VALUES (:provider, :sku, :product_id, :title, :brand, :image_url, :data, :now)
+INSERT INTO market_catalog
+    (provider, sku, product_id, title, brand, image_url, colourway, data, fetched_at)
+VALUES (:provider, :sku, :product_id, :title, :brand, :image_url, :colourway, :data, :now)
 ON CONFLICT (provider, sku) DO UPDATE SET product_id = excluded.product_id,
     title = excluded.title, brand = excluded.brand, image_url = excluded.image_url,
-    data = excluded.data, fetched_at = excluded.fetched_at;
+    colourway = excluded.colourway, data = excluded.data, fetched_at = excluded.fetched_at;
 
 -- name: delete_catalog
 DELETE FROM market_catalog WHERE provider = :provider AND sku = :sku;

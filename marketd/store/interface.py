@@ -194,6 +194,13 @@ class Store(Protocol):
         for (market_wanted), each with ``title`` and ``image_url`` from any provider's catalog
         (its own first), in (sku, size, provider) order."""
 
+    async def enrich_candidates(self, *, limit: int,
+                                looked_up_within_s: float) -> list[dict[str, Any]]:
+        """Keys users asked for (provider, sku, size, size_system; StockX and Alias, whose
+        catalogs give titles) of SKUs no catalog has a title for, where that provider's cached
+        look-up (which named nothing) is older than ``looked_up_within_s``; at most ``limit``
+        rows."""
+
     # ---- the call log and budgets ------------------------------------------------------------
 
     async def ensure_budgets(self, rate_limits: Mapping[str, int]) -> None:
@@ -256,7 +263,8 @@ class Store(Protocol):
     async def put_catalog(self, provider: str, sku: str, *, product_id: str | None,
                           title: str | None = None, brand: str | None = None,
                           image_url: str | None = None,
-                          data: Mapping[str, Any] | None = None) -> None: ...
+                          data: Mapping[str, Any] | None = None,
+                          colourway: str | None = None) -> None: ...
 
     async def delete_catalog(self, provider: str, sku: str) -> None: ...
 

@@ -89,3 +89,23 @@ def test_prune_and_dry_run(tmp_path: Path) -> None:
     assert "database" in done.stdout
     again = json.loads(marketd("prune", "-c", c, "--json").stdout)
     assert again["database"]["rows"]["market_price_history"] == 1
+
+
+def test_enrich_queues_lookups(tmp_path: Path) -> None:
+    c = setup(tmp_path, [])
+
+    async def want() -> None:
+        store = await SQLiteStore.open(str(tmp_path / "m.db"), FakeClock())
+        try:
+            await store.record(Outcomes(wanted=[("stockx", "A-1", "10", "10", "UK")]))
+            await store.put_catalog("stockx", "A-1", product_id="a", title=None)
+        finally:
+            await store.close()
+
+    asyncio.run(want())
+    out = marketd("enrich", "-c", c, "--json")
+    assert out.returncode == 0, out.stderr
+    [q] = json.loads(out.stdout)["queued"]
+    assert (q["provider"], q["sku"], q["status"]) == ("stockx", "A-1", "pending")
+    again = marketd("enrich", "-c", c)  # its cache forgotten, its look-up pending
+    assert again.returncode == 0 and "nothing to enrich" in again.stdout

@@ -378,9 +378,11 @@ async def test_amounts_become_integer_minor_units(rig: Rig) -> None:
     rig.catalog()
     rig.market()
     result = await fetch(rig, make_job("9"), make_job("9.5", n=2))
+    # the market data's other amounts ride beside the lowest ask (issue 13, item 7)
     assert price(result) == Price(provider="stockx", sku=SKU, size="9", currency="GBP",
                                   lowest_ask=9600, highest_bid=7150, last_sale=None,
-                                  fetched_at=rig.clock.now())
+                                  fetched_at=rig.clock.now(),
+                                  extra=(("earn_more", 9600), ("sell_faster", 7150)))
     assert price(result, "job-2").lowest_ask == 9650
 
 

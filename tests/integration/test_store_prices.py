@@ -96,7 +96,7 @@ async def test_migration_drops_repeated_history_rows(tmp_path: Path, clock: Fake
         conn.executemany("INSERT INTO market_price_history (provider, sku, size, currency, "
                          "lowest_ask, highest_bid, last_sale, fetched_at) "
                          "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
-        conn.execute("DELETE FROM schema_migrations WHERE version >= 5")
+        conn.execute("DELETE FROM schema_migrations WHERE version = 5")
     store = await SQLiteStore.open(path, clock)
     try:
         points = await store.price_history("stockx", "A-1", "10")
@@ -163,3 +163,35 @@ async def test_portfolio_prices(store: Store, clock: FakeClock) -> None:
         ("stockx", "A-1", "10", "GBP", "Shoe A", "https://img/a.png"),
         ("stockx", "B-2", None, "GBP", None, None)]
     assert len(await store.portfolio_prices(limit=1)) == 2
+
+
+async def test_enrichment_queues_lookups_for_untitled_skus(store: Store,
+                                                           clock: FakeClock) -> None:
+    """Untitled SKUs users asked for get one lowest-priority job per (provider, SKU), their
+    title-less cache forgotten; titled ones, eBay, uncached and recent look-ups are left
+    alone (unless asked now)."""
+    from marketd.enrich import ENRICH_PRIORITY, enqueue_enrichment
+
+    await store.record(Outcomes(wanted=[
+        ("stockx", "A-1", "10", "10", "UK"), ("stockx", "A-1", "9", "9", "UK"),
+        ("alias", "A-1", "EU 44", "44", "EU"), ("ebay", "B-2", "10", "10", "UK"),
+        ("stockx", "C-3", "10", "10", "UK"), ("stockx", "D-4", "10", "10", "UK")]))
+    await store.put_catalog("alias", "C-3", product_id="c", title="Named C")
+    await store.put_catalog("stockx", "A-1", product_id="a", title=None)
+    await store.put_catalog("alias", "A-1", product_id="a2", title="")
+    await store.put_catalog("ebay", "B-2", product_id="b", title=None)
+    clock.advance(8 * 86400)
+    await store.put_catalog("stockx", "D-4", product_id="d", title="")  # looked up just now
+    queued = await enqueue_enrichment(store)
+    assert [(q["provider"], q["sku"], q["size"]) for q in queued] == [
+        ("alias", "A-1", "44"), ("stockx", "A-1", "10")]
+    assert await store.get_catalog("stockx", "A-1") is None
+    assert await store.get_catalog("stockx", "D-4") is not None
+    jobs = await store.list_jobs()
+    assert {(j.provider, j.priority, j.size_system) for j in jobs} == {
+        ("alias", ENRICH_PRIORITY, "EU"), ("stockx", ENRICH_PRIORITY, "UK")}
+    await store.put_catalog("stockx", "A-1", product_id="a", title=None)  # looked up again
+    await store.put_catalog("alias", "A-1", product_id="a2", title=None)
+    assert await enqueue_enrichment(store) == []  # not again within the week
+    now = await enqueue_enrichment(store, retry_after_s=0)  # `marketd enrich`: now
+    assert len(now) == 3 and len(await store.list_jobs()) == 3  # + D-4; A-1's are pending

@@ -400,8 +400,10 @@ async def test_prices_shape_and_formats(api: Api) -> None:
     by_provider = {p["provider"]: p for p in prices}
     assert set(by_provider) == {"stockx", "alias"}
     stockx = by_provider["stockx"]
+    # the contract's fields, then the catalog's and the provider's other amounts (issue 15)
     assert set(stockx) == {"provider", "sku", "size", "currency", "lowest_ask", "highest_bid",
-                           "last_sale", "fetched_at"}
+                           "last_sale", "fetched_at", "title", "brand", "colourway",
+                           "image_url", "extra"}
     assert (stockx["sku"], stockx["size"], stockx["currency"]) == ("DD1391-100", "10", "GBP")
     assert (stockx["lowest_ask"], stockx["highest_bid"], stockx["last_sale"]) == \
         ("96.00", "91.00", None)

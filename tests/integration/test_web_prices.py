@@ -115,16 +115,24 @@ async def test_prices_csv_equals_prices(api: Api) -> None:  # noqa: F811
     """GET /prices.csv: text/csv, the contract's header, the same rows and values as /prices
     (empty for null); everything without a limit; with one, a Link to the next page."""
     clock = api.clock
+    flex = Price("stockx", "C-1", "9", "GBP", 100, None, None, clock.now(),
+                 extra=(("flex_lowest_ask", 104), ("sell_faster", 99)))
     await store_prices(api, p(clock, 9600), p(clock, None, sku="B-1", size=None),
-                       p(clock, 12345, sku="A,1", provider="alias", currency="USD"))
+                       p(clock, 12345, sku="A,1", provider="alias", currency="USD"), flex)
+    await api.daemon.store.put_catalog("stockx", "DD1391-100", product_id="x",
+                                       title='Nike Dunk "Panda", Low', brand="Nike",
+                                       colourway="White/Black", image_url="https://i/p.png")
     resp = await api.client.get("/prices.csv")
     assert resp.status == 200 and resp.content_type == "text/csv"
     text = await resp.text()
     lines = list(csv.reader(io.StringIO(text)))
-    assert lines[0] == ["provider", "sku", "size", "currency", "lowest_ask", "highest_bid",
-                        "last_sale", "fetched_at"]
+    assert lines[0][:8] == ["provider", "sku", "size", "currency", "lowest_ask",
+                            "highest_bid", "last_sale", "fetched_at"]
+    assert lines[0][8:] == ["title", "brand", "colourway", "image_url", "flex_lowest_ask",
+                            "earn_more", "sell_faster"]
     as_json = (await api.get("/prices"))["prices"]
-    assert lines[1:] == [["" if r[c] is None else r[c] for c in lines[0]] for r in as_json]
+    assert lines[1:] == [["" if r[c] is None else r[c] for c in lines[0][:12]]
+                         + [r["extra"].get(c) or "" for c in lines[0][12:]] for r in as_json]
     resp = await api.client.get("/prices.csv?limit=2")
     first = list(csv.reader(io.StringIO(await resp.text())))
     assert len(first) == 3 and 'rel="next"' in resp.headers["Link"]
@@ -134,6 +142,13 @@ async def test_prices_csv_equals_prices(api: Api) -> None:  # noqa: F811
     one = list(csv.reader(io.StringIO(await (await api.client.get(
         "/prices.csv?provider=alias")).text())))
     assert [r[1] for r in one[1:]] == ["A,1"]
+    by_sku = {r[1]: r for r in lines[1:]}
+    assert by_sku["DD1391-100"][8:12] == ['Nike Dunk "Panda", Low', "Nike", "White/Black",
+                                         "https://i/p.png"]
+    assert by_sku["C-1"][12:] == ["1.04", "", "0.99"]
+    c1 = next(r for r in as_json if r["sku"] == "C-1")
+    assert c1["extra"] == {"flex_lowest_ask": "1.04", "sell_faster": "0.99"}
+    assert c1["title"] is None
 
 
 async def test_status_and_page_show_the_database(api: Api) -> None:  # noqa: F811

@@ -15,10 +15,21 @@ WHERE provider = :provider::text AND sku = :sku::text AND size = :size::text
 ORDER BY fetched_at, id;
 
 -- name: list_prices
--- the export: filters, then pages in (sku, provider, size) order after a cursor
+-- the export: filters, then pages in (sku, provider, size) order after a cursor; the
+-- product's title, brand, colourway and image from its provider's catalog, else any's
 SELECT p.provider, p.sku, p.size, p.currency, p.lowest_ask, p.highest_bid, p.last_sale,
-       p.fetched_at
+       p.fetched_at, p.extra,
+       coalesce(own.title, (SELECT min(c.title) FROM market_catalog c
+                            WHERE c.sku = p.sku)) AS title,
+       coalesce(own.brand, (SELECT min(c.brand) FROM market_catalog c
+                            WHERE c.sku = p.sku)) AS brand,
+       coalesce(own.colourway, (SELECT min(c.colourway) FROM market_catalog c
+                                WHERE c.sku = p.sku)) AS colourway,
+       coalesce(nullif(own.image_url, ''), (SELECT min(nullif(c.image_url, ''))
+                                            FROM market_catalog c
+                                            WHERE c.sku = p.sku)) AS image_url
 FROM market_prices p
+LEFT JOIN market_catalog own ON own.provider = p.provider AND own.sku = p.sku
 WHERE (:provider::text IS NULL OR p.provider = :provider::text)
   AND (:skus::text[] IS NULL OR p.sku = ANY (:skus::text[]))
   AND (:size::text IS NULL OR p.size = :size::text)
@@ -52,3 +63,14 @@ SELECT p.provider, p.sku, p.size, p.currency, p.lowest_ask, p.highest_bid, p.las
 FROM keys JOIN market_prices p ON p.sku = keys.sku AND p.size = keys.size_key
 LEFT JOIN market_catalog own ON own.provider = p.provider AND own.sku = p.sku
 ORDER BY p.sku COLLATE "C", p.size COLLATE "C", p.provider COLLATE "C";
+
+-- name: enrich_candidates
+SELECT w.provider, w.sku, w.size, w.size_system FROM market_wanted w
+WHERE w.provider IN ('stockx', 'alias')
+  AND NOT EXISTS (SELECT 1 FROM market_catalog c
+                  WHERE c.sku = w.sku AND coalesce(c.title, '') != '')
+  AND EXISTS (SELECT 1 FROM market_catalog c
+              WHERE c.provider = w.provider AND c.sku = w.sku
+                AND c.fetched_at <= :recent::timestamptz)
+ORDER BY w.sku COLLATE "C", w.provider COLLATE "C", w.size_key COLLATE "C"
+LIMIT :limit::integer;

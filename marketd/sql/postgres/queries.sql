@@ -146,12 +146,12 @@ RETURNING provider;
 
 -- name: upsert_price
 INSERT INTO market_prices
-    (provider, sku, size, currency, lowest_ask, highest_bid, last_sale, fetched_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+    (provider, sku, size, currency, lowest_ask, highest_bid, last_sale, fetched_at, extra)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
 ON CONFLICT (provider, sku, size) DO UPDATE SET
     currency = excluded.currency, lowest_ask = excluded.lowest_ask,
     highest_bid = excluded.highest_bid, last_sale = excluded.last_sale,
-    fetched_at = excluded.fetched_at
+    fetched_at = excluded.fetched_at, extra = excluded.extra
 WHERE excluded.fetched_at >= market_prices.fetched_at;
 
 -- name: insert_price_history
@@ -267,16 +267,18 @@ ON CONFLICT (provider, kind) DO UPDATE SET value = excluded.value,
     expires_at = excluded.expires_at, updated_at = excluded.updated_at;
 
 -- name: get_catalog
-SELECT product_id, title, brand, image_url, data::text AS data, fetched_at FROM market_catalog
+SELECT product_id, title, brand, image_url, colourway, data::text AS data, fetched_at
+FROM market_catalog
 WHERE provider = :provider::text AND sku = :sku::text;
 
 -- name: put_catalog
-INSERT INTO market_catalog (provider, sku, product_id, title, brand, image_url, data, fetched_at)
+INSERT INTO market_catalog
+    (provider, sku, product_id, title, brand, image_url, colourway, data, fetched_at)
 VALUES (:provider::text, :sku::text, :product_id::text, :title::text, :brand::text,
-        :image_url::text, :data::text::jsonb, :now::timestamptz)
+        :image_url::text, :colourway::text, :data::text::jsonb, :now::timestamptz)
 ON CONFLICT (provider, sku) DO UPDATE SET product_id = excluded.product_id,
     title = excluded.title, brand = excluded.brand, image_url = excluded.image_url,
-    data = excluded.data, fetched_at = excluded.fetched_at;
+    colourway = excluded.colourway, data = excluded.data, fetched_at = excluded.fetched_at;
 
 -- name: delete_catalog
 DELETE FROM market_catalog WHERE provider = :provider::text AND sku = :sku::text;

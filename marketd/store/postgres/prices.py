@@ -30,3 +30,8 @@ class PriceTables(Tables):
     async def portfolio_prices(self, *, limit: int = 200) -> list[dict[str, Any]]:
         rows = await self._rows("portfolio_prices", {"limit": limit})
         return [r | {"size": r["size"] or None} for r in rows]
+
+    async def enrich_candidates(self, *, limit: int,
+                                looked_up_within_s: float) -> list[dict[str, Any]]:
+        return await self._rows("enrich_candidates", {
+            "limit": limit, "recent": ts(self.clock.now() - looked_up_within_s)})

@@ -16,6 +16,7 @@ from marketd.store.history import changes, key_of, newest_per_key, price_event, 
 from marketd.store.postgres.base import Q, Tables, count, job_from_record, ts
 from marketd.store.postgres.database import Conn
 from marketd.store.records import Outcomes
+from marketd.store.sqlite.rows import extra_json
 
 
 class QueueTables(Tables):
@@ -207,7 +208,7 @@ class _Results:
         now = self.now = ts(now_s)
         for p in outcomes.prices:
             self.prices.append((p.provider, p.sku, p.size or "", p.currency, p.lowest_ask,
-                                p.highest_bid, p.last_sale, ts(p.fetched_at)))
+                                p.highest_bid, p.last_sale, ts(p.fetched_at), extra_json(p)))
             self.keys.append(dedupe_key(p.provider, p.sku, p.size or ""))
         self.wanted += [(*w, now) for w in outcomes.wanted]
         jobs = self.jobs
@@ -233,7 +234,7 @@ class _Results:
             await conn.executemany(Q["upsert_price"].sql, self.prices)
             if changed:  # history records change (store.history)
                 await conn.executemany(Q["insert_price_history"].sql,
-                                       [tuple(new) for _, new in changed])
+                                       [tuple(new[:8]) for _, new in changed])
             if changed and self.webhooks is not None:  # the outbox, in the same transaction
                 events = [(price_event(old, new, _iso), self.now) for old, new in changed
                           if significant(old, new, self.webhooks)]

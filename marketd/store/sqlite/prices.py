@@ -33,3 +33,8 @@ class PriceTables(Tables):
     async def portfolio_prices(self, *, limit: int = 200) -> list[dict[str, Any]]:
         rows = await self.db.read(Q["portfolio_prices"], {"limit": limit})
         return [price_dict(r) for r in rows]
+
+    async def enrich_candidates(self, *, limit: int,
+                                looked_up_within_s: float) -> list[dict[str, Any]]:
+        return await self._rows(Q["enrich_candidates"], {
+            "limit": limit, "recent": iso(self.clock.now() - looked_up_within_s)})

@@ -210,7 +210,7 @@ class _Results:
             changed = changes(self.prices, current)
             conn.executemany(Q["upsert_price"], self.prices)
             if changed:  # history records change (store.history)
-                conn.executemany(Q["insert_price_history"], [new for _, new in changed])
+                conn.executemany(Q["insert_price_history"], [new[:8] for _, new in changed])
             if changed and self.webhooks is not None:  # the outbox, in the same transaction
                 conn.executemany(Q["outbox_insert"], [
                     {"body": price_event(old, new, str), "now": self.now}

@@ -3,6 +3,7 @@ epoch seconds in the models."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Mapping
 from typing import Any
@@ -26,7 +27,12 @@ def job_from_row(row: sqlite3.Row | Mapping[str, Any]) -> Job:
 def price_row(p: Price) -> tuple[Any, ...]:
     """A price as upsert_price and insert_price_history take it (no size is '')."""
     return (p.provider, p.sku, p.size or "", p.currency, p.lowest_ask, p.highest_bid,
-            p.last_sale, iso(p.fetched_at))
+            p.last_sale, iso(p.fetched_at), extra_json(p))
+
+
+def extra_json(p: Price) -> str | None:
+    """A price's other amounts as market_prices.extra keeps them (None: none)."""
+    return json.dumps(dict(p.extra), sort_keys=True) if p.extra else None
 
 
 def price_dict(row: sqlite3.Row) -> dict[str, Any]:

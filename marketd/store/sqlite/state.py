@@ -42,16 +42,19 @@ class StateTables(Tables):
             return None
         r = rows[0]
         return {"product_id": r["product_id"], "title": r["title"], "brand": r["brand"],
-                "image_url": r["image_url"], "data": json.loads(r["data"]),
+                "image_url": r["image_url"], "colourway": r["colourway"],
+                "data": json.loads(r["data"]),
                 "fetched_at": r["fetched_at"]}
 
     async def put_catalog(self, provider: str, sku: str, *, product_id: str | None,
                           title: str | None = None, brand: str | None = None,
                           image_url: str | None = None,
-                          data: Mapping[str, Any] | None = None) -> None:
+                          data: Mapping[str, Any] | None = None,
+                          colourway: str | None = None) -> None:
         await self._write_one("put_catalog", {
             "provider": provider, "sku": sku, "product_id": product_id, "title": title,
             "brand": brand, "image_url": image_url, "data": json.dumps(data or {}),
+            "colourway": colourway,
             "now": self.now_iso()})
 
     async def delete_catalog(self, provider: str, sku: str) -> None:
