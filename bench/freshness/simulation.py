@@ -85,7 +85,7 @@ async def simulate(tmp: Path, policy: str, p: Params) -> dict[str, Any]:
     present: list[Item] = []
     ages: list[float] = []
     series: list[dict[str, float]] = []
-    manual_asks: list[tuple[float, Item]] = []
+    manual_asks: list[tuple[float, str | None]] = []  # (asked at, the job's id)
 
     def refresh_prices() -> None:
         nonlocal dirty
@@ -120,9 +120,9 @@ async def simulate(tmp: Path, policy: str, p: Params) -> dict[str, Any]:
                                               for it in stale])
                 elif kind == "manual":
                     it = rng.choice(present)
-                    manual_asks.append((now, it))
-                    await daemon.enqueue([JobSpec("stockx", it.sku, it.size,
-                                                  priority=int(Priority.MANUAL))])
+                    [asked] = await daemon.enqueue([JobSpec("stockx", it.sku, it.size,
+                                                            priority=int(Priority.MANUAL))])
+                    manual_asks.append((now, asked.id))
                 elif kind == "sample":
                     refresh_prices()
                     now_ages = sorted(age(it, now) / 60 for it in present)
@@ -138,20 +138,21 @@ async def simulate(tmp: Path, policy: str, p: Params) -> dict[str, Any]:
         # measured-window figures
         day_calls = [c for c in world.calls if start <= c <= end]
         keys = {it.key for it in items}
+        # prices delivered: jobs of the portfolio's keys completed in the window (history keeps
+        # only changes, so it no longer counts fetches)
         refreshed = sum(1 for sku, size, at in reader.execute(
-            "SELECT sku, size, fetched_at FROM market_price_history WHERE provider = 'stockx'")
+            "SELECT sku, size, completed_at FROM market_jobs "
+            "WHERE provider = 'stockx' AND status = 'completed'")
             if (sku, size) in keys and start <= (parse_iso(at) or 0) <= end)
         completed = sum(1 for (s,) in reader.execute(
             "SELECT completed_at FROM market_jobs WHERE status = 'completed'")
             if start <= (parse_iso(s) or 0) <= end)
         latencies = []
-        for asked, it in manual_asks:
+        for asked, job_id in manual_asks:
             if asked < start:
                 continue
-            row = reader.execute(
-                "SELECT min(fetched_at) FROM market_price_history WHERE provider = 'stockx' "
-                "AND sku = ? AND size = ? AND fetched_at >= ?",
-                (it.sku, it.size, _iso(asked))).fetchone()
+            row = reader.execute("SELECT completed_at FROM market_jobs WHERE id = ?",
+                                 (job_id,)).fetchone()
             done = parse_iso(row[0]) if row and row[0] else None
             latencies.append((done - asked) if done is not None else end - asked)
         stats = world.meter.stats(clock.now())
