@@ -328,7 +328,7 @@ def cmd_auth(args: argparse.Namespace) -> int:
     if not pc.option("client_id") or not pc.option("client_secret"):
         raise UsageError("set STOCKX_CLIENT_ID and STOCKX_CLIENT_SECRET (or providers.stockx."
                          "client_id/client_secret) first")
-    from marketd.client import require_database
+    from marketd.cli_client import require_database
 
     require_database(config)  # the token goes into the service's database: never a new one
 

@@ -77,7 +77,7 @@ def add_upkeep_parsers(sub: argparse._SubParsersAction[Any]) -> None:
 
 @asynccontextmanager
 async def _store(config: Config) -> AsyncIterator[Store]:
-    from marketd.client import require_database
+    from marketd.cli_client import require_database
 
     require_database(config)
     store = await open_store(config.database, Clock(), migrate=False)

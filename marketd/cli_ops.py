@@ -97,7 +97,7 @@ def add_parsers(sub: argparse._SubParsersAction[Any]) -> None:
 
 
 def cmd_enqueue(args: argparse.Namespace) -> int:
-    from marketd import client
+    from marketd import cli_client as client
 
     config = config_of(args)
     spec = parse_job({"provider": args.provider, "sku": args.sku, "size": args.size,
@@ -109,7 +109,7 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
 
 
 def cmd_trigger(args: argparse.Namespace) -> int:
-    from marketd import client
+    from marketd import cli_client as client
 
     config = config_of(args)
 
@@ -124,7 +124,7 @@ def cmd_trigger(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from marketd import client
+    from marketd import cli_client as client
 
     config = config_of(args)
     data = run(client.status(config))
@@ -136,7 +136,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_reset_failed(args: argparse.Namespace) -> int:
-    from marketd import client
+    from marketd import cli_client as client
     from marketd.models import normalize_provider
 
     config = config_of(args)
@@ -150,7 +150,7 @@ def cmd_reset_failed(args: argparse.Namespace) -> int:
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
-    from marketd.client import require_database
+    from marketd.cli_client import require_database
     from marketd.clock import Clock
     from marketd.store import open_store
 

@@ -1,236 +1,348 @@
-"""What the command line does against a daemon: HTTP to the running one where that matters
-(trigger; enqueue, so a manual job wakes it), the database directly otherwise (status, prices,
-reset-failed work whether or not the daemon runs).
+"""marketd's Python client for apps: a typed public API over the HTTP API, async and sync.
 
-None of it creates a database: only ``migrate`` and ``serve`` do. A command that reads one
-first checks, without writing a byte, that the file exists and holds a marketd schema this
-version knows (:func:`require_database`)."""
+::
+
+    from marketd.client import Client
+
+    with Client("http://127.0.0.1:8787", api_token="...") as md:
+        md.enqueue("stockx", "DD1391-100", "10", priority="manual", user_id="alice")
+        md.enqueue_items([{"sku": "DD1391-100", "size_uk": "10"}], provider="alias")
+        md.refresh([{"sku": "DD1391-100", "size": "10"}], provider="ebay")
+        for p in md.prices(skus=["DD1391-100"], user_id="alice"):   # every page, followed
+            print(p.provider, p.size, p.lowest_ask, p.currency, p.title)
+        points = md.history("stockx", "DD1391-100", "10")          # one per change
+
+    async with AsyncClient("http://127.0.0.1:8787") as md:          # the same, awaited
+        jobs = await md.enqueue_many([JobRequest("stockx", "DD1391-100", "10")])
+
+Amounts are :class:`~decimal.Decimal` in major units (``Decimal("96.00")``) in the price's
+own ``currency``, or None; times are aware UTC :class:`~datetime.datetime`. A refused
+request raises :class:`MarketdClientError` with the HTTP status and marketd's ``error`` and
+``field``; a daemon that cannot be reached raises it with ``status`` 0. :meth:`Client.prices`
+follows ``next_cursor`` to the last page: nothing is cut. The sync :class:`Client` runs its
+own event loop: use :class:`AsyncClient` inside async code.
+
+Public names: :data:`__all__`. (The command line's own helpers are :mod:`marketd.cli_client`.)
+"""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import sqlite3
-import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager, closing
-from pathlib import Path
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from types import TracebackType
+from typing import Any, Literal, TypeVar
 
 import aiohttp
 
-from marketd import sql
-from marketd.clock import Clock
-from marketd.config import Config
-from marketd.errors import MarketdError, StoreError
-from marketd.models import JobSpec
-from marketd.store import Store, open_store
-from marketd.views import price_view, status_view
+__all__ = ["AsyncClient", "Client", "EnqueuedJob", "HistoryPoint", "JobRequest",
+           "MarketdClientError", "PriceRecord", "Priority"]
 
-Progress = Callable[[str], None]
+T = TypeVar("T")
+Priority = int | Literal["manual", "hot", "background"]
+DEFAULT_URL = "http://127.0.0.1:8787"
 
 
-def daemon_url(config: Config) -> str:
-    """Where the CLI reaches the daemon: over ``server.socket`` when one is configured (the
-    URL's host is then only a name), else TCP."""
-    if config.server.socket:
-        return "http://localhost"
-    host = config.server.host
-    if host in ("0.0.0.0", "::", ""):  # noqa: S104 - we connect, not bind
-        host = "127.0.0.1"
-    if ":" in host:
-        host = f"[{host}]"
-    return f"http://{host}:{config.server.port}"
+class MarketdClientError(Exception):
+    """marketd refused a request (``status`` its HTTP status, ``error`` and ``field`` from
+    its answer), or could not be reached (``status`` 0)."""
+
+    def __init__(self, status: int, error: str, field: str | None = None) -> None:
+        super().__init__(f"marketd answered {status}: {error}" + (f" ({field})" if field else "")
+                         if status else error)
+        self.status, self.error, self.field = status, error, field
 
 
-def require_database(config: Config) -> None:
-    """Raise unless the configured SQLite file exists and holds a schema this marketd knows
-    (checked read-only: no file, folder or table is created). PostgreSQL creates nothing on
-    connect, so a URL is left to the store."""
-    if config.database.url:
-        return
-    path = Path(config.database.path)
-    where = f"database.path of {config.source}" if config.source else "the built-in default"
-    if not path.is_file():
-        raise StoreError(f"cannot open database {path}: no such file ({where}); check -c FILE "
-                         "or $MARKETD_CONFIG, or create it with `marketd migrate`")
-    try:
-        with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as conn:
-            if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = "
-                                "'schema_migrations'").fetchone():
-                raise StoreError(f"{path} is not a marketd database (no schema_migrations "
-                                 "table): check database.path")
-            done = {r[0] for r in conn.execute("SELECT version FROM schema_migrations")}
-    except sqlite3.Error as exc:
-        raise StoreError(f"cannot open database {path}: {exc}") from None
-    known = {v for v, _, _ in sql.migrations()}
-    if done - known:
-        raise StoreError(f"{path} was written by a newer marketd (schema {max(done)}; this one "
-                         f"knows up to {max(known)}): upgrade marketd")
-    if known - done:
-        raise StoreError(f"{path} needs migrations {', '.join(map(str, sorted(known - done)))}:"
-                         " run `marketd migrate` (serve does it at start-up)")
+@dataclass(frozen=True, slots=True)
+class JobRequest:
+    """One job to enqueue: sizes are UK unless ``size_system`` says US or EU."""
+
+    provider: str
+    sku: str
+    size: str | None = None
+    size_system: str = "UK"
+    priority: Priority = "background"
+    user_id: str | None = None
+
+    def body(self) -> dict[str, Any]:
+        return {"provider": self.provider, "sku": self.sku, "size": self.size,
+                "size_system": self.size_system, "priority": self.priority,
+                "user_id": self.user_id}
 
 
-@asynccontextmanager
-async def _store(config: Config) -> AsyncIterator[Store]:
-    require_database(config)
-    store = await open_store(config.database, Clock(), migrate=False)
-    try:
-        yield store
-    finally:
-        await store.close()
+@dataclass(frozen=True, slots=True)
+class EnqueuedJob:
+    """What /enqueue answered for one job: ``status`` pending, running, or fresh (``id`` None:
+    a fresh price made the fetch needless)."""
+
+    id: str | None
+    dedupe_key: str
+    status: str
+    priority: int
+    deduplicated: bool
 
 
-async def enqueue(config: Config, spec: JobSpec) -> dict[str, Any]:
-    body = {"provider": spec.provider, "sku": spec.sku, "size": spec.size,
-            "size_system": spec.size_system, "priority": spec.priority, "user_id": spec.user_id}
-    headers = {}
-    if config.security.api_token:
-        headers["Authorization"] = f"Bearer {config.security.api_token}"
-    try:
-        url = f"{daemon_url(config)}/enqueue"
-        async with _session(config) as session, session.post(
-                url, json=body, headers=headers,
-                timeout=aiohttp.ClientTimeout(total=10)) as resp:
-            data = await _json(resp, url)
-            if resp.status != 202:
-                raise MarketdError(f"the daemon refused the job: {data.get('error')}")
-            return dict(data["jobs"][0]) | {"via": "daemon"}
-    except (aiohttp.ClientConnectionError, TimeoutError):
-        pass  # no daemon listening: write to the database; it runs when the daemon starts
-    try:
-        require_database(config)
-    except StoreError as exc:
-        raise MarketdError(f"no daemon answers at {daemon_url(config)}, and {exc}") from None
-    async with _store(config) as store:
-        result = (await store.enqueue([spec], config.scheduler.fresh_for_seconds))[0]
-    return result.as_dict() | {"via": "database"}
+@dataclass(frozen=True, slots=True)
+class PriceRecord:
+    provider: str
+    sku: str
+    size: str | None
+    currency: str
+    lowest_ask: Decimal | None
+    highest_bid: Decimal | None
+    last_sale: Decimal | None
+    fetched_at: datetime
+    title: str | None = None
+    brand: str | None = None
+    colourway: str | None = None
+    image_url: str | None = None
+    extra: Mapping[str, Decimal] = field(default_factory=dict)
 
 
-async def trigger(config: Config, *, progress: Progress | None = None, every_s: float = 5.0,
-                  timeout_s: float | None = None) -> dict[str, Any]:
-    """POST /trigger and wait for the run's summary, however long the run takes (or
-    ``timeout_s``). While it lasts, ``progress`` hears the queue every ``every_s`` seconds
-    (from GET /status). Only a failed connect means the daemon is unreachable: a run that is
-    slow is waited for, and a connection dropped during it is said to be so."""
-    base = daemon_url(config)
-    url = f"{base}/trigger"
-    headers = {"x-cron-secret": config.security.cron_secret}
-    started = time.monotonic()
-    async with _session(config) as session:
-        post = asyncio.ensure_future(_post_trigger(session, url, headers))
+@dataclass(frozen=True, slots=True)
+class HistoryPoint:
+    fetched_at: datetime
+    currency: str
+    lowest_ask: Decimal | None
+    highest_bid: Decimal | None
+    last_sale: Decimal | None
+
+
+def _dec(value: Any) -> Decimal | None:
+    return None if value is None else Decimal(str(value))
+
+
+def _time(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def _price(raw: Mapping[str, Any]) -> PriceRecord:
+    return PriceRecord(
+        provider=raw["provider"], sku=raw["sku"], size=raw["size"], currency=raw["currency"],
+        lowest_ask=_dec(raw["lowest_ask"]), highest_bid=_dec(raw["highest_bid"]),
+        last_sale=_dec(raw["last_sale"]), fetched_at=_time(raw["fetched_at"]),
+        title=raw.get("title"), brand=raw.get("brand"), colourway=raw.get("colourway"),
+        image_url=raw.get("image_url"),
+        extra={k: d for k, v in (raw.get("extra") or {}).items() if (d := _dec(v)) is not None})
+
+
+def _point(raw: Mapping[str, Any]) -> HistoryPoint:
+    return HistoryPoint(fetched_at=_time(raw["fetched_at"]), currency=raw["currency"],
+                        lowest_ask=_dec(raw["lowest_ask"]), highest_bid=_dec(raw["highest_bid"]),
+                        last_sale=_dec(raw["last_sale"]))
+
+
+def _jobs(data: Mapping[str, Any]) -> list[EnqueuedJob]:
+    return [EnqueuedJob(j["id"], j["dedupe_key"], j["status"], j["priority"], j["deduplicated"])
+            for j in data["jobs"]]
+
+
+def _query(**params: Any) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    for key, value in params.items():
+        if value is None:
+            continue
+        if isinstance(value, list | tuple):
+            out += [(key, str(v)) for v in value]
+        elif isinstance(value, datetime):
+            out.append((key, value.isoformat()))
+        else:
+            out.append((key, str(value)))
+    return out
+
+
+class AsyncClient:
+    """The async client; one aiohttp session per client (pass ``session`` to share yours)."""
+
+    def __init__(self, base_url: str = DEFAULT_URL, *, api_token: str | None = None,
+                 cron_secret: str | None = None, timeout_s: float = 30.0,
+                 session: aiohttp.ClientSession | None = None) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.api_token, self.cron_secret = api_token, cron_secret
+        self.timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._session, self._own = session, session is None
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._own and self._session is not None:
+            await self._session.close()
+        self._session = None
+
+    async def _request(self, method: str, path: str, *, body: Any = None,
+                       params: Sequence[tuple[str, str]] = (),
+                       headers: Mapping[str, str] | None = None,
+                       wait: aiohttp.ClientTimeout | None = None) -> dict[str, Any]:
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+            self._own = True
+        url = f"{self.base_url}{path}"
         try:
-            while True:
-                left = None if timeout_s is None else timeout_s - (time.monotonic() - started)
-                wait = every_s if progress is not None and every_s > 0 else None
-                if left is not None:
-                    wait = left if wait is None else min(wait, left)
-                done, _ = await asyncio.wait({post}, timeout=wait)
-                if done:
-                    return post.result()
-                elapsed = time.monotonic() - started
-                if timeout_s is not None and elapsed >= timeout_s:
-                    raise MarketdError(
-                        f"the run asked of {url} had not finished after {elapsed:.0f} s; it "
-                        "goes on in the daemon (see `marketd status`; raise --timeout)")
-                if progress is not None:
-                    progress(await _progress_line(session, base, elapsed))
-        finally:
-            if not post.done():
-                post.cancel()
-                with contextlib.suppress(BaseException):
-                    await post
+            async with self._session.request(
+                    method, url, json=body, params=list(params), headers=dict(headers or {}),
+                    timeout=wait or self.timeout) as resp:
+                try:
+                    data = await resp.json(content_type=None)
+                except ValueError:
+                    data = None
+                if not isinstance(data, dict):
+                    raise MarketdClientError(resp.status, f"{url} did not answer JSON")
+                if resp.status >= 400:
+                    raise MarketdClientError(resp.status, str(data.get("error")),
+                                             data.get("field"))
+                return data
+        except aiohttp.ClientError as exc:
+            raise MarketdClientError(0, f"cannot reach marketd at {url}: {exc}") from None
+
+    def _auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_token}"} if self.api_token else {}
+
+    # ---- enqueue -----------------------------------------------------------------------------
+
+    async def enqueue(self, provider: str, sku: str, size: str | None = None, *,
+                      size_system: str = "UK", priority: Priority = "background",
+                      user_id: str | None = None) -> EnqueuedJob:
+        """Enqueue one job (a duplicate of an active job returns it, priority raised)."""
+        job = JobRequest(provider, sku, size, size_system, priority, user_id)
+        return _jobs(await self._request("POST", "/enqueue", body=job.body(),
+                                         headers=self._auth()))[0]
+
+    async def enqueue_many(self, jobs: Sequence[JobRequest]) -> list[EnqueuedJob]:
+        """Up to 1,000 jobs, accepted whole or not at all, answered in order."""
+        body = {"jobs": [j.body() for j in jobs]}
+        return _jobs(await self._request("POST", "/enqueue", body=body, headers=self._auth()))
+
+    async def enqueue_items(self, items: Sequence[Mapping[str, Any]], *, provider: str,
+                            priority: Priority = "hot",
+                            user_id: str | None = None) -> list[EnqueuedJob]:
+        """The seed's enqueueForItems: inventory items (``sku``, ``size_uk`` or ``size``)."""
+        body = {"items": [dict(i) for i in items], "provider": provider,
+                "priority": priority, "user_id": user_id}
+        return _jobs(await self._request("POST", "/enqueue", body=body, headers=self._auth()))
+
+    async def refresh(self, keys: Sequence[Mapping[str, Any]], *, provider: str,
+                      user_id: str | None = None) -> list[EnqueuedJob]:
+        """The seed's enqueueRefresh: (``sku``, ``size``) keys at manual priority."""
+        body = {"refresh": [dict(k) for k in keys], "provider": provider, "user_id": user_id}
+        return _jobs(await self._request("POST", "/enqueue", body=body, headers=self._auth()))
+
+    # ---- prices ------------------------------------------------------------------------------
+
+    async def iter_prices(self, *, provider: str | None = None,
+                          skus: Sequence[str] | None = None, size: str | None = None,
+                          size_system: str | None = None, user_id: str | None = None,
+                          page_size: int = 1000) -> AsyncIterator[PriceRecord]:
+        """Every latest price the filters match, page after page (``next_cursor``)."""
+        cursor: str | None = None
+        while True:
+            data = await self._request("GET", "/prices", params=_query(
+                provider=provider, sku=list(skus) if skus else None, size=size,
+                size_system=size_system, user_id=user_id, limit=page_size, cursor=cursor))
+            for raw in data["prices"]:
+                yield _price(raw)
+            cursor = data.get("next_cursor")
+            if not cursor:
+                return
+
+    async def prices(self, *, provider: str | None = None, skus: Sequence[str] | None = None,
+                     size: str | None = None, size_system: str | None = None,
+                     user_id: str | None = None) -> list[PriceRecord]:
+        """All of them (every page): see :meth:`iter_prices`."""
+        return [p async for p in self.iter_prices(provider=provider, skus=skus, size=size,
+                                                  size_system=size_system, user_id=user_id)]
+
+    async def history(self, provider: str, sku: str, size: str | None = None, *,
+                      size_system: str | None = None,
+                      since: datetime | None = None) -> list[HistoryPoint]:
+        """One price's history, oldest first: a point per change."""
+        data = await self._request("GET", "/prices/history", params=_query(
+            provider=provider, sku=sku, size=size, size_system=size_system, since=since))
+        return [_point(p) for p in data["history"]]
+
+    # ---- the daemon --------------------------------------------------------------------------
+
+    async def trigger(self) -> dict[str, Any]:
+        """One scheduler run now (needs the cron secret); its summary."""
+        headers = {"x-cron-secret": self.cron_secret} if self.cron_secret else {}
+        return await self._request("POST", "/trigger", headers=headers,
+                                   wait=aiohttp.ClientTimeout(total=None, connect=10))
+
+    async def status(self) -> dict[str, Any]:
+        return await self._request("GET", "/status")
 
 
-def _session(config: Config) -> aiohttp.ClientSession:
-    """A client session to the daemon: over the Unix socket when ``server.socket`` is set, so
-    the cron secret and API token go only to a process behind that file's permissions (never
-    to whatever listens on the TCP port)."""
-    if config.server.socket:
-        return aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=config.server.socket))
-    return aiohttp.ClientSession()
+class Client:
+    """The same API, blocking: each call runs on this client's own event loop. Not for use
+    inside a running event loop (use :class:`AsyncClient` there)."""
 
+    def __init__(self, base_url: str = DEFAULT_URL, *, api_token: str | None = None,
+                 cron_secret: str | None = None, timeout_s: float = 30.0) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._async = AsyncClient(base_url, api_token=api_token, cron_secret=cron_secret,
+                                  timeout_s=timeout_s)
 
-async def _post_trigger(session: aiohttp.ClientSession, url: str,
-                        headers: dict[str, str]) -> dict[str, Any]:
-    timeout = aiohttp.ClientTimeout(total=None, connect=10, sock_connect=10)
-    try:
-        async with session.post(url, headers=headers, timeout=timeout) as resp:
-            data = await _json(resp, url)
-    except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError):
-        raise MarketdError(f"cannot reach marketd at {url}: is the daemon running? "
-                           "(systemctl status marketd)") from None
-    except aiohttp.ClientConnectionError as exc:
-        raise MarketdError(f"marketd at {url} accepted the run but the connection dropped "
-                           f"before its summary ({type(exc).__name__}): did the daemon restart? "
-                           "(journalctl -u marketd)") from None
-    if resp.status != 200:
-        hint = (" (check security.cron_secret or CRON_SECRET; as root: --env-file "
-                "/etc/marketd/secrets.env)" if resp.status == 401 else "")
-        raise MarketdError(f"the daemon answered {resp.status}: {data.get('error')}{hint}")
-    return data
+    def __enter__(self) -> Client:
+        return self
 
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
 
-async def _progress_line(session: aiohttp.ClientSession, base: str, elapsed: float) -> str:
-    line = f"run in progress for {elapsed:.0f} s"
-    try:
-        async with session.get(f"{base}/status", timeout=aiohttp.ClientTimeout(total=5)) as r:
-            data = await r.json(content_type=None)
-        counts = data["jobs"]["by_provider"]
-        parts = [f"{name} {c['running']} running, {c['pending']} pending"
-                 for name, c in sorted(counts.items()) if c["running"] or c["pending"]]
-        return f"{line}: {'; '.join(parts) or 'nothing queued'}"
-    except (aiohttp.ClientError, TimeoutError, ValueError, KeyError, TypeError):
-        return f"{line} (the daemon's /status did not answer)"
+    def _run(self, coro: Awaitable[T]) -> T:
+        return self._loop.run_until_complete(coro)
 
+    def close(self) -> None:
+        if not self._loop.is_closed():
+            self._run(self._async.close())
+            self._loop.close()
 
-async def status(config: Config) -> dict[str, Any]:
-    from marketd.app import build_lanes
+    def enqueue(self, provider: str, sku: str, size: str | None = None, *,
+                size_system: str = "UK", priority: Priority = "background",
+                user_id: str | None = None) -> EnqueuedJob:
+        return self._run(self._async.enqueue(provider, sku, size, size_system=size_system,
+                                             priority=priority, user_id=user_id))
 
-    async with _store(config) as store:
-        lanes = await build_lanes(config, store, store.clock, None)
-        return await status_view(store, lanes, store.clock.now())
+    def enqueue_many(self, jobs: Sequence[JobRequest]) -> list[EnqueuedJob]:
+        return self._run(self._async.enqueue_many(jobs))
 
+    def enqueue_items(self, items: Sequence[Mapping[str, Any]], *, provider: str,
+                      priority: Priority = "hot", user_id: str | None = None) -> list[EnqueuedJob]:
+        return self._run(self._async.enqueue_items(items, provider=provider, priority=priority,
+                                                   user_id=user_id))
 
-async def reset_failed(config: Config, provider: str | None) -> int:
-    async with _store(config) as store:
-        return await store.reset_failed(provider)
+    def refresh(self, keys: Sequence[Mapping[str, Any]], *, provider: str,
+                user_id: str | None = None) -> list[EnqueuedJob]:
+        return self._run(self._async.refresh(keys, provider=provider, user_id=user_id))
 
+    def prices(self, *, provider: str | None = None, skus: Sequence[str] | None = None,
+               size: str | None = None, size_system: str | None = None,
+               user_id: str | None = None) -> list[PriceRecord]:
+        return self._run(self._async.prices(provider=provider, skus=skus, size=size,
+                                            size_system=size_system, user_id=user_id))
 
-async def prices(config: Config, provider: str | None, sku: str | None) -> list[dict[str, Any]]:
-    async with _store(config) as store:
-        return [price_view(r) for r in await store.list_prices(provider=provider, sku=sku)]
+    def iter_prices(self, **filters: Any) -> Iterator[PriceRecord]:
+        """Every price, a page fetched at a time."""
+        pages = self._async.iter_prices(**filters)
+        while True:
+            try:
+                yield self._run(anext(pages))
+            except StopAsyncIteration:
+                return
 
+    def history(self, provider: str, sku: str, size: str | None = None, *,
+                size_system: str | None = None,
+                since: datetime | None = None) -> list[HistoryPoint]:
+        return self._run(self._async.history(provider, sku, size, size_system=size_system,
+                                             since=since))
 
-async def _json(resp: aiohttp.ClientResponse, url: str) -> dict[str, Any]:
-    try:
-        data = await resp.json(content_type=None)
-    except ValueError:
-        data = None
-    if not isinstance(data, dict):
-        raise MarketdError(f"{url} answered HTTP {resp.status} with something that is not "
-                           "marketd: check server.host and server.port")
-    return data
+    def trigger(self) -> dict[str, Any]:
+        return self._run(self._async.trigger())
 
-
-def format_status(data: dict[str, Any]) -> str:
-    lines = [f"marketd status at {data['now']}", "", "budgets (this hour):"]
-    for name, b in data["budgets"].items():
-        windows = ", ".join(f"{w['limit']}: {w['used']} used" for w in b["limits"])
-        state = (f"PAUSED until {b['paused_until']} ({b['pause_reason']})" if b["paused"]
-                 else "active")
-        lines.append(f"  {name:7} {b['used']}/{b['rate_limit']} calls  [{windows}]  {state}")
-    lines += ["", "jobs:", f"  {'provider':8} {'pending':>8} {'running':>8} {'completed':>10}"
-                           f" {'failed':>7}"]
-    for name, c in data["jobs"]["by_provider"].items():
-        lines.append(f"  {name:8} {c['pending']:>8} {c['running']:>8} {c['completed']:>10}"
-                     f" {c['failed']:>7}")
-    lines += ["", "recent runs:"]
-    for r in data["recent_runs"][:5]:
-        lines.append(f"  {r['started_at']} {r['trigger']:8} selected={r['selected']} "
-                     f"ok={r['succeeded']} failed={r['failed']} deferred={r['deferred']} "
-                     f"{r['duration_ms'] or 0} ms")
-    if not data["recent_runs"]:
-        lines.append("  none yet")
-    return "\n".join(lines)
+    def status(self) -> dict[str, Any]:
+        return self._run(self._async.status())

@@ -114,7 +114,7 @@ async def run_doctor(config: Config, *, offline: bool = False) -> Report:
 
 
 async def _database(config: Config, report: Report) -> bool:
-    from marketd.client import require_database
+    from marketd.cli_client import require_database
 
     try:
         require_database(config)
@@ -309,7 +309,7 @@ def _timedatectl_synced() -> bool | None:
 
 
 async def _daemon(config: Config, report: Report) -> None:
-    from marketd.client import daemon_url
+    from marketd.cli_client import daemon_url
 
     url = f"{daemon_url(config)}/healthz"
     try:
