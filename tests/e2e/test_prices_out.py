@@ -27,7 +27,7 @@ class Receiver:
         seen = self.seen
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 seen.append((body, dict(self.headers)))
                 self.send_response(204)
