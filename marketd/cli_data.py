@@ -22,9 +22,10 @@ from marketd.models import (
     normalize_user_id,
     size_key,
 )
+from marketd.portfolio import fx_of
 from marketd.store import Store, open_store
-from marketd.views import history_view, price_view
-from marketd.web_prices import PriceQuery, all_pages, csv_lines
+from marketd.views import history_view
+from marketd.web_prices import PriceQuery, all_pages, csv_lines, export_view
 
 
 def add_parsers(sub: argparse._SubParsersAction[Any]) -> None:
@@ -113,22 +114,23 @@ def cmd_prices(args: argparse.Namespace) -> int:
         raise UsageError("--since goes with --history")
     user_id = normalize_user_id(args.user_id, "--user-id") if args.user_id else None
     query = PriceQuery(provider=provider, skus=skus, size=size, user_id=user_id, after=None)
+    fx = fx_of(config)
     if args.csv:
         async def write_csv() -> None:
             header = True
             async with _store(config) as store:
                 async for rows in all_pages(query, store):
-                    sys.stdout.write(csv_lines(rows, header=header).replace("\r\n", "\n"))
+                    sys.stdout.write(csv_lines(rows, header=header, fx=fx).replace("\r\n", "\n"))
                     header = False
             if header:
-                sys.stdout.write(csv_lines([], header=True).replace("\r\n", "\n"))
+                sys.stdout.write(csv_lines([], header=True, fx=fx).replace("\r\n", "\n"))
 
         run(write_csv())
         return EXIT_OK
 
     async def read() -> list[dict[str, Any]]:
         async with _store(config) as store:
-            return [price_view(r) async for rows in all_pages(query, store) for r in rows]
+            return [export_view(r, fx) async for rows in all_pages(query, store) for r in rows]
 
     rows = run(read())
     if args.json:

@@ -521,6 +521,7 @@ def redacted(config: Config) -> dict[str, Any]:
             for f in fields(section)
         }
     out["database"]["url"] = _redact_url(config.database.url)
+    out["fx"] = dict(config.fx)
     out["providers"] = {
         name: {
             "enabled": pc.enabled,

@@ -48,6 +48,14 @@ PRICE_SCHEMAS: dict[str, Schema] = {
                       "description": "the provider's other amounts in the price's currency "
                                      "(StockX: flex_lowest_ask, earn_more, sell_faster)",
                       "additionalProperties": {"type": "string"}},
+            "fx": {"type": "object",
+                   "description": "only with [fx] rates: the amounts in the home currency; "
+                                  "converted says whether a rate was used (null amounts: no "
+                                  "rate for this currency)",
+                   "properties": {"currency": {"type": "string"},
+                                  "converted": {"type": "boolean"},
+                                  **{k: _nullable({"type": "string"}) for k in
+                                     ("lowest_ask", "highest_bid", "last_sale")}}},
         },
     },
     "HistoryPoint": {

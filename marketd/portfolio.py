@@ -71,3 +71,20 @@ def portfolio_rows(prices: Iterable[Mapping[str, Any]], config: Config,
                 row["best"][f] = pick(known, key=lambda n: (known[n], n))
     rows = sorted(grouped.values(), key=lambda r: (r["sku"], r["size"] or ""))
     return {"home": home, "rates": rates, "rows": rows}
+
+
+Fx = tuple[str, Mapping[str, float]]  # (home currency, rates) where [fx] has rates
+
+
+def fx_of(config: Config) -> Fx | None:
+    """The home currency and the rates, or None when ``[fx]`` has none (no conversion)."""
+    return (home_currency(config), dict(config.fx)) if config.fx else None
+
+
+def fx_view(row: Mapping[str, Any], fx: Fx) -> dict[str, Any]:
+    """A price's amounts in the home currency for an export, labelled: ``converted`` true
+    where a rate was used; amounts null where its currency has no rate."""
+    home, rates = fx
+    currency = str(row["currency"])
+    return {"currency": home, "converted": currency != home and currency in rates,
+            **{f: format_minor(convert(row[f], currency, home, rates)) for f in FIELDS}}

@@ -31,6 +31,7 @@ from marketd.models import (
     normalize_user_id,
     size_key,
 )
+from marketd.portfolio import FIELDS, Fx, fx_of, fx_view
 from marketd.store import Store
 from marketd.views import history_view, price_view
 
@@ -41,6 +42,8 @@ CSV_COLUMNS = ("provider", "sku", "size", "currency", "lowest_ask", "highest_bid
                "last_sale", "fetched_at", "title", "brand", "colourway", "image_url")
 # the providers' other amounts, columns after the catalog's (empty where a provider has none)
 CSV_EXTRA = ("flex_lowest_ask", "earn_more", "sell_faster")
+# with [fx] rates: the amounts in the home currency, and whether a rate converted them
+CSV_FX = ("fx_currency", "fx_lowest_ask", "fx_highest_bid", "fx_last_sale", "fx_converted")
 
 
 def opt(request: web.Request, name: str) -> str | None:
@@ -154,26 +157,43 @@ def _next_link(request: web.Request, cursor: str | None) -> str | None:
     return str(request.rel_url.with_query(query))
 
 
+def export_view(row: dict[str, Any], fx: Fx | None) -> dict[str, Any]:
+    """/prices' row: with ``[fx]`` rates, ``fx`` holds the amounts converted to the home
+    currency (labelled ``converted``); the price itself stays in its own currency."""
+    view = price_view(row)
+    if fx is not None:
+        view["fx"] = fx_view(row, fx)
+    return view
+
+
 async def prices(request: web.Request) -> web.Response:
     """A page of the latest prices: ``next_cursor`` (and ``next``, the same request for the
     next page) are null when this page holds the last row; nothing is cut silently."""
     q = price_query(request)
     limit = int_param(request, "limit", PAGE, 1, MAX_LIMIT)
-    rows = await q.page(request.app[DAEMON].store, limit + 1, q.after)
+    daemon = request.app[DAEMON]
+    rows = await q.page(daemon.store, limit + 1, q.after)
     cursor = encode_cursor(rows[limit - 1]) if len(rows) > limit else None
-    return web.json_response({"prices": [price_view(r) for r in rows[:limit]],
+    fx = fx_of(daemon.config)
+    return web.json_response({"prices": [export_view(r, fx) for r in rows[:limit]],
                               "next_cursor": cursor, "next": _next_link(request, cursor)})
 
 
-def csv_lines(rows: Sequence[dict[str, Any]], *, header: bool) -> str:
+def csv_lines(rows: Sequence[dict[str, Any]], *, header: bool, fx: Fx | None = None) -> str:
+    """CSV lines of ``rows``; with ``[fx]`` rates, converted columns last (``fx_*``)."""
     buf = io.StringIO()
     out = csv.writer(buf, lineterminator="\r\n")
     if header:
-        out.writerow(CSV_COLUMNS + CSV_EXTRA)
+        out.writerow(CSV_COLUMNS + CSV_EXTRA + (CSV_FX if fx is not None else ()))
     for r in rows:
         view = price_view(r)
-        out.writerow(["" if view[c] is None else view[c] for c in CSV_COLUMNS]
-                     + [view["extra"].get(c) or "" for c in CSV_EXTRA])
+        line = ["" if view[c] is None else view[c] for c in CSV_COLUMNS]
+        line += [view["extra"].get(c) or "" for c in CSV_EXTRA]
+        if fx is not None:
+            conv = fx_view(r, fx)
+            line += [conv["currency"], *(conv[f] or "" for f in FIELDS),
+                     "true" if conv["converted"] else "false"]
+        out.writerow(line)
     return buf.getvalue()
 
 
@@ -196,6 +216,7 @@ async def prices_csv(request: web.Request) -> web.StreamResponse:
     ``X-Next-Cursor``)."""
     q = price_query(request)
     store = request.app[DAEMON].store
+    fx = fx_of(request.app[DAEMON].config)
     headers = {"Content-Disposition": 'attachment; filename="prices.csv"'}
     if opt(request, "limit") is not None:
         limit = int_param(request, "limit", PAGE, 1, MAX_LIMIT)
@@ -204,7 +225,8 @@ async def prices_csv(request: web.Request) -> web.StreamResponse:
         if cursor is not None:
             headers["Link"] = f'<{_next_link(request, cursor)}>; rel="next"'
             headers["X-Next-Cursor"] = cursor
-        return web.Response(text=csv_lines(rows[:limit], header=True), content_type="text/csv",
+        return web.Response(text=csv_lines(rows[:limit], header=True, fx=fx),
+                            content_type="text/csv",
                             charset="utf-8", headers=headers)
     resp = web.StreamResponse(headers=headers)
     resp.content_type = "text/csv"
@@ -213,8 +235,8 @@ async def prices_csv(request: web.Request) -> web.StreamResponse:
     # a database error before the first byte is still a 503
     first: list[dict[str, Any]] = await anext(pages, [])
     await resp.prepare(request)
-    await resp.write(csv_lines(first, header=True).encode())
+    await resp.write(csv_lines(first, header=True, fx=fx).encode())
     async for rows in pages:
-        await resp.write(csv_lines(rows, header=False).encode())
+        await resp.write(csv_lines(rows, header=False, fx=fx).encode())
     await resp.write_eof()
     return resp

@@ -199,3 +199,25 @@ async def test_portfolio_without_rates_compares_one_currency(api: Api) -> None: 
     # USD without a rate is shown in USD but compared with nothing: no best to mark
     assert row.select_one(".lowest_ask.best") is None
     assert "90.00 USD" in row.get_text() and "100.00 GBP" in row.get_text()
+
+
+async def test_export_with_fx_rates_adds_converted_amounts(make_api: MakeApi) -> None:  # noqa: F811
+    """With [fx] rates the export adds the home-currency amounts, labelled; the prices
+    themselves stay in their own currency; a currency without a rate converts to nothing."""
+    made = await make_api(fx={"USD": 0.5})
+    clock = made.clock
+    await made.daemon.store.record(Outcomes(prices=[
+        p(clock, 1000), p(clock, 1000, provider="alias", currency="USD"),
+        p(clock, 1000, provider="ebay", currency="EUR")]))
+    body = (await (await made.client.get("/prices")).json())["prices"]
+    by = {r["provider"]: r for r in body}
+    assert by["alias"]["lowest_ask"] == "10.00" and by["alias"]["currency"] == "USD"
+    assert by["alias"]["fx"] == {"currency": "GBP", "converted": True, "lowest_ask": "5.00",
+                                 "highest_bid": None, "last_sale": None}
+    assert by["stockx"]["fx"]["converted"] is False
+    assert by["ebay"]["fx"]["lowest_ask"] is None
+    lines = list(csv.reader(io.StringIO(await (await made.client.get("/prices.csv")).text())))
+    assert lines[0][-5:] == ["fx_currency", "fx_lowest_ask", "fx_highest_bid", "fx_last_sale",
+                             "fx_converted"]
+    alias = next(line for line in lines[1:] if line[0] == "alias")
+    assert alias[-5:] == ["GBP", "5.00", "", "", "true"]
