@@ -62,7 +62,8 @@ class Instance:
         self._stopped = False
         self._timer: Timer | None = None
         self.fair_share = len(self.lanes)  # lanes this daemon may hold (see _fair_share)
-        self._free_seen: set[str] = set()  # lanes nobody held at the last tick
+        self._skipped: set[str] = set()  # lanes left for the others, past this one's share
+        self._taking = asyncio.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
 
     # ---- start and the ticks -----------------------------------------------------------------
@@ -111,12 +112,12 @@ class Instance:
                     lane.held = False
                     log.warning("lane_lost", provider=name, instance=self.id)
             self.fair_share = await self._fair_share()
+            skipped, self._skipped = self._skipped, set()
             for name, lane in self.lanes.items():
                 if not lane.held:
-                    # past this daemon's share only once the lane stayed free a whole tick:
-                    # nobody else took it
-                    await self._take(name, anyway=name in self._free_seen)
-            self._free_seen = {n for n, lane in self.lanes.items() if not lane.held}
+                    # past this daemon's share only a lane it left for the others at the last
+                    # tick and that nobody took since
+                    await self._take(name, anyway=name in skipped)
             await self._give_back_extra()
         if self.stopping:
             return
@@ -134,10 +135,14 @@ class Instance:
                 await self.wake(name)
 
     async def _fair_share(self) -> int:
-        """How many lanes one daemon should hold: the lanes spread over the live daemons."""
+        """How many lanes one daemon should hold: the lanes spread over the live daemons. A
+        daemon whose row still names a lane this one holds has lost its locks (its session
+        ended): it is not running, whatever its last heartbeat says."""
         cutoff = self.clock.now() - self.dead_after_s
+        mine = set(self.held())
         live = sum(1 for r in await self.store.instances()
-                   if (parse_iso(r["heartbeat_at"]) or 0) >= cutoff)
+                   if (parse_iso(r["heartbeat_at"]) or 0) >= cutoff
+                   and (r["id"] == self.id or not mine & set(r.get("lanes") or ())))
         return max(1, math.ceil(len(self.lanes) / max(1, live)))
 
     async def _give_back_extra(self) -> None:
@@ -157,9 +162,15 @@ class Instance:
     async def _take(self, name: str, *, wake: bool = True, anyway: bool = True) -> bool:
         """Take the lane if nobody holds it (and, unless ``anyway``, only within this
         daemon's fair share): catch its budget up with every daemon's calls and its pause
-        with the database's, then run it (``wake``)."""
+        with the database's, then run it (``wake``). One take at a time: a tick's and a
+        wake-up's would both see room in the share."""
+        async with self._taking:
+            return await self._take_now(name, wake=wake, anyway=anyway)
+
+    async def _take_now(self, name: str, *, wake: bool, anyway: bool) -> bool:
         lane = self.lanes[name]
         if not anyway and not lane.held and len(self.held()) >= self.fair_share:
+            self._skipped.add(name)  # left for the others: taken at the next tick if still free
             return False
         if self.stopping or not await self.locks.try_acquire(name):
             return False
