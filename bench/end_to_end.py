@@ -157,9 +157,11 @@ def run_sql_floor(tmp: Path, jobs: list[tuple[str, str, str]], shape: str) -> di
             reserve(reserve_n)
 
     def record_one(group: list[Any]) -> None:
-        prices = [("stockx", r[3], r[4], "GBP", 9600, 9100, 9400, now) for r in group]
+        prices = [("stockx", r[3], r[4], "GBP", 9600, 9100, 9400, now, None) for r in group]
+        changed = [p for p in prices  # history records change: the stored price first
+                   if conn.execute(q["current_price"], p[:3]).fetchone() is None]
         conn.executemany(q["upsert_price"], prices)
-        conn.executemany(q["insert_price_history"], prices)
+        conn.executemany(q["insert_price_history"], [p[:8] for p in changed])
         conn.execute(q["complete_answered"], {"now": now, "keys": json.dumps(
             [f"stockx|{r[3]}|{r[4]}" for r in group])})
         conn.executemany(q["complete_job"], [{"id": r[0], "now": now} for r in group])

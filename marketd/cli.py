@@ -280,7 +280,7 @@ def _migrate_to(config: Config, url: str) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    from marketd.config import LIMITS_SOURCE, PROVIDER_COMMON, missing_documented_limits
+    from marketd.config_providers import LIMITS_SOURCE, PROVIDER_COMMON, missing_documented_limits
     from marketd.doctor import credential_warnings
 
     config = _config(args)
@@ -290,7 +290,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         texts = [lim.text for lim in pc.limits]
         origin = "default" if texts == PROVIDER_COMMON[pc.name]["limits"] else "configured"
         limits[pc.name] = {"limits": texts, "origin": origin, "source": LIMITS_SOURCE[pc.name]}
-        missing = missing_documented_limits(pc)
+        missing = missing_documented_limits(pc.name, pc.limits)
         if missing:
             warnings.append((f"providers.{pc.name}.limits",
                              f"lacks {pc.name}'s documented {' and '.join(missing)}: calls sent "

@@ -14,7 +14,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from marketd.config_data import (
     DATA_BOUNDS,
@@ -24,6 +23,7 @@ from marketd.config_data import (
     check_data,
     parse_fx,
 )
+from marketd.config_providers import PROVIDER_COMMON, PROVIDER_DEFAULTS
 from marketd.errors import ConfigError
 from marketd.models import PROVIDERS
 from marketd.ratelimit import Limit, parse_limit
@@ -142,52 +142,6 @@ class Config:
 
     def enabled_providers(self) -> list[ProviderConfig]:
         return [p for p in self.providers.values() if p.enabled]
-
-
-# Common provider keys and their defaults, then each provider's own.
-PROVIDER_COMMON: dict[str, dict[str, Any]] = {
-    # StockX documents 1 request/second and 25,000/day (providers.md §1); 100/hour is the
-    # user's own plan. All hold at once, so a first look-up's three calls never meet a 429.
-    "stockx": {"limits": ["1/second", "25000/day", "100/hour"], "delay_ms": 0.0,
-               "timeout_s": 30.0,
-               "base_url": "https://api.stockx.com"},
-    "alias": {"limits": ["200/hour"], "delay_ms": 0.0, "timeout_s": 60.0,
-              "base_url": "https://api.alias.org"},
-    "ebay": {"limits": ["150/hour"], "delay_ms": 0.0, "timeout_s": 30.0,
-             "base_url": "https://api.ebay.com"},
-}
-PROVIDER_DEFAULTS: dict[str, dict[str, Any]] = {
-    "stockx": {"auth_url": "https://accounts.stockx.com", "currency": "GBP", "api_key": "",
-               "client_id": "", "client_secret": "", "refresh_token": ""},
-    "alias": {"region": "UK", "consigned": "any", "api_token": ""},
-    "ebay": {"marketplace": "EBAY_GB", "category_ids": "", "size_aspect": "auto",
-             "delivery_country": "", "delivery_postcode": "", "client_id": "",
-             "client_secret": ""},
-}
-# What each provider itself documents (providers.md §1-§3), for check-config: a configured
-# limit list that lacks one of these will meet 429s the daemon could have avoided.
-DOCUMENTED_LIMITS: dict[str, tuple[str, ...]] = {
-    "stockx": ("1/second", "25000/day"),  # [3P] quoting developer.stockx.com api-introduction
-    "alias": (),  # no numeric limit is published [DOC]
-    "ebay": (),  # Browse's 5,000/day comes from getRateLimits at run time [DOC]
-}
-LIMITS_SOURCE: dict[str, str] = {
-    "stockx": "StockX documents 1/second and 25000/day; the hourly limit is your plan",
-    "alias": "Alias publishes no limit; this is your own pace",
-    "ebay": "eBay Browse allows 5000/day by default, read from getRateLimits hourly",
-}
-
-
-def missing_documented_limits(pc: ProviderConfig) -> list[str]:
-    """The provider's documented limits that ``pc.limits`` does not hold at least as strictly
-    (a limit of the same window with a count no higher)."""
-    missing = []
-    for text in DOCUMENTED_LIMITS.get(pc.name, ()):
-        documented = parse_limit(text)
-        if not any(lim.window_s == documented.window_s and lim.count <= documented.count
-                   for lim in pc.limits):
-            missing.append(text)
-    return missing
 
 
 SECRET_ENV: dict[tuple[str, ...], str] = {
@@ -465,17 +419,8 @@ def _check_database(db: DatabaseConfig, raw: Any, env: Mapping[str, str],
                      f"(url from {url_from}): set one, SQLite's path or PostgreSQL's url")
     if not db.url.startswith(_URL_SCHEMES) or len(db.url) <= len("postgres://"):
         problems.add(url_from, "must be a PostgreSQL URL such as "
-                     f"postgresql://marketd@127.0.0.1:5432/marketd, not {_redact_url(db.url)!r}")
+                     f"postgresql://marketd@127.0.0.1:5432/marketd, not {redact_url(db.url)!r}")
     return db
-
-
-def _redact_url(url: str) -> str:
-    """A database URL without its password."""
-    scheme, sep, rest = url.partition("://")
-    creds, at, host = rest.rpartition("@")
-    if not sep or not at or ":" not in creds:
-        return url
-    return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}"
 
 
 def _is_loopback(host: str) -> bool:
@@ -520,7 +465,7 @@ def redacted(config: Config) -> dict[str, Any]:
                      getattr(section, f.name))
             for f in fields(section)
         }
-    out["database"]["url"] = _redact_url(config.database.url)
+    out["database"]["url"] = redact_url(config.database.url)
     out["fx"] = dict(config.fx)
     out["providers"] = {
         name: {
@@ -537,12 +482,11 @@ def redacted(config: Config) -> dict[str, Any]:
 
 
 def redact_url(url: str) -> str:
-    """The URL without its password (for logs, errors and ``Store.path``)."""
-    parts = urlsplit(url)
-    if parts.password is None:
+    """A URL without its password (for logs, errors and ``Store.path``); any text is
+    accepted, even one that is not a URL."""
+    scheme, sep, rest = url.partition("://")
+    netloc, slash, path = rest.partition("/")
+    creds, at, host = netloc.rpartition("@")
+    if not sep or not at or ":" not in creds:
         return url
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}{slash}{path}"

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from marketd.config import load_config, missing_documented_limits, parse_config, redacted
+from marketd.config import load_config, parse_config, redacted
+from marketd.config_providers import missing_documented_limits
 from marketd.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -157,18 +158,19 @@ def test_example_config_ships_stockx_documented_limits() -> None:
     c = parse_config(tomllib.loads(path.read_text()), env={})
     assert [lim.text for lim in c.providers["stockx"].limits] == [
         "1/second", "25000/day", "100/hour"]
-    assert missing_documented_limits(c.providers["stockx"]) == []
+    assert missing_documented_limits("stockx", c.providers["stockx"].limits) == []
 
 
 def test_missing_documented_limits_names_what_a_config_drops() -> None:
     """A StockX list without the per-second or daily limit is told which it lacks; a stricter
     limit of the same window counts."""
     only_plan = parse_config({"providers": {"stockx": {"limits": ["100/hour"]}}}, env={})
-    assert missing_documented_limits(only_plan.providers["stockx"]) == ["1/second", "25000/day"]
+    stockx = only_plan.providers["stockx"].limits
+    assert missing_documented_limits("stockx", stockx) == ["1/second", "25000/day"]
     strict = parse_config({"providers": {"stockx": {
         "limits": ["1/second", "20000/day", "50/hour"]}}}, env={})
-    assert missing_documented_limits(strict.providers["stockx"]) == []
-    assert missing_documented_limits(only_plan.providers["alias"]) == []
+    assert missing_documented_limits("stockx", strict.providers["stockx"].limits) == []
+    assert missing_documented_limits("alias", only_plan.providers["alias"].limits) == []
 
 
 @pytest.mark.parametrize("region", ["AU", "CA", "JP", "MARS"])
