@@ -140,6 +140,8 @@ def _body_timeout(request: web.Request) -> float:
 
 async def read_body(request: web.Request) -> bytes:
     """The request's body, within the body timeout (408 otherwise)."""
+    if request.content.is_eof():  # all of it arrived with the headers: nothing to wait for
+        return await request.read()
     try:
         async with asyncio.timeout(_body_timeout(request)):
             return await request.read()
