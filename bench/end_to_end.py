@@ -158,8 +158,9 @@ def run_sql_floor(tmp: Path, jobs: list[tuple[str, str, str]], shape: str) -> di
 
     def record_one(group: list[Any]) -> None:
         prices = [("stockx", r[3], r[4], "GBP", 9600, 9100, 9400, now, None) for r in group]
-        changed = [p for p in prices  # history records change: the stored price first
-                   if conn.execute(q["current_price"], p[:3]).fetchone() is None]
+        stored = {tuple(r[:3]) for r in conn.execute(  # history records change: read first
+            q["current_prices"], {"keys": json.dumps([p[:3] for p in prices])})}
+        changed = [p for p in prices if p[:3] not in stored]
         conn.executemany(q["upsert_price"], prices)
         conn.executemany(q["insert_price_history"], [p[:8] for p in changed])
         conn.execute(q["complete_answered"], {"now": now, "keys": json.dumps(

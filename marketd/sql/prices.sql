@@ -1,9 +1,13 @@
 -- Named queries of the prices going out: history, export, the current rows a write compares.
 
--- name: current_price
--- the stored price of one key, which a new fetch is compared with (history records change)
-SELECT provider, sku, size, currency, lowest_ask, highest_bid, last_sale, fetched_at
-FROM market_prices WHERE provider = ? AND sku = ? AND size = ?;
+-- name: current_prices
+-- the stored prices of the keys a write brings ([[provider, sku, size], ...]), in one statement
+SELECT p.provider, p.sku, p.size, p.currency, p.lowest_ask, p.highest_bid, p.last_sale,
+       p.fetched_at
+FROM json_each(:keys) AS k
+JOIN market_prices p ON p.provider = json_extract(k.value, '$[0]')
+                    AND p.sku = json_extract(k.value, '$[1]')
+                    AND p.size = json_extract(k.value, '$[2]');
 
 -- name: price_history
 -- one key's points, oldest first (one per change)

@@ -14,6 +14,7 @@ from marketd.store.history import (
     Key,
     PriceRow,
     changes,
+    key_of,
     newest_per_key,
     price_event,
     significant,
@@ -202,11 +203,10 @@ class _Results:
 
     def __call__(self, conn: sqlite3.Connection) -> None:
         if self.prices:
-            current: dict[Key, PriceRow] = {}
-            for k in newest_per_key(self.prices):
-                row = conn.execute(Q["current_price"], k).fetchone()
-                if row is not None:
-                    current[k] = tuple(row)
+            keys = json.dumps(list(newest_per_key(self.prices)))
+            current: dict[Key, PriceRow] = {
+                key_of(row): tuple(row)
+                for row in conn.execute(Q["current_prices"], {"keys": keys})}
             changed = changes(self.prices, current)
             conn.executemany(Q["upsert_price"], self.prices)
             if changed:  # history records change (store.history)
