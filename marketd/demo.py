@@ -99,7 +99,7 @@ marketd demo is running (simulated StockX, Alias and eBay at {sim_url})
   status page:  {url}
   database:     {daemon.config.database.where}
   enqueued:     {len(jobs) + 1} jobs for a sample portfolio; prices appear within seconds
-  try:          curl -s -X POST {url}enqueue -d '{MANUAL_JOB}'
+  try:          curl -s -X POST {url}enqueue -H 'Content-Type: application/json' -d '{MANUAL_JOB}'
                 curl -s {url}prices?sku=DD1391-100
                 curl -s -X POST {url}trigger -H 'x-cron-secret: {DEMO_SECRET}'
   stop:         Ctrl-C
