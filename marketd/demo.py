@@ -94,6 +94,8 @@ async def _enqueue_portfolio(daemon: Daemon, url: str, sim_url: str) -> None:
     await daemon.enqueue(jobs)
     # one manual refresh, as the app's refresh button would send
     await daemon.enqueue([JobSpec("stockx", "DD1391-100", "11", priority=int(Priority.MANUAL))])
+    for provider in sorted({j.provider for j in jobs}):  # a demo shows prices now, not after
+        daemon.scheduler.wake(provider)                   # hot_wake_seconds
     print(f"""
 marketd demo is running (simulated StockX, Alias and eBay at {sim_url})
   status page:  {url}

@@ -178,52 +178,62 @@ class Scheduler:
             lane.manual_waiting = True
             summary.providers[lane.name] = {"skipped": "busy"}
             return
-        async with lane.lock:
-            await self._check_quota(lane, now)
-            capacity = lane.budget.capacity(now, self.cfg.interval_seconds)
-            if capacity <= 0:
-                at = lane.budget.next_free(now)
-                summary.providers[lane.name] = {"skipped": "budget", "next_free_at": iso(at)}
-                self._wake_later(lane.name, at, "budget")
-                return
-            await self._age(lane, now)
-            allow = run_allowance(
-                now=now, capacity=capacity, hourly_limit=lane.budget.pacing_limit,
-                used_this_hour=lane.budget.log.count_since(now - now % 3600),
-                interval_s=self.cfg.interval_seconds, max_batch=self.cfg.max_batch_size,
-                manual_reserve=self.cfg.manual_reserve, pacing=self.cfg.pacing,
-                background_capacity=lane.budget.capacity(now, self.cfg.interval_seconds,
-                                                         background=True))
-            if allow.capped_by_window:
-                # the rolling window cut this run short: run again when its oldest call leaves
-                frees = lane.budget.log.frees_at(now)
-                if frees is not None:
-                    self._wake_later(lane.name, frees + 0.001, "budget")
-            min_priority = int(Priority.MANUAL) if allow.manual_only else 0
-            jobs = await self._claim(lane, allow.calls, min_priority)
-            if not allow.manual_only:
-                jobs, cost = await self._fit(lane, jobs, allow.calls)
-                if self.cfg.idle_refresh_seconds > 0:
-                    jobs += await self._idle_refresh(lane, allow.calls - cost)
-            if not jobs:
-                summary.providers[lane.name] = {"batch_size": 0}
-                # a manual job enqueued while this claim ran found the lane busy: run for it
-                await self._rewake_if_manual(lane)
-                await self._wake_when_due(lane)
-                return
-            log.info("batch_started", provider=lane.name, jobs=len(jobs), capacity=capacity)
-            stats: BatchStats = await self.worker.run_batch(lane, jobs)
-            summary.providers[lane.name] = stats.as_dict()
-            self.store.record_metrics_soon(  # written with the run's finish
-                run_id=summary.run_id, provider=lane.name, batch_size=stats.batch_size,
-                succeeded=stats.succeeded, failed=stats.failed, deferred=stats.deferred,
-                calls=stats.calls, rate_limited=stats.rate_limited,
-                duration_ms=stats.duration_ms)
-            if self.is_stopping():  # (a method: mypy narrows the attribute across awaits)
-                return
-            if not lane.paused(self.clock.now()):
-                await self._rewake_if_manual(lane)
-            await self._wake_when_due(lane)  # the pause's end, the next retry
+        try:
+            async with lane.lock:
+                await self._provider_batch_locked(lane, summary, now)
+        finally:
+            # a manual job enqueued while the lock was held after the batch's last look set
+            # manual_waiting and armed nothing: arm its run now that the lane is free
+            if lane.manual_waiting and not self.is_stopping():
+                lane.manual_waiting = False
+                self._wake_later(lane.name, lane.budget.next_free(self.clock.now()), "manual")
+
+    async def _provider_batch_locked(self, lane: Lane, summary: RunSummary, now: float) -> None:
+        await self._check_quota(lane, now)
+        capacity = lane.budget.capacity(now, self.cfg.interval_seconds)
+        if capacity <= 0:
+            at = lane.budget.next_free(now)
+            summary.providers[lane.name] = {"skipped": "budget", "next_free_at": iso(at)}
+            self._wake_later(lane.name, at, "budget")
+            return
+        await self._age(lane, now)
+        allow = run_allowance(
+            now=now, capacity=capacity, hourly_limit=lane.budget.pacing_limit,
+            used_this_hour=lane.budget.log.count_since(now - now % 3600),
+            interval_s=self.cfg.interval_seconds, max_batch=self.cfg.max_batch_size,
+            manual_reserve=self.cfg.manual_reserve, pacing=self.cfg.pacing,
+            background_capacity=lane.budget.capacity(now, self.cfg.interval_seconds,
+                                                     background=True))
+        if allow.capped_by_window:
+            # the rolling window cut this run short: run again when its oldest call leaves
+            frees = lane.budget.log.frees_at(now)
+            if frees is not None:
+                self._wake_later(lane.name, frees + 0.001, "budget")
+        min_priority = int(Priority.MANUAL) if allow.manual_only else 0
+        jobs = await self._claim(lane, allow.calls, min_priority)
+        if not allow.manual_only:
+            jobs, cost = await self._fit(lane, jobs, allow.calls)
+            if self.cfg.idle_refresh_seconds > 0:
+                jobs += await self._idle_refresh(lane, allow.calls - cost)
+        if not jobs:
+            summary.providers[lane.name] = {"batch_size": 0}
+            # a manual job enqueued while this claim ran found the lane busy: run for it
+            await self._rewake_if_manual(lane)
+            await self._wake_when_due(lane)
+            return
+        log.info("batch_started", provider=lane.name, jobs=len(jobs), capacity=capacity)
+        stats: BatchStats = await self.worker.run_batch(lane, jobs)
+        summary.providers[lane.name] = stats.as_dict()
+        self.store.record_metrics_soon(  # written with the run's finish
+            run_id=summary.run_id, provider=lane.name, batch_size=stats.batch_size,
+            succeeded=stats.succeeded, failed=stats.failed, deferred=stats.deferred,
+            calls=stats.calls, rate_limited=stats.rate_limited,
+            duration_ms=stats.duration_ms)
+        if self.is_stopping():  # (a method: mypy narrows the attribute across awaits)
+            return
+        if not lane.paused(self.clock.now()):
+            await self._rewake_if_manual(lane)
+        await self._wake_when_due(lane)  # the pause's end, the next retry
 
     async def _claim(self, lane: Lane, calls: int, min_priority: int = 0) -> list[Job]:
         if lane.coalesces:  # one call per SKU: count SKUs, take every size queued
