@@ -63,8 +63,9 @@ async def test_one_daemon_at_a_time_holds_a_lane_and_its_death_frees_it(
         assert await a.try_acquire("stockx") and await a.try_acquire("alias")
         assert not await b.try_acquire("stockx")
         assert await b.try_acquire("ebay")  # one lock per provider
-        assert isinstance(a, PgLaneLocks) and a._conn is not None
-        pid = a._conn.get_server_pid()
+        assert isinstance(a, PgLaneLocks)
+        pid = a.server_pid()
+        assert pid is not None
         admin = await asyncpg.connect(pg_url)
         try:
             assert await admin.fetchval("SELECT pg_terminate_backend($1)", pid)

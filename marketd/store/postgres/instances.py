@@ -100,7 +100,7 @@ class PgLaneLocks:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self._conn: asyncpg.Connection | None = None
+        self._session: asyncpg.Connection | None = None
         self._held: set[str] = set()
         self._on_wake: Callable[[str], None] | None = None
         self._lock = asyncio.Lock()  # one statement at a time on the connection
@@ -113,8 +113,8 @@ class PgLaneLocks:
 
     async def _connect(self) -> asyncpg.Connection | None:
         """The connection, (re)opened if it has gone; None if the server does not answer."""
-        if self._conn is not None and not self._conn.is_closed():
-            return self._conn
+        if self._session is not None and not self._session.is_closed():
+            return self._session
         self._lost()
         if self._closed:
             return None
@@ -126,7 +126,7 @@ class PgLaneLocks:
             log.warning("lane_connection_failed", error=f"{type(exc).__name__}: {exc}")
             return None
         conn.add_termination_listener(lambda _conn: self._lost())
-        self._conn = conn
+        self._session = conn
         return conn
 
     def _lost(self) -> None:
@@ -134,7 +134,7 @@ class PgLaneLocks:
         if self._held:
             log.warning("lanes_lost", lanes=sorted(self._held))
         self._held.clear()
-        self._conn = None
+        self._session = None
 
     def _notified(self, _conn: Any, _pid: int, _channel: str, payload: object) -> None:
         if self._on_wake is not None and isinstance(payload, str) and payload:
@@ -157,7 +157,7 @@ class PgLaneLocks:
 
     async def try_acquire(self, provider: str) -> bool:
         async with self._lock:
-            if provider in self._held and self._conn is not None:
+            if provider in self._held and self._session is not None:
                 return True
             if await self._query("lane_try_lock", provider):
                 self._held.add(provider)
@@ -170,8 +170,12 @@ class PgLaneLocks:
                 self._held.discard(provider)
                 await self._query("lane_unlock", provider)
 
+    def server_pid(self) -> int | None:
+        """The PostgreSQL backend pid of the lanes' session (None while it is down)."""
+        return None if self._session is None else self._session.get_server_pid()
+
     def holds(self, provider: str) -> bool:
-        return provider in self._held and self._conn is not None
+        return provider in self._held and self._session is not None
 
     async def check(self) -> bool:
         async with self._lock:
@@ -185,7 +189,7 @@ class PgLaneLocks:
     async def close(self) -> None:
         async with self._lock:
             self._closed = True
-            conn, self._conn = self._conn, None
+            conn, self._session = self._session, None
             self._held.clear()
             if conn is not None and not conn.is_closed():
                 try:  # closing the session releases its locks: the others take them at once
