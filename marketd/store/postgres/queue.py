@@ -16,6 +16,7 @@ from marketd.store.history import changes, key_of, newest_per_key, price_event, 
 from marketd.store.postgres.base import Q, Tables, count, job_from_record, ts
 from marketd.store.postgres.database import Conn
 from marketd.store.records import Outcomes
+from marketd.store.shared import enqueue_results, in_order, pick_skus
 from marketd.store.sqlite.rows import extra_json
 
 
@@ -58,19 +59,7 @@ class QueueTables(Tables):
                     "now": ts(now)}))
             return rows
 
-        out: list[EnqueueResult] = []
-        seen: set[str] = set()
-        for r in await self.db.write(work):
-            if r["fresh"]:
-                out.append(EnqueueResult(None, r["dedupe_key"], "fresh", r["asked_priority"],
-                                         False))
-                continue
-            job_id = str(r["id"])
-            # a key given twice in one batch: the second is a duplicate of the first
-            dup = job_id != str(r["proposed_id"]) or job_id in seen
-            seen.add(job_id)
-            out.append(EnqueueResult(job_id, r["dedupe_key"], r["status"], r["priority"], dup))
-        return out
+        return enqueue_results(await self.db.write(work))
 
     async def enqueue_stale(self, provider: str, units: int, *, per_sku: bool,
                             older_than_s: float, asked_within_s: float, priority: int) -> int:
@@ -101,14 +90,8 @@ class QueueTables(Tables):
                                    "min_priority": min_priority})
 
         async def work(conn: Conn) -> tuple[list[str], list[asyncpg.Record]]:
-            ids: list[str] = []
-            skus: set[str] = set()
-            for r in await conn.fetch(select.sql, *select_args):
-                sku = r["sku"]
-                if max_skus is not None and sku not in skus and len(skus) >= max_skus:
-                    continue
-                skus.add(sku)
-                ids.append(str(r["id"]))
+            ids = pick_skus(((r["id"], r["sku"]) for r in
+                             await conn.fetch(select.sql, *select_args)), max_skus)
             if not ids:
                 return ids, []
             claimed = await conn.fetch(update.sql, *update.args({"ids": ids, "now": now,
@@ -116,8 +99,7 @@ class QueueTables(Tables):
             return ids, list(claimed)
 
         ids, claimed = await self.db.write(work)
-        order = {job_id: i for i, job_id in enumerate(ids)}
-        return sorted((job_from_record(r) for r in claimed), key=lambda j: order[j.id])
+        return in_order((job_from_record(r) for r in claimed), ids)
 
     async def record(self, outcomes: Outcomes) -> None:
         self.record_soon(outcomes)

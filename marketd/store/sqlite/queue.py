@@ -20,6 +20,7 @@ from marketd.store.history import (
     significant,
 )
 from marketd.store.records import Outcomes
+from marketd.store.shared import enqueue_results, in_order, pick_skus
 from marketd.store.sqlite.base import Q, Tables
 from marketd.store.sqlite.rows import job_from_row, price_row
 
@@ -58,18 +59,7 @@ class QueueTables(Tables):
             conn.execute(Q["clear_staging"])
             return results
 
-        out: list[EnqueueResult] = []
-        seen: set[str] = set()
-        for r in await self.db.write(work):
-            if r["fresh"]:
-                out.append(EnqueueResult(None, r["dedupe_key"], "fresh", r["asked_priority"],
-                                         False))
-                continue
-            # a key given twice in one batch: the second is a duplicate of the first
-            dup = r["id"] != r["proposed_id"] or r["id"] in seen
-            seen.add(r["id"])
-            out.append(EnqueueResult(r["id"], r["dedupe_key"], r["status"], r["priority"], dup))
-        return out
+        return enqueue_results(await self.db.write(work))
 
     async def enqueue_stale(self, provider: str, units: int, *, per_sku: bool,
                             older_than_s: float, asked_within_s: float, priority: int) -> int:
@@ -98,21 +88,14 @@ class QueueTables(Tables):
             rows = conn.execute(Q["select_pending"], {
                 "provider": provider, "now": now, "limit": limit,
                 "min_priority": min_priority}).fetchall()
-            ids: list[str] = []
-            skus: set[str] = set()
-            for job_id, sku in rows:
-                if max_skus is not None and sku not in skus and len(skus) >= max_skus:
-                    continue
-                skus.add(sku)
-                ids.append(job_id)
+            ids = pick_skus(rows, max_skus)
             claimed = conn.execute(Q["claim_jobs"], {"ids": json.dumps(ids),
                                                      "now": now,
                                                      "instance": self.instance_id}).fetchall()
             return ids, claimed
 
         ids, claimed = await self.db.write(work)
-        order = {job_id: i for i, job_id in enumerate(ids)}
-        return sorted((job_from_row(r) for r in claimed), key=lambda j: order[j.id])
+        return in_order((job_from_row(r) for r in claimed), ids)
 
     async def record(self, outcomes: Outcomes) -> None:
         self.record_soon(outcomes)
