@@ -176,7 +176,7 @@ def quiet_logging(level: str = "info") -> None:
     saved = sys.stderr
     sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the process
     try:
-        configure_logging(level, "json")
+        configure_logging(level, "json", cache=True)  # as marketd serve configures it
     finally:
         sys.stderr = saved
 

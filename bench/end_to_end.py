@@ -165,7 +165,7 @@ def run_sql_floor(tmp: Path, jobs: list[tuple[str, str, str]], shape: str) -> di
         conn.executemany(q["insert_price_history"], [p[:8] for p in changed])
         conn.execute(q["complete_answered"], {"now": now, "keys": json.dumps(
             [f"stockx|{r[3]}|{r[4]}" for r in group])})
-        conn.executemany(q["complete_job"], [{"id": r[0], "now": now} for r in group])
+        conn.execute(q["complete_jobs"], {"now": now, "ids": json.dumps([r[0] for r in group])})
 
     def claim() -> list[Any]:
         rows = conn.execute(q["select_pending"], {"provider": "stockx", "now": now,

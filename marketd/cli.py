@@ -160,7 +160,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from marketd.app import serve
 
     config = _config(args)
-    configure_logging(config.logging.level, config.logging.format)
+    configure_logging(config.logging.level, config.logging.format, cache=True)
     return _run(serve(config))
 
 

@@ -14,6 +14,7 @@ import math
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import lru_cache
 
 
 class Timer:
@@ -162,6 +163,11 @@ def parse_iso(text: str | None) -> float | None:
     """ISO-8601 text (as written by :func:`iso`) back to epoch seconds."""
     if text is None:
         return None
+    return _parse_iso(text)
+
+
+@lru_cache(maxsize=1024)  # a claim's rows share their created_at and started_at texts
+def _parse_iso(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 

@@ -45,7 +45,11 @@ def with_priority(renderer: structlog.typing.Processor) -> structlog.typing.Proc
     return render
 
 
-def configure_logging(level: str = "info", fmt: str = "auto") -> None:
+def configure_logging(level: str = "info", fmt: str = "auto", *, cache: bool = False) -> None:
+    """structlog and the standard library's logging in one format. ``cache``: each module's
+    logger is built once, on its first use (the daemon: a debug line it filters out then costs
+    a call, not a fresh bind each time); off where logging is configured again later in the
+    process (tests capturing logs)."""
     if fmt == "auto":
         fmt = "console" if sys.stderr.isatty() else "json"
     renderer: structlog.typing.Processor = (
@@ -65,7 +69,7 @@ def configure_logging(level: str = "info", fmt: str = "auto") -> None:
         wrapper_class=structlog.make_filtering_bound_logger(
             getattr(logging, level.upper(), logging.INFO)),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
-        cache_logger_on_first_use=False,
+        cache_logger_on_first_use=cache,
     )
     # libraries that log through the standard library (APScheduler, aiohttp) in the same format
     handler = logging.StreamHandler(sys.stderr)

@@ -103,10 +103,11 @@ WHERE dedupe_key IN (SELECT value FROM json_each(:keys))
 -- name: job_by_id
 SELECT * FROM market_jobs WHERE id = ?;
 
--- name: complete_job
+-- name: complete_jobs
+-- the jobs a batch's calls answered, as one statement (:ids: a JSON array)
 UPDATE market_jobs
 SET status = 'completed', completed_at = :now, error_message = NULL, updated_at = :now
-WHERE id = :id AND status = 'running';
+WHERE id IN (SELECT value FROM json_each(:ids)) AND +status = 'running';
 
 -- name: fail_job
 UPDATE market_jobs

@@ -1,10 +1,13 @@
 -- Due work (SQLite): aging, and when a provider's next retry comes due.
 
 -- name: age_jobs
--- starvation: pending jobs above :floor enqueued before :before rise to :to (never down)
+-- starvation: pending jobs above :floor enqueued before :before rise to :to (never down),
+-- :batch of them per transaction (store.shared.AGE_BATCH_ROWS)
 UPDATE market_jobs SET priority = :to, updated_at = :now
-WHERE status = 'pending' AND provider = :provider
-  AND priority > :floor AND priority < :to AND created_at <= :before;
+WHERE rowid IN (SELECT rowid FROM market_jobs
+                WHERE status = 'pending' AND provider = :provider
+                  AND priority > :floor AND priority < :to AND created_at <= :before
+                LIMIT :batch);
 
 -- name: next_attempt_at
 -- the earliest pending job of a provider not yet due (a retry's backoff)

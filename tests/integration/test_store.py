@@ -13,6 +13,7 @@ from marketd.errors import StoreError
 from marketd.models import JobSpec, JobStatus, Price
 from marketd.store import Defer, Outcomes, Retry, SQLiteStore, Store
 from marketd.store.pending import MAX_WAIT_S
+from marketd.store.shared import AGE_BATCH_ROWS
 from tests.conftest import STORE_BACKENDS, OpenStore
 
 
@@ -385,3 +386,29 @@ async def test_lane_locks_open_and_wake(store: Store) -> None:
         assert not locks.holds("stockx")
     finally:
         await locks.close()
+
+
+async def test_aging_raises_a_backlog_larger_than_one_transaction(store: Store,
+                                                                  clock: FakeClock) -> None:
+    """Aging writes AGE_BATCH_ROWS jobs per transaction until none are left: every old job of
+    the provider in the priority range rises, the count says so, nothing else moves."""
+    n = AGE_BATCH_ROWS + 7
+    await store.enqueue([spec(f"OLD-{i}") for i in range(n)], 0)
+    await store.enqueue([spec("MANUAL-1", priority=200), spec("ALIAS-1", provider="alias"),
+                         spec("IDLE-1", priority=40)], 0)
+    clock.advance(3600)
+    await store.enqueue([spec("YOUNG-1")], 0)
+    raised = await store.age_jobs("stockx", above=50, to=150, enqueued_before=clock.now() - 60)
+    assert raised == n
+    jobs = await store.list_jobs(status="pending", limit=1000, offset=0)
+    by_sku = {j.sku: j.priority for j in jobs}
+    assert by_sku["MANUAL-1"] == 200 and by_sku["ALIAS-1"] == 100
+    assert by_sku["IDLE-1"] == 40 and by_sku["YOUNG-1"] == 100
+    counts: dict[int, int] = {}
+    for offset in range(0, n + 4, 1000):
+        for j in await store.list_jobs(status="pending", provider="stockx", limit=1000,
+                                       offset=offset):
+            counts[j.priority] = counts.get(j.priority, 0) + 1
+    assert counts == {150: n, 200: 1, 100: 1, 40: 1}
+    assert await store.age_jobs("stockx", above=50, to=150,
+                                enqueued_before=clock.now() - 60) == 0

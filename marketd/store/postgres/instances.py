@@ -22,6 +22,7 @@ import structlog
 
 from marketd.store.postgres.base import Q, Tables, count, epoch, row_dict, ts
 from marketd.store.postgres.database import CONNECT_TIMEOUT_S, DRIVER_ERRORS, Conn
+from marketd.store.shared import AGE_BATCH_ROWS, in_batches
 
 log = structlog.get_logger(__name__)
 
@@ -50,9 +51,13 @@ class InstanceTables(Tables):
 
     async def age_jobs(self, provider: str, *, above: int, to: int,
                        enqueued_before: float) -> int:
-        return count(await self._write_one("age_jobs", {
-            "provider": provider, "floor": above, "to": to, "before": ts(enqueued_before),
-            "now": self.now_ts()}))
+        params = {"provider": provider, "floor": above, "to": to,
+                  "before": ts(enqueued_before), "now": self.now_ts()}
+
+        async def age(batch: int) -> int:
+            return count(await self._write_one("age_jobs", {**params, "batch": batch}))
+
+        return await in_batches(age, AGE_BATCH_ROWS)
 
     async def next_attempt_at(self, provider: str) -> float | None:
         rows = await self._fetch("next_attempt_at", {"provider": provider,

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from marketd.clock import iso, parse_iso
+from marketd.store.shared import AGE_BATCH_ROWS, in_batches
 from marketd.store.sqlite.base import Q, Tables
 
 
@@ -52,7 +53,12 @@ class InstanceTables(Tables):
                        enqueued_before: float) -> int:
         params = {"provider": provider, "floor": above, "to": to,
                   "before": iso(enqueued_before), "now": self.now_iso()}
-        return await self.db.write(lambda conn: conn.execute(Q["age_jobs"], params).rowcount)
+
+        async def age(batch: int) -> int:
+            return await self.db.write(
+                lambda conn: conn.execute(Q["age_jobs"], {**params, "batch": batch}).rowcount)
+
+        return await in_batches(age, AGE_BATCH_ROWS)
 
     async def next_attempt_at(self, provider: str) -> float | None:
         rows = await self.db.read(Q["next_attempt_at"], {"provider": provider,

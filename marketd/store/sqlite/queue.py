@@ -159,22 +159,24 @@ class _Results:
     """Results of consecutive groups waiting as one pending write, kept as rows so one
     transaction writes them all with one statement of each kind."""
 
-    __slots__ = ("jobs", "now", "prices", "wanted", "webhooks")
+    __slots__ = ("completed", "jobs", "now", "prices", "wanted", "webhooks")
 
     def __init__(self, webhooks: float | None = None) -> None:
         self.webhooks = webhooks  # price-change events on, with their min_change_percent
         self.prices: list[tuple[Any, ...]] = []
         self.wanted: list[tuple[Any, ...]] = []
         self.now = ""
+        self.completed: dict[str, list[str]] = {}  # ids by the time they were answered
         self.jobs: dict[str, list[dict[str, Any]]] = {
-            "complete_job": [], "fail_job": [], "retry_job": [], "defer_job": []}
+            "fail_job": [], "retry_job": [], "defer_job": []}
 
     def add(self, outcomes: Outcomes, now: str) -> None:
         self.now = now
         self.prices += [price_row(p) for p in outcomes.prices]
         self.wanted += [(*w, now) for w in outcomes.wanted]
         jobs = self.jobs
-        jobs["complete_job"] += [{"id": i, "now": now} for i in outcomes.completed]
+        if outcomes.completed:
+            self.completed.setdefault(now, []).extend(outcomes.completed)
         jobs["fail_job"] += [{"id": i, "now": now, "error": e[:1000]}
                              for i, e in outcomes.failed]
         jobs["retry_job"] += [{"id": r.job_id, "now": now, "error": r.error[:1000],
@@ -202,6 +204,8 @@ class _Results:
                 "now": self.now, "keys": json.dumps([dedupe_key(*r[:3]) for r in self.prices])})
         if self.wanted:
             conn.executemany(Q["remember_wanted"], self.wanted)
+        for at, ids in self.completed.items():
+            conn.execute(Q["complete_jobs"], {"now": at, "ids": json.dumps(ids)})
         for name, params in self.jobs.items():
             if params:
                 conn.executemany(Q[name], params)
