@@ -186,7 +186,8 @@ async def page_data(request: web.Request, now: float) -> dict[str, Any]:
     daemon, q = request.app[DAEMON], request.query
     store = daemon.store
     data = await status_view(store, daemon.lanes, now,
-                             daemon.instance.id if daemon.instance is not None else None)
+                             daemon.instance.id if daemon.instance is not None else None,
+                             await daemon.job_counts())
     provider = q.get("provider") if q.get("provider") in PROVIDERS else None
     view = q.get("status", "") if q.get("status") in VIEWS else "active"
     page = max(1, int(q["page"])) if _PAGE_RE.match(q.get("page", "")) else 1

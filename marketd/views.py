@@ -125,8 +125,12 @@ def instances_view(rows: list[dict[str, Any]], now: float,
 
 
 async def status_view(store: Store, lanes: Mapping[str, Lane], now: float,
-                      instance_id: str | None = None) -> dict[str, Any]:
-    counts = await store.job_counts()
+                      instance_id: str | None = None,
+                      counts: Mapping[str, Mapping[str, int]] | None = None) -> dict[str, Any]:
+    """/status (and the page's head): ``counts`` as :meth:`Store.job_counts` gives them, or
+    counted here."""
+    if counts is None:
+        counts = await store.job_counts()
     statuses = ("pending", "running", "completed", "failed")
     jobs = {p: {s: counts.get(p, {}).get(s, 0) for s in statuses}
             for p in sorted(set(PROVIDERS) | set(counts))}

@@ -182,7 +182,7 @@ async def status(request: web.Request) -> web.Response:
     daemon = request.app[DAEMON]
     this = daemon.instance.id if daemon.instance is not None else None
     return web.json_response(await status_view(daemon.store, daemon.lanes, daemon.clock.now(),
-                                               this))
+                                               this, await daemon.job_counts()))
 
 
 def _int_param(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:

@@ -3,6 +3,7 @@ a real SQLite file, a FakeClock and scripted providers behind the provider seam.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -355,6 +356,25 @@ async def test_status_shape(api: Api) -> None:
     assert set(by_provider["alias"]) >= {"pending", "running", "completed", "failed"}
     [run] = data["recent_runs"]
     assert run["selected"] == 2 and run["succeeded"] == 2
+
+
+async def test_concurrent_status_requests_share_one_count(api: Api) -> None:
+    """Job counts asked for while one runs are that count (one count at a time, however many
+    clients poll); a count asked for after it is a new one, which sees later jobs."""
+    await api.enqueue({"provider": "alias", "sku": "AB-1"})
+    first, second = await asyncio.gather(api.daemon.job_counts(), api.daemon.job_counts())
+    assert first is second and first["alias"]["pending"] == 1
+    await api.enqueue({"provider": "alias", "sku": "AB-2"})
+    third = await api.daemon.job_counts()
+    assert third is not first and third["alias"]["pending"] == 2
+    statuses = await asyncio.gather(*(api.get("/status") for _ in range(20)))
+    assert {s["jobs"]["by_provider"]["alias"]["pending"] for s in statuses} == {2}
+    # a caller that goes away does not cancel the count the others share
+    gone = asyncio.ensure_future(api.daemon.job_counts())
+    stays = asyncio.ensure_future(api.daemon.job_counts())
+    await asyncio.sleep(0)
+    gone.cancel()
+    assert (await stays)["alias"]["pending"] == 2
 
 
 async def test_jobs_newest_first(api: Api) -> None:
