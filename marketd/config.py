@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -41,6 +42,8 @@ class ServerConfig:
     allowed_hosts: tuple[str, ...] = ()
     # a Unix socket (mode 0600) the daemon also listens on; the CLI prefers it to TCP
     socket: str = ""
+    # the prefix a reverse proxy serves marketd under ("/marketd"): marketd.proxy.public_path
+    base_path: str = ""
     # connections: 0 = below the open-file limit (marketd.conns); idle and header timeouts
     max_connections: int = 0
     keepalive_seconds: float = 15.0
@@ -52,8 +55,7 @@ class ServerConfig:
 class DatabaseConfig:
     path: str = "/var/lib/marketd/marketd.db"
     # PostgreSQL instead of the SQLite file: "postgresql://user@host:port/dbname" (or
-    # MARKETD_DATABASE_URL); excludes ``path``. One daemon per database for now: start-up
-    # returns every running job to pending (instances and lane hand-over are issue 12's rest)
+    # MARKETD_DATABASE_URL); excludes ``path``; several daemons may share one (instance.py)
     url: str = ""
 
     @property
@@ -263,6 +265,11 @@ def _check_value(key: str, bound_key: str, default: Any, value: Any, problems: _
         if not isinstance(value, str):
             problems.add(key, f"must be a string, not {value!r}")
             return default
+        if bound_key == "server.base_path":
+            if not re.fullmatch(r"(/[A-Za-z0-9._~-]+)*/?", value):
+                problems.add(key, f"must be a path such as \"/marketd\", not {value!r}")
+                return default
+            return value.rstrip("/")
         choices = _CHOICES.get(bound_key)
         if choices and value not in choices:
             problems.add(key, f"must be one of {', '.join(choices)}, not {value!r}")

@@ -45,6 +45,7 @@ from marketd.page_forms import (
     templates,
 )
 from marketd.portfolio import portfolio_rows
+from marketd.proxy import base_path, public_path
 from marketd.store.records import PAGE_COUNT_CAP, PageCursor
 from marketd.views import price_view, status_view
 from marketd.worker import Lane
@@ -80,14 +81,14 @@ async def sign_in(request: web.Request, token: str, form: Form) -> web.Response 
     if not secret:
         return "No cron secret is configured: the actions are open."
     if wait := too_many(request):
-        resp = message_page(429, "Slow down", f"Too many wrong secrets from your address: "
+        resp = message_page(request, 429, "Slow down", f"Too many wrong secrets from your address: "
                             f"try again in {math.ceil(wait)} s.")
         resp.headers["Retry-After"] = str(math.ceil(wait))
         return resp
     given = form.get("secret")
     if not check_secret(request, given if isinstance(given, str) else "", secret, "sign-in"):
         log.warning("page_sign_in_refused", remote=request.remote)
-        return message_page(403, "Sign-in refused", "That is not the cron secret.")
+        return message_page(request, 403, "Sign-in refused", "That is not the cron secret.")
     now = daemon.clock.now()
     state.signed_in = {t: e for t, e in state.signed_in.items() if e > now and t != token}
     while len(state.signed_in) >= MAX_SESSIONS:
@@ -251,11 +252,12 @@ async def index(request: web.Request) -> web.Response:
     html = templates.get_template("status.html").render(
         **data, csrf=state.csrf(token), nonce=nonce, refresh_ms=REFRESH_S * 1000,
         flash=state.flash.pop(token, None), signed_in=is_signed_in(request, token),
-        can_act=can_act(request, token), secret_set=bool(daemon.config.security.cron_secret))
+        can_act=can_act(request, token), secret_set=bool(daemon.config.security.cron_secret),
+        base=base_path(request))
     resp = web.Response(text=html, content_type="text/html", headers=security_headers(nonce))
     if fresh:
-        resp.set_cookie(COOKIE, token, httponly=True, samesite="Strict", path="/",
-                        secure=request.secure)
+        resp.set_cookie(COOKIE, token, httponly=True, samesite="Strict",
+                        path=public_path(request, "/"), secure=request.secure)
     return resp
 
 

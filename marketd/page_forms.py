@@ -23,6 +23,7 @@ from multidict import MultiDictProxy
 
 from marketd.daemon import DAEMON
 from marketd.guard import read_form
+from marketd.proxy import base_path, public_path
 
 log = structlog.get_logger(__name__)
 
@@ -91,8 +92,9 @@ def security_headers(nonce: str = "") -> dict[str, str]:
             "Referrer-Policy": "no-referrer", "Cache-Control": "no-store"}
 
 
-def message_page(status: int, title: str, text: str) -> web.Response:
-    html = templates.get_template("message.html").render(title=title, text=text)
+def message_page(request: web.Request, status: int, title: str, text: str) -> web.Response:
+    html = templates.get_template("message.html").render(title=title, text=text,
+                                                         base=base_path(request))
     return web.Response(status=status, text=html, content_type="text/html",
                         headers=security_headers())
 
@@ -104,9 +106,10 @@ def redirect_back(request: web.Request, token: str, flash: str, max_age: int | N
     if len(state.flash) >= MAX_SESSIONS:
         state.flash.clear()
     state.flash[token] = flash
-    resp = web.Response(status=303, headers={"Location": "/", **security_headers()})
-    resp.set_cookie(COOKIE, token, httponly=True, samesite="Strict", path="/",
-                    secure=request.secure, max_age=max_age)
+    resp = web.Response(status=303, headers={"Location": public_path(request, "/"),
+                                             **security_headers()})
+    resp.set_cookie(COOKIE, token, httponly=True, samesite="Strict",
+                    path=public_path(request, "/"), secure=request.secure, max_age=max_age)
     return resp
 
 
@@ -124,16 +127,17 @@ def posted(*, action: bool) -> Callable[[FormHandler], Handler]:
             token = session_token(request)
             form = await read_form(request)
             if form is None:
-                return message_page(400, "Form refused", "The form's bytes or charset could "
-                                    "not be read: send it as UTF-8.")
+                return message_page(request, 400, "Form refused", "The form's bytes or "
+                                    "charset could not be read: send it as UTF-8.")
             given, expected = form.get("csrf"), request.app[PAGE].csrf(token or "")
             if not token or not isinstance(given, str) or \
                     not hmac.compare_digest(given.encode(), expected.encode()):
                 log.warning("page_csrf_refused", path=request.path)
-                return message_page(403, "Form refused", "The form's CSRF token is missing or does "
-                             "not match your session. Reload the page and try again.")
+                return message_page(request, 403, "Form refused", "The form's CSRF token is "
+                                    "missing or does not match your session. Reload the page "
+                                    "and try again.")
             if action and not can_act(request, token):
-                return message_page(403, "Sign in first", "Actions need the cron secret: "
+                return message_page(request, 403, "Sign in first", "Actions need the cron secret: "
                                     "sign in on the status page first.")
             out = await fn(request, token, form)
             return out if isinstance(out, web.Response) else redirect_back(request, token, out)

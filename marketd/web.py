@@ -37,7 +37,7 @@ from marketd.models import (
     parse_enqueue_body,
 )
 from marketd.page_forms import PAGE, PageState
-from marketd.proxy import forwarded
+from marketd.proxy import forwarded, with_base
 from marketd.views import enqueue_json, status_view
 
 log = structlog.get_logger(__name__)
@@ -53,7 +53,7 @@ def create_app(daemon: Daemon) -> web.Application:
     app[DAEMON] = daemon
     install_guard(app, daemon.config.server)
     app[PAGE] = PageState()
-    app.add_routes([  # marketd.openapi describes every one of them
+    app.add_routes(with_base([  # marketd.openapi describes every one of them
         # the JSON API
         web.post("/enqueue", enqueue),
         web.post("/trigger", trigger),
@@ -74,7 +74,7 @@ def create_app(daemon: Daemon) -> web.Application:
         web.post("/actions/reset-failed", page.act_reset_failed),
         web.post("/actions/refresh", page.act_refresh),
         web.get("/metrics", page.metrics),
-    ])
+    ], daemon.config.server.base_path))
     return app
 
 

@@ -32,6 +32,7 @@ from marketd.models import (
     size_key,
 )
 from marketd.portfolio import FIELDS, Fx, fx_of, fx_view
+from marketd.proxy import public_path
 from marketd.store import Store
 from marketd.views import history_view, price_view
 
@@ -154,7 +155,7 @@ def _next_link(request: web.Request, cursor: str | None) -> str | None:
     if cursor is None:
         return None
     query = [(k, v) for k, v in request.query.items() if k != "cursor"] + [("cursor", cursor)]
-    return str(request.rel_url.with_query(query))
+    return public_path(request, str(request.rel_url.with_query(query)))
 
 
 def export_view(row: dict[str, Any], fx: Fx | None) -> dict[str, Any]:
