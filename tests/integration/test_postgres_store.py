@@ -7,6 +7,9 @@ test_store.py, which runs against this backend too."""
 from __future__ import annotations
 
 import asyncio
+import os
+import stat
+import subprocess
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -15,12 +18,13 @@ from typing import Any
 import pytest
 
 from marketd.clock import Clock, FakeClock, iso
+from marketd.errors import StoreError
 from marketd.models import JobSpec
 from marketd.store import Call, Store
 from tests.conftest import postgres_database
 
 asyncpg = pytest.importorskip("asyncpg")
-from marketd.store.postgres import PostgresStore  # noqa: E402
+from marketd.store.postgres import PostgresStore, without_password  # noqa: E402
 from marketd.store.postgres.base import migrations  # noqa: E402
 
 ALL_VERSIONS = [version for version, _, _ in migrations()]
@@ -365,3 +369,32 @@ async def test_every_other_method_answers_as_the_sqlite_store(tmp_path: Path,
     sqlite, postgres = answers
     for key in sqlite:
         assert postgres[key] == sqlite[key], key
+
+
+async def test_backup_is_a_private_pg_dump_of_the_rows(pg_url: str, clock: FakeClock,
+                                                       tmp_path: Path) -> None:
+    """backup() writes pg_dump's custom format to a new 0600 file that pg_restore reads, with
+    the rows, from a URL carrying a password (handed to pg_dump as PGPASSWORD, its URL
+    without it); an existing target is refused and left alone."""
+    user, rest = pg_url.split("://", 1)[1].split("@", 1)
+    with_password = f"postgresql://{user}:s%3Acret@{rest}"  # trust auth: it is not checked
+    assert without_password(with_password) == (pg_url, "s:cret")
+    store = await PostgresStore.open(with_password, clock)
+    try:
+        await store.enqueue([spec("BACKUP-1")], 0)
+        target = tmp_path / "m.dump"
+        await store.backup(str(target))
+        assert stat.S_IMODE(os.stat(target).st_mode) == 0o600
+        listing = subprocess.run(["pg_restore", "--list", str(target)], capture_output=True,
+                                 text=True, check=True)
+        assert "market_jobs" in listing.stdout
+        data = subprocess.run(["pg_restore", "--data-only", "--table=market_jobs", "-f", "-",
+                               str(target)], capture_output=True, text=True, check=True)
+        assert "BACKUP-1" in data.stdout
+        with pytest.raises(StoreError, match="exists"):
+            await store.backup(str(target))
+        assert "BACKUP-1" in subprocess.run(["pg_restore", "--data-only", "-f", "-",
+                                             str(target)], capture_output=True, text=True,
+                                            check=True).stdout
+    finally:
+        await store.close()

@@ -15,6 +15,7 @@ import asyncio
 import os
 from contextlib import suppress
 from pathlib import Path
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 from marketd.clock import Clock
 from marketd.config import redact_url as redact
@@ -112,10 +113,12 @@ class PostgresStore(QueueTables, CallTables, StateTables, InstanceTables, PriceT
             raise StoreError(f"{target} exists: choose a new file name") from None
         except OSError as exc:
             raise StoreError(f"cannot create {target}: {exc}") from None
+        url, password = without_password(self.url)
+        env = {**os.environ, "PGPASSWORD": password} if password is not None else None
         try:
-            proc = await asyncio.create_subprocess_exec(
+            proc = await asyncio.create_subprocess_exec(  # the password never on argv (ps)
                 "pg_dump", "--format=custom", "--no-owner", f"--file={target}",
-                f"--dbname={self.url}", stdin=asyncio.subprocess.DEVNULL,
+                f"--dbname={url}", stdin=asyncio.subprocess.DEVNULL, env=env,
                 stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
         except OSError as exc:
             with suppress(OSError):
@@ -125,5 +128,26 @@ class PostgresStore(QueueTables, CallTables, StateTables, InstanceTables, PriceT
         if proc.returncode != 0:
             with suppress(OSError):
                 os.unlink(target)
-            text = err.decode(errors="replace").strip().replace(self.url, self.path)
+            text = err.decode(errors="replace").strip().replace(url, self.path)
             raise StoreError(f"pg_dump failed ({proc.returncode}): {text}")
+
+
+def without_password(url: str) -> tuple[str, str | None]:
+    """``url`` without its password (in the user part or a ``password=`` parameter), and the
+    password, for a child process's environment (PGPASSWORD) rather than its command line,
+    which every user of the machine can read."""
+    parts = urlsplit(url)
+    password = unquote(parts.password) if parts.password is not None else None
+    netloc = parts.netloc
+    if parts.password is not None:
+        userinfo, _, host = netloc.rpartition("@")
+        netloc = userinfo.split(":", 1)[0] + "@" + host
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    for key, value in query:
+        if key == "password":
+            password = value
+    if password is None:
+        return url, None
+    kept = urlencode([(k, v) for k, v in query if k != "password"])
+    # (by hand: urlunsplit drops the "//" of an empty host, postgresql:///db?host=/run/pg)
+    return f"{parts.scheme}://{netloc}{parts.path}{'?' + kept if kept else ''}", password
