@@ -48,12 +48,14 @@ from marketd.portfolio import portfolio_rows
 from marketd.proxy import base_path, public_path
 from marketd.store.records import PAGE_COUNT_CAP, PageCursor
 from marketd.views import price_view, status_view
+from marketd.web_prices import decode_key, encode_cursor, encode_key
 from marketd.worker import Lane
 
 log = structlog.get_logger(__name__)
 
 PAGE_SIZE = 50
-PORTFOLIO_KEYS = 100  # (sku, size) rows of the page's portfolio
+PORTFOLIO_KEYS = 100  # (sku, size) rows of a page of the portfolio (then a next link)
+PRICES_SHOWN = 100  # prices of a page of "Latest prices" (then a next link)
 REFRESH_S = 5
 MAX_REFRESH = 500
 VIEWS = ("active", "all", *JOB_STATUSES)
@@ -204,14 +206,17 @@ async def page_data(request: web.Request, now: float) -> dict[str, Any]:
         b["chart"] = budget_chart(name, [r for r in history if r["provider"] == name],
                                   int(b["rate_limit"]), now)
     samples = await store.queue_samples_since(now - 24 * 3600)
+    price_rows = await store.list_prices(
+        limit=PRICES_SHOWN + 1, after=decode_key(q.get("prices_after", ""), 3))
+    prices_next = encode_cursor(price_rows[PRICES_SHOWN - 1]) \
+        if len(price_rows) > PRICES_SHOWN else None
     prices = [price_view(r) | {"age_s": now - (parse_iso(r["fetched_at"]) or now),
                                "key": f"{r['provider']}|{r['sku']}|{r['size'] or ''}"}
-              for r in await store.list_prices(limit=100)]
+              for r in price_rows[:PRICES_SHOWN]]
     filters = {k: v for k, v in (("provider", provider), ("status", view)) if v}
     await _count_ahead(request, rows, now)
     item = await _item_history(request, now)
-    portfolio = portfolio_rows(await store.portfolio_prices(limit=PORTFOLIO_KEYS),
-                               daemon.config, now)
+    portfolio, items_next = await _portfolio_page(request, now)
     return data | {
         "job_rows": [r | {"why": why_waiting(r, daemon.lanes.get(r["provider"]), now)}
                      for r in rows],
@@ -223,10 +228,29 @@ async def page_data(request: web.Request, now: float) -> dict[str, Any]:
         "prev_page": page - 1 if 1 < page <= MAX_OFFSET_PAGE + 1 else (1 if page > 1 else None),
         "queue_chart": queue_chart(samples, now),
         "prices": prices, "item": item, "portfolio": portfolio,
+        # the next page of each list (None: this was the last), and whether this is the first
+        "prices_next": prices_next, "prices_paged": "prices_after" in q,
+        "items_next": items_next, "items_paged": "items_after" in q,
         "alerts": [a.as_dict(daemon.config.alerts)
                                     for a in daemon.alerts.active.values()]
         + [p.as_dict() for p in daemon.alerts.pauses.values()],
     }
+
+
+async def _portfolio_page(request: web.Request, now: float) -> tuple[dict[str, Any], str | None]:
+    """A page of the portfolio (PORTFOLIO_KEYS keys after the ``items_after`` cursor) and the
+    cursor of the next page, None on the last."""
+    daemon = request.app[DAEMON]
+    after = decode_key(request.query.get("items_after", ""), 2)
+    rows = await daemon.store.portfolio_prices(
+        limit=PORTFOLIO_KEYS + 1, after=(after[0], after[1]) if after else ("", ""))
+    keys = list(dict.fromkeys((r["sku"], r["size"] or "") for r in rows))
+    items_next = None
+    if len(keys) > PORTFOLIO_KEYS:
+        keep = set(keys[:PORTFOLIO_KEYS])
+        rows = [r for r in rows if (r["sku"], r["size"] or "") in keep]
+        items_next = encode_key(keys[PORTFOLIO_KEYS - 1])
+    return portfolio_rows(rows, daemon.config, now), items_next
 
 
 async def _item_history(request: web.Request, now: float) -> dict[str, Any] | None:

@@ -118,19 +118,32 @@ class PriceQuery:
                                        user_id=self.user_id, after=after, limit=limit)
 
 
-def encode_cursor(row: dict[str, Any]) -> str:
-    raw = json.dumps([row["sku"], row["provider"], row["size"] or ""]).encode()
+def encode_key(values: Sequence[str]) -> str:
+    """A key (strings) as an opaque URL-safe cursor: /prices' next_cursor, the page's."""
+    raw = json.dumps(list(values)).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode_cursor(text: str) -> tuple[str, str, str]:
+def decode_key(text: str, n: int) -> tuple[str, ...] | None:
+    """The ``n`` strings :func:`encode_key` wrote, or None for anything else."""
     try:
         raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
         value = json.loads(raw)
     except (ValueError, binascii.Error, UnicodeDecodeError, RecursionError):
-        value = None
-    if (not isinstance(value, list) or len(value) != 3
+        return None
+    if (not isinstance(value, list) or len(value) != n
             or not all(isinstance(v, str) and len(v) <= 128 for v in value)):
+        return None
+    return tuple(value)
+
+
+def encode_cursor(row: dict[str, Any]) -> str:
+    return encode_key([row["sku"], row["provider"], row["size"] or ""])
+
+
+def decode_cursor(text: str) -> tuple[str, str, str]:
+    value = decode_key(text, 3)
+    if value is None:
         raise ValidationError("cursor is not one marketd gave (next_cursor of a /prices page)",
                               "cursor")
     return value[0], value[1], value[2]

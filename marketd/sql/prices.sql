@@ -50,10 +50,15 @@ ON CONFLICT (user_id, dedupe_key) DO UPDATE SET asked_at = excluded.asked_at;
 
 -- name: portfolio_prices
 -- every provider's price of the (sku, size) keys users asked for (market_wanted), with the
--- title and image any provider's catalog gave (its own first); the first :limit keys
+-- title and image any provider's catalog gave (its own first); the first :limit keys with a
+-- price after the key (:after_sku, :after_size), in byte order (('', ''): from the start)
 WITH keys AS (
-    SELECT DISTINCT sku, size_key FROM market_wanted
-    ORDER BY sku, size_key LIMIT :limit
+    SELECT DISTINCT w.sku, w.size_key FROM market_wanted w
+    WHERE (w.sku > :after_sku OR (w.sku = :after_sku AND w.size_key > :after_size))
+      AND EXISTS (SELECT 1 FROM market_prices p
+                  WHERE p.provider IN ('stockx', 'alias', 'ebay') AND p.sku = w.sku
+                    AND p.size = w.size_key)
+    ORDER BY w.sku, w.size_key LIMIT :limit
 )
 SELECT p.provider, p.sku, p.size, p.currency, p.lowest_ask, p.highest_bid, p.last_sale,
        p.fetched_at,

@@ -189,10 +189,12 @@ class Store(Protocol):
         its price, from ``since`` on. An unchanged fetch adds none: the latest price's
         ``fetched_at`` (list_prices) says when it was last confirmed."""
 
-    async def portfolio_prices(self, *, limit: int = 200) -> list[dict[str, Any]]:
+    async def portfolio_prices(self, *, limit: int = 200,
+                               after: tuple[str, str] = ("", "")) -> list[dict[str, Any]]:
         """Every provider's latest price of the first ``limit`` (sku, size) keys users asked
-        for (market_wanted), each with ``title`` and ``image_url`` from any provider's catalog
-        (its own first), in (sku, size, provider) order."""
+        for (market_wanted) that have a price, after the key ``after`` (sku, size key) in byte
+        order, each with ``title`` and ``image_url`` from any provider's catalog (its own
+        first), in (sku, size, provider) order."""
 
     async def enrich_candidates(self, *, limit: int,
                                 looked_up_within_s: float) -> list[dict[str, Any]]:

@@ -163,6 +163,22 @@ async def test_portfolio_prices(store: Store, clock: FakeClock) -> None:
         ("stockx", "A-1", "10", "GBP", "Shoe A", "https://img/a.png"),
         ("stockx", "B-2", None, "GBP", None, None)]
     assert len(await store.portfolio_prices(limit=1)) == 2
+    # the next page starts after the last key of this one, byte order on every backend
+    assert [(r["sku"], r["size"]) for r in await store.portfolio_prices(
+        limit=1, after=("A-1", "10"))] == [("B-2", None)]
+    assert await store.portfolio_prices(after=("B-2", "")) == []
+
+
+async def test_portfolio_pages_over_keys_with_a_price(store: Store, clock: FakeClock) -> None:
+    """A key asked for and not priced yet takes no place on a page: limit counts keys that
+    have a price, so a page is short only at the end."""
+    wanted = [("stockx", f"K-{i}", "10", "10", "UK") for i in range(5)]
+    await store.record(Outcomes(prices=[price(clock, i, sku=f"K-{i}") for i in (0, 2, 4)],
+                                wanted=wanted))
+    first = await store.portfolio_prices(limit=2)
+    assert [r["sku"] for r in first] == ["K-0", "K-2"]
+    assert [r["sku"] for r in await store.portfolio_prices(limit=2, after=("K-2", "10"))] == [
+        "K-4"]
 
 
 async def test_enrichment_queues_lookups_for_untitled_skus(store: Store,

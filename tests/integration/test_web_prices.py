@@ -218,6 +218,41 @@ async def test_portfolio_without_rates_compares_one_currency(api: Api) -> None: 
     assert "90.00 USD" in row.get_text() and "100.00 GBP" in row.get_text()
 
 
+async def test_the_pages_lists_are_paged_never_cut(api: Api) -> None:  # noqa: F811
+    """The page's portfolio and latest prices show a page at a time with a next link while
+    more follow, and walking the links shows every item and every price exactly once."""
+    from marketd.page import PORTFOLIO_KEYS, PRICES_SHOWN
+
+    clock = api.clock
+    n = max(PORTFOLIO_KEYS, PRICES_SHOWN) + 5
+    await api.daemon.store.record(Outcomes(
+        prices=[p(clock, 1000 + i, sku=f"S-{i:04d}") for i in range(n)],
+        wanted=[("stockx", f"S-{i:04d}", "10", "10", "UK") for i in range(n)]))
+
+    async def walk(section: str, rows: str) -> tuple[list[str], int]:
+        seen: list[str] = []
+        pages = 0
+        path: str | None = "/"
+        while path is not None:
+            doc = BeautifulSoup(await (await api.client.get(path)).text(), "html.parser")
+            seen += [r.get_text(" ", strip=True) for r in doc.select(rows)]
+            nxt = doc.select_one(f"#{section}-pages a[rel=next]")
+            path = str(nxt["href"]) if nxt is not None else None
+            pages += 1
+        return seen, pages
+
+    items, pages = await walk("portfolio", "#portfolio tr[data-sku] td.sku")
+    assert items == [f"S-{i:04d}" for i in range(n)] and pages == 2
+    prices, pages = await walk("prices", "#prices td.sku a")
+    assert prices == [f"S-{i:04d}" for i in range(n)] and pages == 2
+    first = BeautifulSoup(await (await api.client.get("/")).text(), "html.parser")
+    assert "prices.csv" in first.select_one("#prices-pages").get_text()  # type: ignore[union-attr]
+    assert [a.get_text() for a in first.select("#portfolio-pages a")] == ["next items"]
+    # a cursor marketd did not give shows the first page, never an error
+    resp = await api.client.get("/?items_after=%%%&prices_after=bm90IGpzb24")
+    assert resp.status == 200
+
+
 async def test_export_with_fx_rates_adds_converted_amounts(make_api: MakeApi) -> None:  # noqa: F811
     """With [fx] rates the export adds the home-currency amounts, labelled; the prices
     themselves stay in their own currency; a currency without a rate converts to nothing."""

@@ -49,9 +49,16 @@ FROM unnest(:user_ids::text[], :dedupe_keys::text[]) AS x (u, k) WHERE u IS NOT 
 ON CONFLICT (user_id, dedupe_key) DO UPDATE SET asked_at = excluded.asked_at;
 
 -- name: portfolio_prices
+-- (byte order, as on SQLite: COLLATE "C")
 WITH keys AS (
-    SELECT DISTINCT sku, size_key FROM market_wanted
-    ORDER BY sku, size_key LIMIT :limit::integer
+    SELECT DISTINCT w.sku COLLATE "C" AS sku, w.size_key COLLATE "C" AS size_key
+    FROM market_wanted w
+    WHERE (w.sku COLLATE "C" > :after_sku::text
+           OR (w.sku = :after_sku::text AND w.size_key COLLATE "C" > :after_size::text))
+      AND EXISTS (SELECT 1 FROM market_prices p
+                  WHERE p.provider IN ('stockx', 'alias', 'ebay') AND p.sku = w.sku
+                    AND p.size = w.size_key)
+    ORDER BY 1, 2 LIMIT :limit::integer
 )
 SELECT p.provider, p.sku, p.size, p.currency, p.lowest_ask, p.highest_bid, p.last_sale,
        p.fetched_at,

@@ -27,8 +27,10 @@ class PriceTables(Tables):
         return await self._rows("price_history", {
             "provider": provider, "sku": sku, "size": size or "", "since": ts(since)})
 
-    async def portfolio_prices(self, *, limit: int = 200) -> list[dict[str, Any]]:
-        rows = await self._rows("portfolio_prices", {"limit": limit})
+    async def portfolio_prices(self, *, limit: int = 200,
+                               after: tuple[str, str] = ("", "")) -> list[dict[str, Any]]:
+        rows = await self._rows("portfolio_prices", {
+            "limit": limit, "after_sku": after[0], "after_size": after[1]})
         return [r | {"size": r["size"] or None} for r in rows]
 
     async def enrich_candidates(self, *, limit: int,

@@ -30,8 +30,10 @@ class PriceTables(Tables):
         return await self._rows(Q["price_history"], {
             "provider": provider, "sku": sku, "size": size or "", "since": iso(since)})
 
-    async def portfolio_prices(self, *, limit: int = 200) -> list[dict[str, Any]]:
-        rows = await self.db.read(Q["portfolio_prices"], {"limit": limit})
+    async def portfolio_prices(self, *, limit: int = 200,
+                               after: tuple[str, str] = ("", "")) -> list[dict[str, Any]]:
+        rows = await self.db.read(Q["portfolio_prices"], {
+            "limit": limit, "after_sku": after[0], "after_size": after[1]})
         return [price_dict(r) for r in rows]
 
     async def enrich_candidates(self, *, limit: int,
