@@ -347,6 +347,9 @@ def _paths() -> dict[str, Schema]:
         "/jobs": {"get": {
             "summary": "Jobs, newest first",
             "operationId": "jobs",
+            "description": "A page of `limit` jobs from `offset`; while more follow, "
+                           "`next_offset` and `next` (this request for the next page) are "
+                           "set, null on the last page: nothing is cut silently.",
             "parameters": [
                 _query("status", {"type": "string", "enum": list(JOB_STATUSES)},
                        "only jobs in this status"),
@@ -359,9 +362,15 @@ def _paths() -> dict[str, Schema]:
                        "only the jobs enqueued with this user_id"),
             ],
             "responses": {
-                "200": _ok("the jobs", {"type": "object", "required": ["jobs"],
-                                        "properties": {"jobs": {
-                                            "type": "array", "items": _ref("StoredJob")}}}),
+                "200": _ok("the jobs", {"type": "object", "required": ["jobs", "next_offset"],
+                                        "properties": {
+                                            "jobs": {"type": "array",
+                                                     "items": _ref("StoredJob")},
+                                            "next_offset": _nullable({"type": "integer"}),
+                                            "next": _nullable({
+                                                "type": "string",
+                                                "description": "the next page's path and "
+                                                               "query"})}}),
                 "400": _BAD,
             },
         }},

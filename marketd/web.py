@@ -37,7 +37,7 @@ from marketd.models import (
     parse_enqueue_body,
 )
 from marketd.page_forms import PAGE, PageState
-from marketd.proxy import forwarded, with_base
+from marketd.proxy import forwarded, public_path, with_base
 from marketd.views import enqueue_json, status_view
 
 log = structlog.get_logger(__name__)
@@ -211,9 +211,17 @@ async def jobs(request: web.Request) -> web.Response:
     offset = _int_param(request, "offset", 0, 0, 10_000_000)
     user_id = _opt(request, "user_id")
     rows = await daemon.store.list_jobs(
-        status=status_, provider=provider, limit=limit, offset=offset,
+        status=status_, provider=provider, limit=limit + 1, offset=offset,
         user_id=normalize_user_id(user_id) if user_id is not None else None)
-    return web.json_response({"jobs": [j.as_dict() for j in rows]})
+    # one row past the page says whether another follows: nothing is cut silently
+    next_offset = offset + limit if len(rows) > limit else None
+    nxt = None
+    if next_offset is not None:
+        query = [(k, v) for k, v in request.query.items() if k != "offset"]
+        nxt = public_path(request, str(request.rel_url.with_query(
+            [*query, ("offset", str(next_offset))])))
+    return web.json_response({"jobs": [j.as_dict() for j in rows[:limit]],
+                              "next_offset": next_offset, "next": nxt})
 
 
 async def openapi(request: web.Request) -> web.Response:

@@ -399,8 +399,16 @@ async def test_jobs_filters_status_provider_and_limit(api: Api) -> None:
     assert [(j["provider"], j["sku"]) for j in failed] == [("ebay", "GONE-1")]
     alias = (await api.get("/jobs?provider=ALIAS"))["jobs"]
     assert [j["sku"] for j in alias] == ["NEW-2", "NEW-1", "NEW-0", "AB-1"]
-    pending_alias = (await api.get("/jobs?provider=alias&status=pending&limit=2"))["jobs"]
-    assert [j["sku"] for j in pending_alias] == ["NEW-2", "NEW-1"]
+    page = await api.get("/jobs?provider=alias&status=pending&limit=2")
+    assert [j["sku"] for j in page["jobs"]] == ["NEW-2", "NEW-1"]
+    # more follow: the answer says where the next page starts, and the last page says none
+    assert page["next_offset"] == 2
+    assert page["next"] == "/jobs?provider=alias&status=pending&limit=2&offset=2"
+    rest = await api.get(page["next"])
+    assert [j["sku"] for j in rest["jobs"]] == ["NEW-0"]
+    assert rest["next_offset"] is None and rest["next"] is None
+    everything = await api.get("/jobs?provider=alias&limit=4")
+    assert len(everything["jobs"]) == 4 and everything["next_offset"] is None
 
 
 async def test_jobs_bad_status_is_400(api: Api) -> None:
