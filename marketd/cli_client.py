@@ -93,7 +93,7 @@ async def enqueue(config: Config, spec: JobSpec) -> dict[str, Any]:
         headers["Authorization"] = f"Bearer {config.security.api_token}"
     try:
         url = f"{daemon_url(config)}/enqueue"
-        async with _session(config) as session, session.post(
+        async with daemon_session(config) as session, session.post(
                 url, json=body, headers=headers,
                 timeout=aiohttp.ClientTimeout(total=10)) as resp:
             data = await _json(resp, url)
@@ -121,7 +121,7 @@ async def trigger(config: Config, *, progress: Progress | None = None, every_s: 
     url = f"{base}/trigger"
     headers = {"x-cron-secret": config.security.cron_secret}
     started = time.monotonic()
-    async with _session(config) as session:
+    async with daemon_session(config) as session:
         post = asyncio.ensure_future(_post_trigger(session, url, headers))
         try:
             while True:
@@ -146,7 +146,7 @@ async def trigger(config: Config, *, progress: Progress | None = None, every_s: 
                     await post
 
 
-def _session(config: Config) -> aiohttp.ClientSession:
+def daemon_session(config: Config) -> aiohttp.ClientSession:
     """A client session to the daemon: over the Unix socket when ``server.socket`` is set, so
     the cron secret and API token go only to a process behind that file's permissions (never
     to whatever listens on the TCP port)."""

@@ -309,22 +309,24 @@ def _timedatectl_synced() -> bool | None:
 
 
 async def _daemon(config: Config, report: Report) -> None:
-    from marketd.cli_client import daemon_url
+    from marketd.cli_client import daemon_session, daemon_url
 
+    # the way the CLI reaches it: over server.socket when one is configured, else TCP
     url = f"{daemon_url(config)}/healthz"
+    where = f"{config.server.socket} (server.socket)" if config.server.socket else url
     try:
-        async with aiohttp.ClientSession() as session, session.get(
+        async with daemon_session(config) as session, session.get(
                 url, timeout=aiohttp.ClientTimeout(total=10)) as resp:
             body = await resp.text()
             status = resp.status
     except (aiohttp.ClientError, TimeoutError) as exc:
-        report.add("daemon", FAIL, f"no answer from {url} ({type(exc).__name__})",
+        report.add("daemon", FAIL, f"no answer from {where} ({type(exc).__name__})",
                    "systemctl status marketd; journalctl -u marketd -p warning")
         return
     if status == 200:
-        report.add("daemon", OK, f"{url}: healthy")
+        report.add("daemon", OK, f"{where}: healthy")
     else:
-        report.add("daemon", FAIL, f"{url} answered {status}: {body[:200]}",
+        report.add("daemon", FAIL, f"{where} answered {status}: {body[:200]}",
                    "journalctl -u marketd -p warning names the failing part")
 
 

@@ -193,6 +193,10 @@ def test_cli_talks_over_the_unix_socket(daemon: str) -> None:
     cfg = _DIRS[daemon] / "c.toml"
     out = marketd("trigger", "-c", str(cfg), timeout=30)
     assert out.returncode == 0, out.stderr
+    # doctor asks /healthz the same way (before, it went to TCP port 80 when a socket was set)
+    doc = marketd("doctor", "-c", str(cfg), "--offline", "--json", timeout=60)
+    [check] = [c for c in json.loads(doc.stdout)["checks"] if c["name"] == "daemon"]
+    assert check["status"] == "ok" and "server.socket" in check["detail"], check
 
 
 def test_read_only_database_directory_every_command_exits_clearly(tmp_path: Path) -> None:
