@@ -83,8 +83,8 @@ async def sign_in(request: web.Request, token: str, form: Form) -> web.Response 
     if not secret:
         return "No cron secret is configured: the actions are open."
     if wait := too_many(request):
-        resp = message_page(request, 429, "Slow down", f"Too many wrong secrets from your address: "
-                            f"try again in {math.ceil(wait)} s.")
+        resp = message_page(request, 429, "Slow down", "Too many wrong secrets from your "
+                            f"address: try again in {math.ceil(wait)} s.")
         resp.headers["Retry-After"] = str(math.ceil(wait))
         return resp
     given = form.get("secret")

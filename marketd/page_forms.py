@@ -137,8 +137,8 @@ def posted(*, action: bool) -> Callable[[FormHandler], Handler]:
                                     "missing or does not match your session. Reload the page "
                                     "and try again.")
             if action and not can_act(request, token):
-                return message_page(request, 403, "Sign in first", "Actions need the cron secret: "
-                                    "sign in on the status page first.")
+                return message_page(request, 403, "Sign in first", "Actions need the cron "
+                                    "secret: sign in on the status page first.")
             out = await fn(request, token, form)
             return out if isinstance(out, web.Response) else redirect_back(request, token, out)
 
