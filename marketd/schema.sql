@@ -39,6 +39,9 @@ CREATE INDEX IF NOT EXISTS market_jobs_status ON market_jobs (status, provider);
 CREATE INDEX IF NOT EXISTS market_jobs_created ON market_jobs (created_at);
 -- the jobs of one user (/jobs?user_id=)
 CREATE INDEX IF NOT EXISTS market_jobs_user ON market_jobs (user_id) WHERE user_id IS NOT NULL;
+-- when a provider's next retry comes due: the jobs waiting out a backoff only
+CREATE INDEX IF NOT EXISTS market_jobs_retry_due ON market_jobs (provider, next_attempt_at)
+    WHERE status = 'pending' AND next_attempt_at IS NOT NULL;
 
 -- one row per provider per clock hour; used counts calls, before each is sent
 CREATE TABLE IF NOT EXISTS market_budgets (

@@ -127,6 +127,21 @@ def test_reservations_read_only_calls_not_seen() -> None:
     assert "INTEGER PRIMARY KEY (rowid>?)" in detail
 
 
+def test_the_next_retry_is_found_without_reading_the_backlog() -> None:
+    """After every run the scheduler asks when the provider's next retry comes due: that reads
+    the jobs waiting out a backoff (a partial index), never every pending job (565 ms at 1M
+    pending before the index)."""
+    plan = sqlite3.connect(":memory:")
+    try:
+        plan.executescript(sql.schema())
+        detail = " ".join(r[3] for r in plan.execute(
+            "EXPLAIN QUERY PLAN " + sql.queries()["next_attempt_at"],
+            {"provider": "stockx", "now": "2026-01-01T00:00:00.000Z"}))
+    finally:
+        plan.close()
+    assert "market_jobs_retry_due (provider=? AND next_attempt_at>?)" in detail
+
+
 async def test_busy_or_io_errors_keep_pending_writes(store: SQLiteStore) -> None:
     """A transaction that fails with a busy or I/O error becomes a StoreError; the pending
     writes it carried are rolled back with it and written by the next one."""
