@@ -94,11 +94,12 @@ WHERE dedupe_key = ANY(:keys::text[]) AND status = 'pending';
 -- name: job_by_id
 SELECT * FROM market_jobs WHERE id = :id::uuid;
 
--- name: complete_job
+-- name: complete_jobs
+-- the jobs a batch's calls answered, as one statement
 UPDATE market_jobs
 SET status = 'completed', completed_at = :now::timestamptz, error_message = NULL,
     updated_at = :now::timestamptz
-WHERE id = :id::uuid AND status = 'running';
+WHERE id = ANY(:ids::uuid[]) AND status = 'running';
 
 -- name: fail_job
 UPDATE market_jobs

@@ -175,7 +175,7 @@ class _Results:
     """Results of consecutive groups waiting as one pending write, kept as rows so one
     transaction writes them all with one statement of each kind."""
 
-    __slots__ = ("jobs", "keys", "now", "prices", "wanted", "webhooks")
+    __slots__ = ("completed", "jobs", "keys", "now", "prices", "wanted", "webhooks")
 
     def __init__(self, webhooks: float | None = None) -> None:
         self.webhooks = webhooks  # price-change events on, with their min_change_percent
@@ -183,8 +183,9 @@ class _Results:
         self.wanted: list[tuple[Any, ...]] = []
         self.keys: list[str] = []
         self.now: Any = None
+        self.completed: dict[Any, list[str]] = {}  # ids by the time they were answered
         self.jobs: dict[str, list[tuple[Any, ...]]] = {
-            "complete_job": [], "fail_job": [], "retry_job": [], "defer_job": []}
+            "fail_job": [], "retry_job": [], "defer_job": []}
 
     def add(self, outcomes: Outcomes, now_s: float) -> None:
         now = self.now = ts(now_s)
@@ -194,8 +195,8 @@ class _Results:
             self.keys.append(dedupe_key(p.provider, p.sku, p.size or ""))
         self.wanted += [(*w, now) for w in outcomes.wanted]
         jobs = self.jobs
-        jobs["complete_job"] += Q["complete_job"].rows({"id": i, "now": now}
-                                                       for i in outcomes.completed)
+        if outcomes.completed:
+            self.completed.setdefault(now, []).extend(outcomes.completed)
         jobs["fail_job"] += Q["fail_job"].rows({"id": i, "now": now, "error": e[:1000]}
                                                for i, e in outcomes.failed)
         jobs["retry_job"] += Q["retry_job"].rows(
@@ -227,6 +228,9 @@ class _Results:
                                                              "keys": self.keys}))
         if self.wanted:
             await conn.executemany(Q["remember_wanted"].sql, self.wanted)
+        done = Q["complete_jobs"]
+        for at, ids in self.completed.items():
+            await conn.execute(done.sql, *done.args({"now": at, "ids": ids}))
         for name, rows in self.jobs.items():
             if rows:
                 await conn.executemany(Q[name].sql, rows)
