@@ -229,8 +229,10 @@ def format_status(data: dict[str, Any]) -> str:
     for name, c in data["jobs"]["by_provider"].items():
         lines.append(f"  {name:8} {c['pending']:>8} {c['running']:>8} {c['completed']:>10}"
                      f" {c['failed']:>7}")
-    lines += ["", "recent runs:"]
-    for r in data["recent_runs"][:5]:
+    shown = data["recent_runs"][:5]
+    lines += ["", f"recent runs (the last {len(shown)}; --json has {len(data['recent_runs'])}):"
+              if shown else "recent runs:"]
+    for r in shown:
         lines.append(f"  {r['started_at']} {r['trigger']:8} selected={r['selected']} "
                      f"ok={r['succeeded']} failed={r['failed']} deferred={r['deferred']} "
                      f"{r['duration_ms'] or 0} ms")
