@@ -113,17 +113,26 @@ async def build_lanes(config: Config, store: Store, clock: Clock,
                                   clock=clock)
             factory = (clients or {}).get(pc.name) or client_class(pc.name)
             client = factory(ctx)
+        stored = {kind: token[0] for kind in STORED_CREDENTIALS.get(pc.name, ())
+                  if (token := await store.get_token(pc.name, kind)) is not None}
         lane = Lane(pc.name, client, budget, coalesces=pc.name not in NON_COALESCING,
-                    fingerprint=credential_fingerprint(pc))
+                    fingerprint=credential_fingerprint(pc, stored))
         await restore_pause(lane, states.get(pc.name), store, clock.now(), check=daemon)
         lanes[pc.name] = lane
     return lanes
 
 
-def credential_fingerprint(pc: ProviderConfig) -> str:
-    """A hash of the provider's configured secrets (never the secrets themselves): what a
-    pause for refused credentials remembers, so new credentials end it at start-up."""
+# credentials a provider keeps in the database (market_tokens kinds): `marketd auth stockx`
+# stores the refresh token its sign-in gave, and StockX may rotate it
+STORED_CREDENTIALS: dict[str, tuple[str, ...]] = {"stockx": ("refresh_token",)}
+
+
+def credential_fingerprint(pc: ProviderConfig, stored: Mapping[str, str] | None = None) -> str:
+    """A hash of the provider's configured secrets and of those it keeps in the database
+    (``stored``; never the secrets themselves): what a pause for refused credentials
+    remembers, so new credentials, in the config or from `marketd auth`, end it at start-up."""
     secrets = {k: str(v) for k, v in pc.options.items() if k in SECRET_KEYS}
+    secrets |= {f"stored:{k}": v for k, v in (stored or {}).items()}
     return hashlib.sha256(json.dumps(secrets, sort_keys=True).encode()).hexdigest()[:16]
 
 

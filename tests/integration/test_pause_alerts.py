@@ -146,6 +146,43 @@ async def test_a_refused_credentials_pause_ends_at_start_up_with_new_credentials
     assert (await fixed.store.job_counts())["alias"] == {"completed": 1}
 
 
+async def test_a_new_stockx_sign_in_ends_a_refused_credentials_pause_at_start_up(
+        tmp_path: Path, clock: FakeClock) -> None:
+    """The refresh token `marketd auth stockx` keeps in the database counts as a credential:
+    a restart after a new sign-in takes the lane up at once; a restart without one keeps
+    the pause."""
+    refused = AuthError("stockx", "refresh token refused (HTTP 401)",
+                        credential="STOCKX_REFRESH_TOKEN", status=401)
+
+    async def start() -> tuple[Daemon, dict[str, ScriptedProvider]]:
+        config = make_config(
+            tmp_path, providers={"alias": {"enabled": False}, "ebay": {"enabled": False},
+                                 "stockx": {"limits": ["100/hour"]}},
+            scheduler={"auth_pause_seconds": 300, "pacing": False})
+        registry: dict[str, ScriptedProvider] = {}
+        daemon = await create_daemon(config, clock=clock,
+                                     clients={"stockx": scripted_factory(registry)})
+        return daemon, registry
+
+    daemon, registry = await start()
+    await daemon.store.put_token("stockx", "refresh_token", "signed-in-once", None)
+    await daemon.close()
+    daemon, registry = await start()
+    registry["stockx"].default = raising(refused)
+    await daemon.enqueue([JobSpec("stockx", "DD1391-100", "10")])
+    await daemon.scheduler.run_once("interval")
+    until = daemon.lanes["stockx"].paused_until
+    assert until is not None
+    await daemon.close()
+    same, _ = await start()  # nothing changed: still paused
+    assert same.lanes["stockx"].paused_until == until
+    await same.store.put_token("stockx", "refresh_token", "signed-in-again", None)
+    await same.close()
+    fixed, _ = await start()  # `marketd auth stockx` stored a new token: not paused
+    assert fixed.lanes["stockx"].paused_until is None
+    await fixed.close()
+
+
 # ---- PostgreSQL: wakes between processes ---------------------------------------------------------
 
 
