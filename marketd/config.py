@@ -9,7 +9,6 @@ from __future__ import annotations
 import ipaddress
 import math
 import os
-import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -21,6 +20,7 @@ from marketd.config_data import (
     DATA_SECTIONS,
     RetentionConfig,
     WebhooksConfig,
+    check_base_path,
     check_data,
     parse_fx,
 )
@@ -266,10 +266,10 @@ def _check_value(key: str, bound_key: str, default: Any, value: Any, problems: _
             problems.add(key, f"must be a string, not {value!r}")
             return default
         if bound_key == "server.base_path":
-            if not re.fullmatch(r"(/[A-Za-z0-9._~-]+)*/?", value):
-                problems.add(key, f"must be a path such as \"/marketd\", not {value!r}")
-                return default
-            return value.rstrip("/")
+            path, problem = check_base_path(value)
+            if problem is not None:
+                problems.add(key, problem)
+            return path
         choices = _CHOICES.get(bound_key)
         if choices and value not in choices:
             problems.add(key, f"must be one of {', '.join(choices)}, not {value!r}")

@@ -1,6 +1,7 @@
 """The configuration of what marketd keeps and sends out: ``[retention]``, ``[webhooks]`` and
-``[fx]``. :mod:`marketd.config` parses these sections with the others (same rules, same
-one-problem-per-key reports); what is particular to them is here."""
+``[fx]``, and the path it is served under (``server.base_path``). :mod:`marketd.config` parses
+these with the others (same rules, same one-problem-per-key reports); what is particular to
+them is here."""
 
 from __future__ import annotations
 
@@ -14,6 +15,24 @@ from urllib.parse import urlsplit
 Problem = Callable[[str, str], None]
 
 WEBHOOK_SECRET_ENV = "MARKETD_WEBHOOK_SECRET"  # noqa: S105 - a variable name
+
+# the first path segment of each of marketd's own routes (marketd.web.create_app; a test keeps
+# them equal): a base_path starting with one would shadow that route, or be shadowed by it
+ROUTE_ROOTS = frozenset({"enqueue", "trigger", "api", "reset-failed", "status", "jobs", "prices",
+                         "prices.csv", "healthz", "openapi.json", "signin", "signout", "actions",
+                         "metrics"})
+
+
+def check_base_path(value: str) -> tuple[str, str | None]:
+    """``server.base_path`` as routes and links use it ("" or "/a/b", no trailing slash), and
+    the problem with ``value`` if it is not one (the default, "", then)."""
+    if not re.fullmatch(r"(/[A-Za-z0-9._~-]+)*/?", value):
+        return "", f"must be a path such as \"/marketd\", not {value!r}"
+    path = value.rstrip("/")
+    first = path.split("/")[1] if path else ""
+    if first in ROUTE_ROOTS:
+        return "", f"{value!r} starts with /{first}, one of marketd's own routes: choose another"
+    return path, None
 
 
 @dataclass(frozen=True)

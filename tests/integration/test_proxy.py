@@ -16,6 +16,7 @@ from bs4 import BeautifulSoup
 
 from marketd.app import create_daemon
 from marketd.clock import FakeClock
+from marketd.config_data import ROUTE_ROOTS
 from marketd.daemon import DAEMON
 from marketd.errors import ConfigError
 from marketd.models import Price
@@ -135,6 +136,16 @@ def test_base_path_must_be_a_path(tmp_path: Path) -> None:
     for given, kept in (("/marketd", "/marketd"), ("/marketd/", "/marketd"), ("/", ""),
                         ("", ""), ("/a/b.c_d~e-f", "/a/b.c_d~e-f")):
         assert make_config(tmp_path, server={"base_path": given}).server.base_path == kept
-    for bad in ("marketd", "/a b", "/a//b", "/a?b", "/ünï", 3):
+    for bad in ("marketd", "/a b", "/a//b", "/a?b", "/ünï", 3, "/prices", "/api/x", "/status/"):
         with pytest.raises(ConfigError, match=r"server\.base_path"):
             make_config(tmp_path, server={"base_path": bad})
+
+
+async def test_route_roots_are_the_first_segments_of_every_route(make_client: Make) -> None:
+    """config_data.ROUTE_ROOTS (what a base_path may not start with) is exactly the first path
+    segments of marketd's routes: a route added later is refused as a base_path too."""
+    client = await make_client([])
+    app = client.server.app  # type: ignore[union-attr]
+    roots = {r.resource.canonical.split("/")[1] for r in app.router.routes()
+             if r.resource is not None} - {""}
+    assert roots == ROUTE_ROOTS
