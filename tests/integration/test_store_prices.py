@@ -69,6 +69,8 @@ async def test_history_of_a_sizeless_key_and_an_older_fetch(store: Store,
     await store.flush()
     assert [p["lowest_ask"] for p in await store.price_history("stockx", "A-1", None)] == [
         100, 200, 400]
+    [latest] = await store.list_prices(sku="A-1")
+    assert latest["lowest_ask"] == 400  # the newest of the write's two rows is the one stored
 
 
 async def test_jobs_for_history_keys_still_complete(store: Store, clock: FakeClock) -> None:

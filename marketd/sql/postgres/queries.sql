@@ -145,10 +145,14 @@ WHERE status = 'failed' AND (:provider::text IS NULL OR provider = :provider::te
             ORDER BY b.created_at DESC, b.row_id DESC LIMIT 1)
 RETURNING provider;
 
--- name: upsert_price
+-- name: upsert_prices
+-- a write's prices as one statement, one row per key (the caller keeps each key's newest:
+-- ON CONFLICT may not touch a row twice in one statement)
 INSERT INTO market_prices
     (provider, sku, size, currency, lowest_ask, highest_bid, last_sale, fetched_at, extra)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+SELECT * FROM unnest(:providers::text[], :skus::text[], :sizes::text[], :currencies::text[],
+                     :asks::bigint[], :bids::bigint[], :lasts::bigint[],
+                     :fetched::timestamptz[], :extras::text[])
 ON CONFLICT (provider, sku, size) DO UPDATE SET
     currency = excluded.currency, lowest_ask = excluded.lowest_ask,
     highest_bid = excluded.highest_bid, last_sale = excluded.last_sale,
@@ -156,9 +160,12 @@ ON CONFLICT (provider, sku, size) DO UPDATE SET
 WHERE excluded.fetched_at >= market_prices.fetched_at;
 
 -- name: insert_price_history
+-- a write's changed prices as one statement
 INSERT INTO market_price_history
     (provider, sku, size, currency, lowest_ask, highest_bid, last_sale, fetched_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8);
+SELECT * FROM unnest(:providers::text[], :skus::text[], :sizes::text[], :currencies::text[],
+                     :asks::bigint[], :bids::bigint[], :lasts::bigint[],
+                     :fetched::timestamptz[]);
 
 -- name: remember_wanted
 INSERT INTO market_wanted (provider, sku, size_key, size, size_system, asked_at)

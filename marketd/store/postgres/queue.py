@@ -214,10 +214,13 @@ class _Results:
                 "providers": [k[0] for k in keys], "skus": [k[1] for k in keys],
                 "sizes": [k[2] for k in keys]}))}
             changed = changes(self.prices, current)
-            await conn.executemany(Q["upsert_price"].sql, self.prices)
+            newest = list(newest_per_key(self.prices).values())
+            upsert = Q["upsert_prices"]
+            await conn.execute(upsert.sql, *upsert.args(_columns(newest, PRICE_COLUMNS)))
             if changed:  # history records change (store.history)
-                await conn.executemany(Q["insert_price_history"].sql,
-                                       [tuple(new[:8]) for _, new in changed])
+                history = Q["insert_price_history"]
+                await conn.execute(history.sql, *history.args(_columns(
+                    [new for _, new in changed], PRICE_COLUMNS[:8])))
             if changed and self.webhooks is not None:  # the outbox, in the same transaction
                 events = [(price_event(old, new, _iso), self.now) for old, new in changed
                           if significant(old, new, self.webhooks)]
@@ -234,6 +237,16 @@ class _Results:
         for name, rows in self.jobs.items():
             if rows:
                 await conn.executemany(Q[name].sql, rows)
+
+
+# a price row's fields as the unnest statements name their arrays
+PRICE_COLUMNS = ("providers", "skus", "sizes", "currencies", "asks", "bids", "lasts", "fetched",
+                 "extras")
+
+
+def _columns(rows: Sequence[Sequence[Any]], names: Sequence[str]) -> dict[str, list[Any]]:
+    """Rows as one list per column, named for an unnest statement's array parameters."""
+    return {name: [row[i] for row in rows] for i, name in enumerate(names)}
 
 
 def _iso(value: Any) -> str | None:
