@@ -37,21 +37,21 @@ class InlineWriter:
     """Runs each function directly on the caller's thread."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:
-        self._conn: sqlite3.Connection | None = conn
+        self.connection: sqlite3.Connection | None = conn
 
     def submit(self, done: Done, fn: Fn, *args: Any) -> None:
-        if self._conn is None:
+        if self.connection is None:
             done(None, sqlite3.ProgrammingError("the writer is stopped"))
             return
         try:
-            result = fn(self._conn, *args)
+            result = fn(self.connection, *args)
         except Exception as exc:
             done(None, exc)
         else:
             done(result, None)
 
     async def stop(self) -> None:
-        conn, self._conn = self._conn, None
+        conn, self.connection = self.connection, None
         if conn is not None:
             conn.close()
 
