@@ -76,7 +76,9 @@ def require_database(config: Config) -> None:
 
 
 @asynccontextmanager
-async def _store(config: Config) -> AsyncIterator[Store]:
+async def read_store(config: Config) -> AsyncIterator[Store]:
+    """The configured database for a CLI command, opened without migrating it (it must exist
+    and hold a schema this marketd knows: require_database), closed after."""
     require_database(config)
     store = await open_store(config.database, Clock(), migrate=False)
     try:
@@ -106,7 +108,7 @@ async def enqueue(config: Config, spec: JobSpec) -> dict[str, Any]:
         require_database(config)
     except StoreError as exc:
         raise MarketdError(f"no daemon answers at {daemon_url(config)}, and {exc}") from None
-    async with _store(config) as store:
+    async with read_store(config) as store:
         result = (await store.enqueue([spec], config.scheduler.fresh_for_seconds))[0]
     return result.as_dict() | {"via": "database"}
 
@@ -191,18 +193,18 @@ async def _progress_line(session: aiohttp.ClientSession, base: str, elapsed: flo
 async def status(config: Config) -> dict[str, Any]:
     from marketd.app import build_lanes
 
-    async with _store(config) as store:
+    async with read_store(config) as store:
         lanes = await build_lanes(config, store, store.clock, None)
         return await status_view(store, lanes, store.clock.now())
 
 
 async def reset_failed(config: Config, provider: str | None) -> int:
-    async with _store(config) as store:
+    async with read_store(config) as store:
         return await store.reset_failed(provider)
 
 
 async def prices(config: Config, provider: str | None, sku: str | None) -> list[dict[str, Any]]:
-    async with _store(config) as store:
+    async with read_store(config) as store:
         return [price_view(r) for r in await store.list_prices(provider=provider, sku=sku)]
 
 

@@ -7,12 +7,11 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 from marketd.cli_base import EXIT_OK, UsageError, add_config, config_of, print_json, run
-from marketd.clock import Clock, parse_iso
+from marketd.cli_client import read_store
+from marketd.clock import parse_iso
 from marketd.config import Config
 from marketd.models import (
     normalize_provider,
@@ -23,7 +22,6 @@ from marketd.models import (
     size_key,
 )
 from marketd.portfolio import fx_of
-from marketd.store import Store, open_store
 from marketd.views import history_view
 from marketd.web_prices import PriceQuery, all_pages, csv_lines, export_view
 
@@ -76,18 +74,6 @@ def add_upkeep_parsers(sub: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("--json", action="store_true", help="print JSON")
 
 
-@asynccontextmanager
-async def _store(config: Config) -> AsyncIterator[Store]:
-    from marketd.cli_client import require_database
-
-    require_database(config)
-    store = await open_store(config.database, Clock(), migrate=False)
-    try:
-        yield store
-    finally:
-        await store.close()
-
-
 def _size(args: argparse.Namespace) -> str | None:
     if not args.size:
         return None
@@ -118,7 +104,7 @@ def cmd_prices(args: argparse.Namespace) -> int:
     if args.csv:
         async def write_csv() -> None:
             header = True
-            async with _store(config) as store:
+            async with read_store(config) as store:
                 async for rows in all_pages(query, store):
                     sys.stdout.write(csv_lines(rows, header=header, fx=fx).replace("\r\n", "\n"))
                     header = False
@@ -129,7 +115,7 @@ def cmd_prices(args: argparse.Namespace) -> int:
         return EXIT_OK
 
     async def read() -> list[dict[str, Any]]:
-        async with _store(config) as store:
+        async with read_store(config) as store:
             return [export_view(r, fx) async for rows in all_pages(query, store) for r in rows]
 
     rows = run(read())
@@ -160,7 +146,7 @@ def _history(config: Config, args: argparse.Namespace, provider: str | None, sku
             raise UsageError(f"--since {args.since!r} is not an ISO-8601 time") from None
 
     async def read() -> list[dict[str, Any]]:
-        async with _store(config) as store:
+        async with read_store(config) as store:
             return [history_view(r) for r in await store.price_history(
                 provider, sku, size, since=since)]
 
@@ -186,7 +172,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     config = config_of(args)
 
     async def go() -> dict[str, Any]:
-        async with _store(config) as store:
+        async with read_store(config) as store:
             started = time.monotonic()
             report = await prune(store, config.retention, store.clock.now(),
                                  dry_run=args.dry_run)
@@ -219,7 +205,7 @@ def cmd_enrich(args: argparse.Namespace) -> int:
         raise UsageError("--limit must be at least 1")
 
     async def go() -> list[dict[str, Any]]:
-        async with _store(config) as store:
+        async with read_store(config) as store:
             return await enqueue_enrichment(store, limit=args.limit, retry_after_s=0)
 
     queued = run(go())

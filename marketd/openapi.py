@@ -14,21 +14,21 @@ from typing import Any
 
 from marketd import __version__
 from marketd.models import JOB_STATUSES, MAX_BATCH_JOBS, MAX_PRIORITY, MIN_PRIORITY, PROVIDERS
-from marketd.openapi_prices import PRICE_SCHEMAS, STATUS_DATA, price_paths
+from marketd.openapi_prices import (  # with the schema helpers both documents use
+    JSON,
+    PRICE_SCHEMAS,
+    STATUS_DATA,
+    Schema,
+    nullable,
+    ok_json,
+    price_paths,
+    query_param,
+    ref,
+)
 
-JSON = "application/json"
 FORM = "application/x-www-form-urlencoded"
 HTML = "text/html"
 
-Schema = dict[str, Any]
-
-
-def _ref(name: str) -> Schema:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _nullable(schema: Schema) -> Schema:
-    return {**schema, "nullable": True}
 
 
 _SKU: Schema = {
@@ -84,20 +84,11 @@ def _batch(key: str, item: Schema, *, outer: dict[str, Schema], description: str
 
 
 def _error(description: str) -> Schema:
-    return {"description": description, "content": {JSON: {"schema": _ref("Error")}}}
-
-
-def _ok(description: str, schema: Schema) -> Schema:
-    return {"description": description, "content": {JSON: {"schema": schema}}}
+    return {"description": description, "content": {JSON: {"schema": ref("Error")}}}
 
 
 def _html(description: str) -> Schema:
     return {"description": description, "content": {HTML: {"schema": {"type": "string"}}}}
-
-
-def _query(name: str, schema: Schema, description: str) -> Schema:
-    return {"name": name, "in": "query", "required": False, "schema": schema,
-            "description": description}
 
 
 _BAD = _error("bad input: `error` says what is wrong, `field` where (e.g. `jobs[3].size`); "
@@ -117,7 +108,7 @@ _SCHEMAS: dict[str, Schema] = {
         "type": "object", "required": ["provider", "sku"], "additionalProperties": False,
         "properties": _job_props(("size",)),
     },
-    "Jobs": _batch("jobs", _ref("Job"), outer={},
+    "Jobs": _batch("jobs", ref("Job"), outer={},
                    description=f"Up to {MAX_BATCH_JOBS} jobs, accepted whole or not at all."),
     "Items": _batch(
         "items",
@@ -155,20 +146,20 @@ _SCHEMAS: dict[str, Schema] = {
                      "dedupe_key", "created_at"],
         "properties": {
             "id": {"type": "string"},
-            "user_id": _nullable({"type": "string"}),
+            "user_id": nullable({"type": "string"}),
             "provider": {"type": "string"},
             "sku": {"type": "string"},
-            "size": _nullable({"type": "string"}),
+            "size": nullable({"type": "string"}),
             "size_system": {"type": "string"},
             "priority": {"type": "integer"},
             "status": {"type": "string", "enum": list(JOB_STATUSES)},
-            "error_message": _nullable({"type": "string"}),
+            "error_message": nullable({"type": "string"}),
             "retry_count": {"type": "integer", "minimum": 0},
-            "started_at": _nullable({"type": "string"}),
-            "completed_at": _nullable({"type": "string"}),
+            "started_at": nullable({"type": "string"}),
+            "completed_at": nullable({"type": "string"}),
             "dedupe_key": {"type": "string"},
             "created_at": {"type": "string"},
-            "next_attempt_at": _nullable({"type": "string"}),
+            "next_attempt_at": nullable({"type": "string"}),
         },
     },
     **PRICE_SCHEMAS,  # marketd.openapi_prices
@@ -196,7 +187,7 @@ _SCHEMAS: dict[str, Schema] = {
         "type": "object",
         "required": ["limits", "paused", "paused_until", "pause_reason", "check_credential"],
         "properties": {
-            "hour_window": _nullable({"type": "string"}),
+            "hour_window": nullable({"type": "string"}),
             "rate_limit": {"type": "integer"},
             "used": {"type": "integer"},
             "limits": {"type": "array", "items": {
@@ -206,13 +197,13 @@ _SCHEMAS: dict[str, Schema] = {
                                "remaining": {"type": "integer"}}}},
             "next_free_at": {"type": "string"},
             "paused": {"type": "boolean"},
-            "paused_until": _nullable({"type": "string"}),
-            "pause_reason": _nullable({"type": "string"}),
-            "check_credential": _nullable({"type": "string",
+            "paused_until": nullable({"type": "string"}),
+            "pause_reason": nullable({"type": "string"}),
+            "check_credential": nullable({"type": "string",
                                            "description": "the credential to check"}),
             "calls": {"type": "integer"},
             "rate_limited": {"type": "integer"},
-            "provider_quota": _nullable({
+            "provider_quota": nullable({
                 "type": "object", "required": ["remaining", "resets_at"],
                 "description": "what the provider itself last said is left of the key's quota "
                                "(eBay's getRateLimits, read hourly); null where it says nothing",
@@ -225,19 +216,19 @@ _SCHEMAS: dict[str, Schema] = {
         "required": ["now", "budgets", "jobs", "recent_runs", "recent_batches"],
         "properties": {
             "now": {"type": "string"},
-            "budgets": {"type": "object", "additionalProperties": _ref("Budget")},
+            "budgets": {"type": "object", "additionalProperties": ref("Budget")},
             "jobs": {
                 "type": "object", "required": ["by_provider", "total"],
                 "properties": {
                     "by_provider": {"type": "object",
-                                    "additionalProperties": _ref("StatusCounts")},
-                    "total": _ref("StatusCounts"),
+                                    "additionalProperties": ref("StatusCounts")},
+                    "total": ref("StatusCounts"),
                 },
             },
             "recent_runs": {"type": "array", "items": {"type": "object"}},
             "recent_batches": {"type": "array", "items": {"type": "object"}},
             **STATUS_DATA,  # database, webhooks (marketd.openapi_prices)
-            "instances": {"type": "array", "items": _ref("Instance"),
+            "instances": {"type": "array", "items": ref("Instance"),
                           "description": "the daemons on the database, oldest first; lanes "
                                          "are the providers whose batches each runs"},
         },
@@ -276,7 +267,7 @@ _TRIGGER: Schema = {
         "summary": "One scheduler run now",
         "operationId": "trigger",
         "security": _CRON,
-        "responses": {"200": _ok("the run's summary", _ref("RunSummary")),
+        "responses": {"200": ok_json("the run's summary", ref("RunSummary")),
                       "401": _UNAUTHORIZED, "413": _TOO_LARGE},
     },
 }
@@ -300,8 +291,8 @@ def _page_action(summary: str, operation_id: str, extra: dict[str, Schema] | Non
 
 
 def _paths() -> dict[str, Schema]:
-    enqueue_body: Schema = {"oneOf": [_ref("Job"), _ref("Jobs"), _ref("Items"),
-                                      _ref("Refresh")]}
+    enqueue_body: Schema = {"oneOf": [ref("Job"), ref("Jobs"), ref("Items"),
+                                      ref("Refresh")]}
     return {
         "/enqueue": {"post": {
             "summary": "Enqueue one job or many",
@@ -312,10 +303,10 @@ def _paths() -> dict[str, Schema]:
             "security": [{"bearerAuth": []}, {}],
             "requestBody": {"required": True, "content": {JSON: {"schema": enqueue_body}}},
             "responses": {
-                "202": _ok("the jobs, in the order given", {
+                "202": ok_json("the jobs, in the order given", {
                     "type": "object", "required": ["jobs"],
                     "properties": {"jobs": {"type": "array",
-                                            "items": _ref("EnqueueResult")}}}),
+                                            "items": ref("EnqueueResult")}}}),
                 "400": _BAD, "401": _UNAUTHORIZED, "413": _TOO_LARGE, "503": _UNAVAILABLE,
             },
         }},
@@ -329,20 +320,20 @@ def _paths() -> dict[str, Schema]:
             "security": _CRON,
             "requestBody": {"required": False, "content": {JSON: {"schema": {
                 "type": "object",
-                "properties": {"provider": _nullable(_PROVIDER)}}}}},
+                "properties": {"provider": nullable(_PROVIDER)}}}}},
             "responses": {
-                "200": _ok("how many jobs moved", {
+                "200": ok_json("how many jobs moved", {
                     "type": "object", "required": ["reset", "provider"],
                     "properties": {"reset": {"type": "integer", "minimum": 0},
-                                   "provider": _nullable({"type": "string"})}}),
+                                   "provider": nullable({"type": "string"})}}),
                 "400": _BAD, "401": _UNAUTHORIZED, "413": _TOO_LARGE,
             },
         }},
         "/status": {"get": {
             "summary": "The status page's data",
             "operationId": "status",
-            "responses": {"200": _ok("budgets, job counts, recent runs and batches",
-                                     _ref("Status"))},
+            "responses": {"200": ok_json("budgets, job counts, recent runs and batches",
+                                     ref("Status"))},
         }},
         "/jobs": {"get": {
             "summary": "Jobs, newest first",
@@ -351,23 +342,23 @@ def _paths() -> dict[str, Schema]:
                            "`next_offset` and `next` (this request for the next page) are "
                            "set, null on the last page: nothing is cut silently.",
             "parameters": [
-                _query("status", {"type": "string", "enum": list(JOB_STATUSES)},
+                query_param("status", {"type": "string", "enum": list(JOB_STATUSES)},
                        "only jobs in this status"),
-                _query("provider", _PROVIDER, "only this provider's jobs"),
-                _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000,
+                query_param("provider", _PROVIDER, "only this provider's jobs"),
+                query_param("limit", {"type": "integer", "minimum": 1, "maximum": 1000,
                                  "default": 100}, "at most this many"),
-                _query("offset", {"type": "integer", "minimum": 0, "maximum": 10_000_000,
+                query_param("offset", {"type": "integer", "minimum": 0, "maximum": 10_000_000,
                                   "default": 0}, "skip this many"),
-                _query("user_id", {"type": "string", "minLength": 1, "maxLength": 128},
+                query_param("user_id", {"type": "string", "minLength": 1, "maxLength": 128},
                        "only the jobs enqueued with this user_id"),
             ],
             "responses": {
-                "200": _ok("the jobs", {"type": "object", "required": ["jobs", "next_offset"],
+                "200": ok_json("the jobs", {"type": "object", "required": ["jobs", "next_offset"],
                                         "properties": {
                                             "jobs": {"type": "array",
-                                                     "items": _ref("StoredJob")},
-                                            "next_offset": _nullable({"type": "integer"}),
-                                            "next": _nullable({
+                                                     "items": ref("StoredJob")},
+                                            "next_offset": nullable({"type": "integer"}),
+                                            "next": nullable({
                                                 "type": "string",
                                                 "description": "the next page's path and "
                                                                "query"})}}),
@@ -379,8 +370,8 @@ def _paths() -> dict[str, Schema]:
         "/healthz": {"get": {
             "summary": "Liveness: the database answers and the scheduler is alive",
             "operationId": "healthz",
-            "responses": {"200": _ok("healthy", _ref("Health")),
-                          "503": _ok("the database or the scheduler is down", _ref("Health"))},
+            "responses": {"200": ok_json("healthy", ref("Health")),
+                          "503": ok_json("the database or the scheduler is down", ref("Health"))},
         }},
         "/metrics": {"get": {
             "summary": "Prometheus metrics",
@@ -391,17 +382,17 @@ def _paths() -> dict[str, Schema]:
         "/openapi.json": {"get": {
             "summary": "This description",
             "operationId": "openapi",
-            "responses": {"200": _ok("OpenAPI 3 document", {"type": "object"})},
+            "responses": {"200": ok_json("OpenAPI 3 document", {"type": "object"})},
         }},
         "/": {"get": {
             "summary": "The HTML status page",
             "operationId": "page",
             "tags": ["page"],
             "parameters": [
-                _query("status", {"type": "string"}, "which jobs to list (active, all, or a "
+                query_param("status", {"type": "string"}, "which jobs to list (active, all, or a "
                                                      "status)"),
-                _query("provider", {"type": "string"}, "only this provider's jobs"),
-                _query("page", {"type": "string"}, "page number, from 1"),
+                query_param("provider", {"type": "string"}, "only this provider's jobs"),
+                query_param("page", {"type": "string"}, "page number, from 1"),
             ],
             "responses": {"200": _html("the page")},
         }},

@@ -10,19 +10,19 @@ JSON = "application/json"
 Schema = dict[str, Any]
 
 
-def _ref(name: str) -> Schema:
+def ref(name: str) -> Schema:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-def _nullable(schema: Schema) -> Schema:
+def nullable(schema: Schema) -> Schema:
     return {**schema, "nullable": True}
 
 
-def _ok(description: str, schema: Schema) -> Schema:
+def ok_json(description: str, schema: Schema) -> Schema:
     return {"description": description, "content": {JSON: {"schema": schema}}}
 
 
-def _query(name: str, schema: Schema, description: str) -> Schema:
+def query_param(name: str, schema: Schema, description: str) -> Schema:
     return {"name": name, "in": "query", "required": False, "schema": schema,
             "description": description}
 
@@ -35,13 +35,13 @@ PRICE_SCHEMAS: dict[str, Schema] = {
         "properties": {
             "provider": {"type": "string"},
             "sku": {"type": "string"},
-            "size": _nullable({"type": "string"}),
+            "size": nullable({"type": "string"}),
             "currency": {"type": "string"},
-            **{k: _nullable({"type": "string", "pattern": r"^-?[0-9]+\.[0-9]{2}$",
+            **{k: nullable({"type": "string", "pattern": r"^-?[0-9]+\.[0-9]{2}$",
                              "description": "major units, e.g. \"96.00\""})
                for k in ("lowest_ask", "highest_bid", "last_sale")},
             "fetched_at": {"type": "string", "description": "ISO-8601 UTC"},
-            **{k: _nullable({"type": "string", "description": f"the product's {k} from a "
+            **{k: nullable({"type": "string", "description": f"the product's {k} from a "
                                                               "provider's catalog, if known"})
                for k in ("title", "brand", "colourway", "image_url")},
             "extra": {"type": "object",
@@ -54,7 +54,7 @@ PRICE_SCHEMAS: dict[str, Schema] = {
                                   "rate for this currency)",
                    "properties": {"currency": {"type": "string"},
                                   "converted": {"type": "boolean"},
-                                  **{k: _nullable({"type": "string"}) for k in
+                                  **{k: nullable({"type": "string"}) for k in
                                      ("lowest_ask", "highest_bid", "last_sale")}}},
         },
     },
@@ -65,7 +65,7 @@ PRICE_SCHEMAS: dict[str, Schema] = {
             "fetched_at": {"type": "string", "description": "when this price was first seen "
                                                             "(ISO-8601 UTC)"},
             "currency": {"type": "string"},
-            **{k: _nullable({"type": "string", "pattern": r"^-?[0-9]+\.[0-9]{2}$"})
+            **{k: nullable({"type": "string", "pattern": r"^-?[0-9]+\.[0-9]{2}$"})
                for k in ("lowest_ask", "highest_bid", "last_sale")},
         },
     },
@@ -88,7 +88,7 @@ STATUS_DATA: dict[str, Schema] = {
         "description": "the database's size, SQLite's WAL file (null on PostgreSQL) "
                        "and rows per table (counted at most every 30 s)",
         "properties": {"size_bytes": {"type": "integer"},
-                       "wal_bytes": _nullable({"type": "integer"}),
+                       "wal_bytes": nullable({"type": "integer"}),
                        "rows": {"type": "object",
                                 "additionalProperties": {"type": "integer"}}}},
 }
@@ -98,17 +98,17 @@ def price_paths(*, sku: Schema, size: Schema, provider: Schema, size_system: Sch
                 bad: Schema) -> dict[str, Schema]:
     """/prices, /prices.csv and /prices/history."""
     filters: list[Schema] = [
-        _query("provider", provider, "only this provider"),
-        {**_query("sku", {"type": "array", "items": sku, "maxItems": 1000},
+        query_param("provider", provider, "only this provider"),
+        {**query_param("sku", {"type": "array", "items": sku, "maxItems": 1000},
                   "only these SKUs (repeat: sku=A&sku=B)"), "style": "form", "explode": True},
-        _query("size", {"type": "string", "maxLength": 16,
+        query_param("size", {"type": "string", "maxLength": 16,
                         "pattern": size["oneOf"][0]["pattern"]}, "only this size"),
-        _query("size_system", size_system, "the system of `size`"),
-        _query("user_id", {"type": "string", "minLength": 1, "maxLength": 128},
+        query_param("size_system", size_system, "the system of `size`"),
+        query_param("user_id", {"type": "string", "minLength": 1, "maxLength": 128},
                "only the keys this user's jobs asked for"),
-        _query("cursor", {"type": "string", "maxLength": 600},
+        query_param("cursor", {"type": "string", "maxLength": 600},
                "start after the row a previous page's next_cursor names"),
-        _query("limit", {"type": "integer", "minimum": 1, "maximum": 10000, "default": 1000},
+        query_param("limit", {"type": "integer", "minimum": 1, "maximum": 10000, "default": 1000},
                "at most this many rows in this page"),
     ]
 
@@ -122,12 +122,12 @@ def price_paths(*, sku: Schema, size: Schema, provider: Schema, size_system: Sch
                        "silently.",
         "parameters": filters,
         "responses": {
-            "200": _ok("the prices", {
+            "200": ok_json("the prices", {
                 "type": "object", "required": ["prices", "next_cursor"],
                 "properties": {
-                    "prices": {"type": "array", "items": _ref("Price")},
-                    "next_cursor": _nullable({"type": "string"}),
-                    "next": _nullable({"type": "string",
+                    "prices": {"type": "array", "items": ref("Price")},
+                    "next_cursor": nullable({"type": "string"}),
+                    "next": nullable({"type": "string",
                                        "description": "the next page's path and query"}),
                 }}),
             "400": bad,
@@ -154,22 +154,22 @@ def price_paths(*, sku: Schema, size: Schema, provider: Schema, size_system: Sch
         "description": "A fetch that finds the same price adds no point; the latest "
                        "price's `fetched_at` in /prices says when it was last confirmed.",
         "parameters": [
-            {**_query("provider", provider, "the provider"), "required": True},
-            {**_query("sku", sku, "the SKU"), "required": True},
-            _query("size", {"type": "string", "maxLength": 16,
+            {**query_param("provider", provider, "the provider"), "required": True},
+            {**query_param("sku", sku, "the SKU"), "required": True},
+            query_param("size", {"type": "string", "maxLength": 16,
                             "pattern": size["oneOf"][0]["pattern"]},
                    "the size (absent: the size-less price)"),
-            _query("size_system", size_system, "the system of `size`"),
-            _query("since", {"type": "string", "format": "date-time"},
+            query_param("size_system", size_system, "the system of `size`"),
+            query_param("since", {"type": "string", "format": "date-time"},
                    "only points from this time on (ISO-8601 with a zone)"),
         ],
         "responses": {
-            "200": _ok("the points", {
+            "200": ok_json("the points", {
                 "type": "object", "required": ["history"],
                 "properties": {"provider": {"type": "string"}, "sku": {"type": "string"},
-                               "size": _nullable({"type": "string"}),
+                               "size": nullable({"type": "string"}),
                                "history": {"type": "array",
-                                           "items": _ref("HistoryPoint")}}}),
+                                           "items": ref("HistoryPoint")}}}),
             "400": bad,
         },
     }},    }

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -39,6 +38,7 @@ from marketd.models import (
 from marketd.page_forms import PAGE, PageState
 from marketd.proxy import forwarded, public_path, with_base
 from marketd.views import enqueue_json, status_view
+from marketd.web_prices import int_param, opt
 
 log = structlog.get_logger(__name__)
 
@@ -185,31 +185,17 @@ async def status(request: web.Request) -> web.Response:
                                                this, await daemon.job_counts()))
 
 
-def _int_param(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
-    raw = request.query.get(name)
-    if raw is None or raw == "":
-        return default
-    if not re.fullmatch(r"[0-9]{1,12}", raw) or not lo <= int(raw) <= hi:
-        raise ValidationError(f"{name} must be an integer from {lo} to {hi}", name)
-    return int(raw)
-
-
-def _opt(request: web.Request, name: str) -> str | None:
-    value = request.query.get(name)
-    return value if value not in (None, "") else None
-
-
 async def jobs(request: web.Request) -> web.Response:
     daemon = request.app[DAEMON]
-    status_ = _opt(request, "status")
+    status_ = opt(request, "status")
     if status_ is not None and status_ not in JOB_STATUSES:
         raise ValidationError(f"status must be one of {', '.join(JOB_STATUSES)}", "status")
-    provider = _opt(request, "provider")
+    provider = opt(request, "provider")
     if provider is not None:
         provider = normalize_provider(provider)
-    limit = _int_param(request, "limit", 100, 1, 1000)
-    offset = _int_param(request, "offset", 0, 0, 10_000_000)
-    user_id = _opt(request, "user_id")
+    limit = int_param(request, "limit", 100, 1, 1000)
+    offset = int_param(request, "offset", 0, 0, 10_000_000)
+    user_id = opt(request, "user_id")
     rows = await daemon.store.list_jobs(
         status=status_, provider=provider, limit=limit + 1, offset=offset,
         user_id=normalize_user_id(user_id) if user_id is not None else None)
