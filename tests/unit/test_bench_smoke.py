@@ -62,3 +62,18 @@ def test_bench_quick(name: str, tmp_path: Path) -> None:
     assert "holds?" in proc.stdout
     if name == "freshness":
         assert (tmp_path / "freshness.png").stat().st_size > 0
+
+
+def test_ab_compares_two_checkouts(tmp_path: Path) -> None:
+    """bench.ab drains each checkout once per round and prints B's median over A's; a folder
+    that is no checkout is refused before anything runs."""
+    out = subprocess.run([sys.executable, "-m", "bench.ab", str(ROOT), "--rounds", "1",
+                          "--jobs", "200"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("A ") and lines[1].startswith("B ") and "jobs/s" in lines[0]
+    assert lines[-1].startswith("B/A = ") and float(lines[-1].split("= ")[1]) > 0
+    bad = subprocess.run([sys.executable, "-m", "bench.ab", str(tmp_path)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "holds no marketd/" in bad.stderr
